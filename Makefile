@@ -1,0 +1,33 @@
+# The README's two commands are `make demo` and `make test`; both install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install cluster-bin demo test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# Control-plane binaries, built from Go modules into ~/.cache/gitops-restore (kept across clones).
+cluster-bin: install
+	$(BIN)/gitops-restore cluster-bin
+
+demo: cluster-bin
+	$(BIN)/gitops-restore provision --provider local --name demo --nodes 3
+	$(VENV)/bin/python -c "from sync_agent.paths import kubectl; print(kubectl())" > .kubectl-path
+	$$(cat .kubectl-path) --kubeconfig "$$($(BIN)/gitops-restore provision --name demo 2>/dev/null)" get nodes,storageclass
+
+test: cluster-bin
+	$(BIN)/ruff check bootstrap sync_agent tests bench
+	$(BIN)/pytest
+
+bench: cluster-bin
+	$(BIN)/python -m bench.restore_throughput
+
+clean:
+	rm -rf $(VENV) build *.egg-info
