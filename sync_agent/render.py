@@ -1,0 +1,362 @@
+"""Files -> objects: turn the manifests under a path of an exported tree into Resources.
+
+Called after `source.export_tree` by restore, plan, rollback and history; the objects go on to
+validation and planning. It does what Flux's kustomize-controller does with a path:
+
+- If the path holds a kustomization file (`kustomization.yaml`, `kustomization.yml` or
+  `Kustomization`), it is built with `kubectl kustomize`, and that is all.
+- Otherwise every `*.yaml`, `*.yml` and `*.json` file below the path is read, in path order.
+  A directory below the path that holds its own kustomization file is built with kustomize as
+  one unit and not descended into (Flux's generated kustomization lists such a directory as a
+  resource). Hidden files and directories (name starting with ".") are tool configuration, not
+  manifests, and are skipped; so are directories holding a `Chart.yaml` (Helm charts), each
+  named in `RenderResult.skipped`.
+- Ignore rules use gitignore syntax, as Flux's source-controller: `.sourceignore` files (the
+  one at the repository root and those in the directories on the way down to and below the
+  path, each applying to its own directory), then the `ignore` patterns, which are relative to
+  the repository root and win over the files. Kustomize builds read what their kustomization
+  names; ignore rules do not apply inside them.
+- kustomize runs with `--load-restrictor LoadRestrictionsNone`, as Flux does, so overlays may
+  read patches and files from sibling directories; a kustomization naming a path outside the
+  repository is refused instead (Flux confines kustomize to the repository the same way).
+
+Every problem is collected and raised at the end as one RenderError, each message starting
+with the file and document. Default namespaces are not filled in: which kinds are namespaced
+is known only from the cluster's discovery, in a later stage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pathspec
+
+from sync_agent import paths
+from sync_agent.errors import RenderError, SourceError
+from sync_agent.objects import ObjectRef, Origin, RenderResult, Resource, Revision
+from sync_agent.yaml_loader import YAMLSyntaxError, load_documents
+
+KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+SOURCEIGNORE = ".sourceignore"
+KUSTOMIZE_TIMEOUT = 300  # seconds; remote bases are fetched by kustomize itself
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One thing to read: a manifest file, or a directory kustomize builds (`kustomization`)."""
+
+    path: str  # relative to the repository root, posix
+    kustomization: str = ""  # the kustomization file's path, for kustomize units
+
+    @property
+    def sort_key(self) -> tuple[str, ...]:
+        return PurePosixPath(self.path).parts
+
+
+def render(root: Path, path: str, revision: Revision, ignore: Sequence[str] = ()) -> RenderResult:
+    """Every object declared under `path` of the exported tree `root` at `revision`."""
+    rel = _normalize(path, revision)
+    base = root / rel if rel else root
+    if not base.exists():
+        raise SourceError(_missing_path_message(root, rel or ".", revision))
+    skipped: list[str] = []
+    if base.is_file():
+        units = [_Unit(rel)]
+    elif kfile := _kustomization_in(base):
+        units = [_Unit(rel or ".", _join(rel, kfile))]
+    elif (base / "Chart.yaml").is_file():
+        units, skipped = [], [_chart_skipped(rel or ".")]
+    else:
+        units = _walk(root, rel, _IgnoreRules(root, rel, ignore), skipped)
+    collector = _Collector()
+    builds = [unit for unit in units if unit.kustomization]
+    collector.problems.extend(_outside_references(root, [unit.path for unit in builds]))
+    built = {} if collector.problems else _build_all(root, builds)
+    for unit in units:
+        if not unit.kustomization:
+            collector.add_text(unit, _read_file(root / unit.path, unit))
+        elif unit in built:
+            collector.add_text(unit, built[unit])
+    result = RenderResult(revision, rel or ".", tuple(collector.resources), tuple(skipped))
+    if collector.problems:
+        raise RenderError(collector.problems, partial=result)
+    return result
+
+
+def _normalize(path: str, revision: Revision) -> str:
+    rel = PurePosixPath(path.strip() or ".")
+    if rel.is_absolute() or ".." in rel.parts:
+        raise SourceError(
+            f"path '{path}' must be relative to the repository root, inside it "
+            f"(at {revision.sha[:12]})"
+        )
+    return "" if str(rel) == "." else str(rel)
+
+
+def _missing_path_message(root: Path, rel: str, revision: Revision) -> str:
+    tops = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    there = f"top-level directories there: {', '.join(tops)}" if tops else "no directories there"
+    return (
+        f"path '{rel}' does not exist at {revision.sha[:12]} ({revision.ref}; {there}). "
+        "Check --path, or pick a revision where it exists (the history command shows them)."
+    )
+
+
+def _join(directory: str, name: str) -> str:
+    return f"{directory}/{name}" if directory else name
+
+
+def _kustomization_in(directory: Path) -> str:
+    for name in KUSTOMIZATION_FILES:
+        if (directory / name).is_file():
+            return name
+    return ""
+
+
+def _chart_skipped(directory: str) -> str:
+    return f"{directory}: Helm chart skipped (Helm rendering is not supported yet)"
+
+
+class _IgnoreRules:
+    """Gitignore-style rules from `.sourceignore` files and the caller's patterns."""
+
+    def __init__(self, root: Path, rel: str, patterns: Sequence[str]):
+        self._root = root
+        self._rules: list[tuple[str, pathspec.GitIgnoreSpec]] = []
+        self._extra = pathspec.GitIgnoreSpec.from_lines(patterns) if patterns else None
+        parts = PurePosixPath(rel).parts if rel else ()
+        for depth in range(len(parts) + 1):
+            self.load("/".join(parts[:depth]))
+
+    def load(self, directory: str) -> None:
+        file = self._root / directory / SOURCEIGNORE
+        if file.is_file():
+            lines = file.read_text(encoding="utf-8", errors="replace").splitlines()
+            self._rules.append((directory, pathspec.GitIgnoreSpec.from_lines(lines)))
+
+    def ignored(self, rel: str, is_dir: bool) -> bool:
+        verdict: bool | None = None
+        suffix = "/" if is_dir else ""
+        for domain, spec in self._rules:
+            if domain and not rel.startswith(domain + "/"):
+                continue
+            include = spec.check_file(rel[len(domain) + 1 if domain else 0 :] + suffix).include
+            verdict = include if include is not None else verdict
+        if self._extra is not None:
+            include = self._extra.check_file(rel + suffix).include
+            verdict = include if include is not None else verdict
+        return bool(verdict)
+
+
+def _walk(root: Path, rel: str, rules: _IgnoreRules, skipped: list[str]) -> list[_Unit]:
+    units: list[_Unit] = []
+    base = root / rel if rel else root
+    for dirpath, dirnames, filenames in os.walk(base):
+        here = Path(dirpath).relative_to(root).as_posix()
+        here = "" if here == "." else here
+        descend = []
+        for name in sorted(dirnames):
+            sub = _join(here, name)
+            full = Path(dirpath, name)
+            if name.startswith(".") or rules.ignored(sub, is_dir=True):
+                continue
+            if (full / "Chart.yaml").is_file():
+                skipped.append(_chart_skipped(sub))
+            elif kfile := _kustomization_in(full):
+                units.append(_Unit(sub, _join(sub, kfile)))
+            else:
+                rules.load(sub)
+                descend.append(name)
+        dirnames[:] = descend
+        for name in filenames:
+            sub = _join(here, name)
+            manifest = name.endswith(MANIFEST_SUFFIXES) and not name.startswith(".")
+            if manifest and not rules.ignored(sub, is_dir=False):
+                units.append(_Unit(sub))
+    units.sort(key=lambda u: u.sort_key)
+    return units
+
+
+def _build_all(root: Path, units: list[_Unit]) -> dict[_Unit, str | RenderError]:
+    """kustomize output for each kustomization directory, built concurrently."""
+    if not units:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(4, len(units))) as pool:
+        return dict(zip(units, pool.map(lambda unit: _kustomize(root, unit), units), strict=True))
+
+
+def _read_file(file: Path, unit: _Unit) -> str | RenderError:
+    try:
+        data = file.read_bytes()
+    except OSError as e:  # e.g. a symlink whose target was outside the repository
+        return RenderError([f"{unit.path}: cannot be read: {e.strerror}"])
+    try:
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+            return data.decode("utf-16")
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return RenderError([f"{unit.path}: not UTF-8 or UTF-16 text"])
+
+
+def _kustomize(root: Path, unit: _Unit) -> str | RenderError:
+    command = [paths.kubectl(), "kustomize", "--load-restrictor", "LoadRestrictionsNone", "."]
+    try:
+        done = subprocess.run(
+            command,
+            cwd=root / unit.path,
+            capture_output=True,
+            text=True,
+            timeout=KUSTOMIZE_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        return RenderError(
+            [f"{unit.kustomization}: kubectl is needed to build it and was not found"]
+        )
+    except subprocess.TimeoutExpired:
+        return RenderError(
+            [f"{unit.kustomization}: kubectl kustomize did not finish in {KUSTOMIZE_TIMEOUT}s"]
+        )
+    if done.returncode != 0:
+        stderr = done.stderr.strip() or f"exit status {done.returncode}"
+        return RenderError([f"{unit.kustomization}: kubectl kustomize failed: {stderr}"])
+    return done.stdout
+
+
+def _outside_references(root: Path, directories: list[str]) -> list[str]:
+    """Problems for kustomization files, in `directories` or reached from them through `../`
+    references, that name paths outside the repository."""
+    problems: set[str] = set()
+    top = root.resolve()
+    queue = [top / d for d in directories]
+    seen: set[Path] = set()
+    while queue:
+        directory = queue.pop()
+        if directory in seen or not directory.is_dir():
+            continue
+        seen.add(directory)
+        for file in _kustomization_files_below(directory):
+            for value in _references(file):
+                target = Path(os.path.normpath(file.parent / value))
+                if value.startswith("/") and not target.exists():
+                    continue  # not a file: a JSON pointer or similar
+                if target.is_relative_to(top):
+                    queue.append(target)
+                    continue
+                problems.add(
+                    f"{file.relative_to(top).as_posix()}: refers to '{value}', outside the "
+                    "repository; kustomize may only read files inside it"
+                )
+    return sorted(problems)
+
+
+def _kustomization_files_below(directory: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(directory):
+        dirnames[:] = [d for d in dirnames if d != ".git"]
+        for name in sorted(set(filenames) & set(KUSTOMIZATION_FILES)):
+            yield Path(dirpath, name)
+
+
+def _references(file: Path) -> list[str]:
+    try:
+        docs = load_documents(file.read_text(encoding="utf-8", errors="replace"))
+    except YAMLSyntaxError:
+        return []  # kustomize reports it, in its own words
+    return list(kustomization_references(docs[0].data if docs else None))
+
+
+def kustomization_references(data: Any) -> Iterator[str]:
+    """Strings in a parsed kustomization that are paths leaving its directory (`../x`, `/x`)."""
+    if isinstance(data, str):
+        leaves = data.startswith("/") or ".." in PurePosixPath(data).parts
+        if leaves and "\n" not in data and "://" not in data:
+            yield data
+    elif isinstance(data, dict):
+        for value in data.values():
+            yield from kustomization_references(value)
+    elif isinstance(data, list):
+        for value in data:
+            yield from kustomization_references(value)
+
+
+class _Collector:
+    """Turns texts into Resources, gathering every problem and spotting duplicates."""
+
+    def __init__(self) -> None:
+        self.resources: list[Resource] = []
+        self.problems: list[str] = []
+        self._seen: dict[ObjectRef, Origin] = {}
+
+    def add_text(self, unit: _Unit, text: str | RenderError) -> None:
+        if isinstance(text, RenderError):
+            self.problems.extend(text.problems)
+            return
+        where = unit.kustomization or unit.path
+        if unit.path.endswith(".json") and not unit.kustomization:
+            try:
+                self.add_document(json.loads(text), Origin(where, 1, 1))
+            except json.JSONDecodeError as e:
+                self.problems.append(f"{where}, document 1 (line {e.lineno}): bad JSON: {e.msg}")
+            return
+        try:
+            documents = load_documents(text)
+        except YAMLSyntaxError as e:
+            line = f" (line {e.line})" if e.line else ""
+            self.problems.append(f"{where}, document {e.document}{line}: bad YAML: {e.problem}")
+            return
+        for doc in documents:
+            # Lines of kustomize's output would mislead: only the document index is kept.
+            line = 0 if unit.kustomization else doc.line
+            self.add_document(doc.data, Origin(where, doc.index, line))
+
+    def add_document(self, data: Any, origin: Origin) -> None:
+        if data is None:
+            return
+        if not isinstance(data, dict):
+            found = type(data).__name__
+            self.problems.append(f"{origin}: not a Kubernetes object (a {found}, not a mapping)")
+            return
+        kind, items = data.get("kind"), data.get("items")
+        if isinstance(kind, str) and kind.endswith("List") and isinstance(items, list):
+            for number, item in enumerate(items, 1):
+                origin_item = replace(origin, item=number)
+                if not isinstance(item, dict):
+                    self.problems.append(f"{origin_item}: not a Kubernetes object")
+                else:
+                    self.add_object(item, origin_item)
+            return
+        self.add_object(data, origin)
+
+    def add_object(self, body: dict[str, Any], origin: Origin) -> None:
+        metadata = body.get("metadata")
+        fields = {
+            "apiVersion": body.get("apiVersion"),
+            "kind": body.get("kind"),
+            "metadata.name": metadata.get("name") if isinstance(metadata, dict) else None,
+        }
+        missing = [name for name, value in fields.items() if not value]
+        wrong = [name for name, value in fields.items() if value and not isinstance(value, str)]
+        namespace = metadata.get("namespace") if isinstance(metadata, dict) else None
+        if namespace is not None and not isinstance(namespace, str):
+            wrong.append("metadata.namespace")
+        if missing or wrong:
+            what = [f"missing {', '.join(missing)}"] if missing else []
+            what += [f"{', '.join(wrong)} must be a string"] if wrong else []
+            kind = f" (kind {body['kind']})" if "kind" not in missing + wrong else ""
+            self.problems.append(f"{origin}: {'; '.join(what)}{kind}")
+            return
+        resource = Resource(body, origin)
+        first = self._seen.get(resource.ref)
+        if first is not None:
+            self.problems.append(f"{origin}: {resource.ref} is declared twice; also in {first}")
+            return
+        self._seen[resource.ref] = origin
+        self.resources.append(resource)

@@ -1,0 +1,1 @@
+"""Test data, and the helpers that build real Git repositories from it at test time."""

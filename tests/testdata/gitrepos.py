@@ -1,0 +1,58 @@
+"""Real Git repositories for tests: clones of the shared fixture bundles, and small ones built
+commit by commit with the git command (dates set through GIT_COMMITTER_DATE)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"  # ../shared beside main
+
+
+def git(repo: Path, *args: str, date: str | None = None) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "Dana Ops",
+        "GIT_AUTHOR_EMAIL": "dana@example.com",
+        "GIT_COMMITTER_NAME": "Dana Ops",
+        "GIT_COMMITTER_EMAIL": "dana@example.com",
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
+    if date:
+        env["GIT_COMMITTER_DATE"] = env["GIT_AUTHOR_DATE"] = date
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def new_repo(path: Path) -> Path:
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    return path
+
+
+def commit(
+    repo: Path,
+    files: dict[str, str | None],
+    message: str,
+    date: str | None = None,
+) -> str:
+    """Write (or, for None, delete) files, commit everything, return the new SHA."""
+    for name, text in files.items():
+        target = repo / name
+        if text is None:
+            target.unlink()
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "--allow-empty", "-m", message, date=date)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def clone_bundle(name: str, dest: Path) -> Path:
+    """A normal clone of a fixture bundle (the bundle itself is never changed)."""
+    subprocess.run(["git", "clone", "-q", str(FIXTURES / f"{name}.bundle"), str(dest)], check=True)
+    return dest
