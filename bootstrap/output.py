@@ -18,9 +18,11 @@ import typer
 from rich.console import Console
 
 from bootstrap.errors import UserError
-from sync_agent.errors import SyncError
+from sync_agent.errors import SyncError, ValidationError
 
-stderr = Console(stderr=True, highlight=False)
+NOTHING_CHANGED = " (nothing was changed)"
+
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
 
 
@@ -47,7 +49,15 @@ def exits_cleanly(function: Callable) -> Callable:
         try:
             return function(*args, **kwargs)
         except (UserError, SyncError) as e:
-            stderr.print(f"[bold red]error:[/bold red] {e}", markup=True, highlight=False)
+            problems = getattr(e, "problems", None) or []
+            if len(problems) > 1:
+                stderr.print(f"[bold red]error:[/bold red] {len(problems)} problems"
+                             f"{NOTHING_CHANGED if isinstance(e, ValidationError) else ''}:")
+                for problem in problems:
+                    stderr.print(f"  - {problem}", markup=False)
+            else:
+                stderr.print("[bold red]error:[/bold red] ", end="")
+                stderr.print(str(e), markup=False)
             raise typer.Exit(code=e.exit_code) from None
         except KeyboardInterrupt:
             stderr.print("interrupted")

@@ -1,0 +1,168 @@
+"""restore, plan, rollback and verify: declare options, call the engine, present the report."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from bootstrap import report_view
+from bootstrap import sync_options as opt
+from bootstrap.errors import OperationFailed
+from bootstrap.output import Output, emit_json, exits_cleanly
+from bootstrap.progress import PhaseProgress
+from sync_agent import engine
+from sync_agent.apply import ApplyError
+from sync_agent.engine import SyncOptions
+
+EXIT_DIFFERENCES = 3
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(restore)
+    app.command()(plan)
+    app.command()(rollback)
+    app.command()(verify)
+
+
+Prune = Annotated[bool, typer.Option("--prune", help="Delete owned objects the revision lacks.")]
+PruneData = Annotated[bool, typer.Option(
+    "--prune-data", help="Let prune delete PVCs, PVs and Namespaces too.")]
+MassPrune = Annotated[bool, typer.Option(
+    "--allow-mass-prune", help="Allow a prune of more than half the owned objects.")]
+Wait = Annotated[bool, typer.Option("--wait", help="Wait until every object is healthy.")]
+Timeout = Annotated[str, typer.Option("--timeout", help="How long --wait waits, e.g. 10m.")]
+Force = Annotated[bool, typer.Option(
+    "--force", help="Delete and recreate objects whose immutable fields changed.")]
+CreateNamespaces = Annotated[bool, typer.Option(
+    "--create-namespaces", help="Create namespaces the revision uses but does not declare.")]
+
+
+def _run(spec_args: dict, conn_args: dict, options: SyncOptions, output: Output,
+         verify_only: bool = False) -> engine.Report:
+    spec = opt.source_spec(**spec_args)
+    kube = opt.connect(**conn_args, workers=options.workers)
+    try:
+        with PhaseProgress(enabled=True) as progress:
+            if verify_only:
+                return engine.verify(kube, spec, options, progress.emit)
+            return engine.restore(kube, spec, options, progress.emit)
+    except ApplyError as e:
+        raise OperationFailed("apply failed; objects applied before the failure stay applied "
+                              "and owned (re-run to converge):\n" + str(e)) from None
+    finally:
+        kube.close()
+
+
+@exits_cleanly
+def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathOpt = "",
+            ignore: opt.Ignore = None, prune: Prune = False, prune_data: PruneData = False,
+            allow_mass_prune: MassPrune = False, wait: Wait = False, timeout: Timeout = "10m",
+            force: Force = False, create_namespaces: CreateNamespaces = False,
+            name: opt.SyncName = None, namespace: opt.Namespace = "default",
+            ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
+            kubeconfig: opt.Kubeconfig = None, context: opt.Context = None,
+            cluster: opt.ClusterName = None, workers: opt.Workers = 16,
+            output: opt.OutputOpt = Output.text) -> None:
+    """Make the cluster match the repo at a revision: validate, apply in stages, prune, wait.
+
+    Example: gitops-restore restore --repo git@github.com:org/fleet.git --path clusters/prod
+    --ref v1.4.0 --prune --wait --kubeconfig ~/.kube/prod
+    """
+    options = SyncOptions(
+        sync_name=opt.sync_name(name, repo, path), namespace=namespace, prune=prune,
+        prune_data=prune_data, allow_mass_prune=allow_mass_prune,
+        create_namespaces=create_namespaces, force=force, wait=wait,
+        timeout=opt.parse_duration(timeout), workers=workers)
+    report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
+                       known_hosts=known_hosts),
+                  dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options, output)
+    _present(report, output, "restore")
+    if report.errors or report.unhealthy:
+        raise typer.Exit(code=1)
+
+
+@exits_cleanly
+def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
+                 "--to", help="The revision to return to (commit, tag, HEAD~N).")],
+             path: opt.PathOpt = "", ignore: opt.Ignore = None, prune_data: PruneData = False,
+             allow_mass_prune: MassPrune = False, wait: Wait = False,
+             timeout: Timeout = "10m", force: Force = False,
+             create_namespaces: CreateNamespaces = False, name: opt.SyncName = None,
+             namespace: opt.Namespace = "default", ssh_key: opt.SshKey = None,
+             known_hosts: opt.KnownHosts = None, kubeconfig: opt.Kubeconfig = None,
+             context: opt.Context = None, cluster: opt.ClusterName = None,
+             workers: opt.Workers = 16, output: opt.OutputOpt = Output.text) -> None:
+    """Return the cluster exactly to an earlier revision (restore with prune).
+
+    Example: gitops-restore rollback --repo ./fleet --path apps --to HEAD~1 --wait
+    """
+    options = SyncOptions(
+        sync_name=opt.sync_name(name, repo, path), namespace=namespace, prune=True,
+        prune_data=prune_data, allow_mass_prune=allow_mass_prune,
+        create_namespaces=create_namespaces, force=force, wait=wait,
+        timeout=opt.parse_duration(timeout), workers=workers)
+    report = _run(dict(repo=repo, ref=to, at=None, path=path, ignore=ignore, ssh_key=ssh_key,
+                       known_hosts=known_hosts),
+                  dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options, output)
+    _present(report, output, "rollback")
+    if report.errors or report.unhealthy:
+        raise typer.Exit(code=1)
+
+
+@exits_cleanly
+def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathOpt = "",
+         ignore: opt.Ignore = None, prune: Prune = False, prune_data: PruneData = False,
+         allow_mass_prune: MassPrune = False, force: Force = False,
+         create_namespaces: CreateNamespaces = False, name: opt.SyncName = None,
+         namespace: opt.Namespace = "default", ssh_key: opt.SshKey = None,
+         known_hosts: opt.KnownHosts = None, kubeconfig: opt.Kubeconfig = None,
+         context: opt.Context = None, cluster: opt.ClusterName = None,
+         workers: opt.Workers = 16, output: opt.OutputOpt = Output.text) -> None:
+    """Show what restore would do, per object, using server-side dry-run. Exit 3 if anything.
+
+    Example: gitops-restore plan --repo ./fleet --path apps --ref main --prune
+    """
+    options = SyncOptions(
+        sync_name=opt.sync_name(name, repo, path), namespace=namespace, prune=prune,
+        prune_data=prune_data, allow_mass_prune=allow_mass_prune,
+        create_namespaces=create_namespaces, force=force, workers=workers, plan_only=True)
+    report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
+                       known_hosts=known_hosts),
+                  dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options, output)
+    _present(report, output, "plan")
+    if report.changes.changed:
+        raise typer.Exit(code=EXIT_DIFFERENCES)
+
+
+@exits_cleanly
+def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathOpt = "",
+           ignore: opt.Ignore = None, wait: Wait = False, timeout: Timeout = "2m",
+           name: opt.SyncName = None, namespace: opt.Namespace = "default",
+           ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
+           kubeconfig: opt.Kubeconfig = None, context: opt.Context = None,
+           cluster: opt.ClusterName = None, workers: opt.Workers = 16,
+           output: opt.OutputOpt = Output.text) -> None:
+    """Check that the live cluster matches a revision: drifted, missing and extra objects.
+
+    Exit 0 when it matches, 3 when anything differs (1 with --wait if unhealthy).
+    Example: gitops-restore verify --repo ./fleet --path apps --ref v1.4.0
+    """
+    options = SyncOptions(sync_name=opt.sync_name(name, repo, path), namespace=namespace,
+                          wait=wait, timeout=opt.parse_duration(timeout), workers=workers)
+    report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
+                       known_hosts=known_hosts),
+                  dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options, output,
+                  verify_only=True)
+    _present(report, output, "verify")
+    if report.changes.changed:
+        raise typer.Exit(code=EXIT_DIFFERENCES)
+    if report.unhealthy:
+        raise typer.Exit(code=1)
+
+
+def _present(report: engine.Report, output: Output, verb: str) -> None:
+    if output is Output.json:
+        emit_json({"command": verb, **report.to_json()})
+    else:
+        report_view.show(report, verb)

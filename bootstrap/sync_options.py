@@ -1,0 +1,79 @@
+"""Options shared by restore, plan, rollback, verify and history, and how they become the
+engine's SourceSpec and SyncOptions."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bootstrap import clusters
+from bootstrap.errors import UserError
+from bootstrap.output import Output
+from sync_agent import source
+from sync_agent.engine import SourceSpec
+from sync_agent.kube import Kube
+
+Repo = Annotated[str, typer.Option("--repo", help="Git URL or local path of the GitOps repo.")]
+Ref = Annotated[str | None, typer.Option(
+    "--ref", help="Branch, tag, SHA or HEAD~N (default HEAD).")]
+At = Annotated[str | None, typer.Option(
+    "--at", help="The last commit at or before this time, e.g. 2026-11-01T12:00Z "
+                 "(on the branch --ref names, else HEAD's).")]
+PathOpt = Annotated[str, typer.Option("--path", help="Directory in the repo to apply.")]
+Ignore = Annotated[list[str] | None, typer.Option(
+    "--ignore", help="Leave files out (gitignore syntax); repeatable.")]
+SshKey = Annotated[Path | None, typer.Option("--ssh-key", help="Private key for SSH remotes.")]
+KnownHosts = Annotated[Path | None, typer.Option(
+    "--known-hosts", help="known_hosts pinning the SSH server's host key.")]
+Kubeconfig = Annotated[str | None, typer.Option(
+    "--kubeconfig", envvar="KUBECONFIG", help="Kubeconfig file (kubectl's rules).")]
+Context = Annotated[str | None, typer.Option("--context", help="Kubeconfig context.")]
+ClusterName = Annotated[str | None, typer.Option(
+    "--cluster", help="A cluster made by `provision` (instead of --kubeconfig).")]
+SyncName = Annotated[str | None, typer.Option(
+    "--name", help="Sync name owning the inventory (default: from repo and path).")]
+Namespace = Annotated[str, typer.Option(
+    "--namespace", "-n", help="Namespace for namespaced objects that name none.")]
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text or json")]
+Workers = Annotated[int, typer.Option("--workers", help="Concurrent API requests.")]
+
+
+def source_spec(repo: str, ref: str | None, at: str | None, path: str,
+                ignore: list[str] | None, ssh_key: Path | None,
+                known_hosts: Path | None) -> SourceSpec:
+    auth = source.GitAuth(ssh_key, known_hosts) if (ssh_key or known_hosts) else None
+    return SourceSpec(repo=repo, ref=ref, at=source.parse_time(at) if at else None,
+                      path=path, ignore=tuple(ignore or ()), auth=auth)
+
+
+def connect(kubeconfig: str | None, context: str | None, cluster: str | None,
+            workers: int = 16) -> Kube:
+    if cluster:
+        record = clusters.load(cluster)
+        kubeconfig, context = record.kubeconfig, context or record.context or None
+    return Kube.from_kubeconfig(kubeconfig, context, workers=workers)
+
+
+def sync_name(name: str | None, repo: str, path: str) -> str:
+    """A stable default, so that restore and a later rollback of the same repo and path share
+    one inventory."""
+    if name:
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?", name):
+            raise UserError(f"--name {name!r}: use lowercase letters, digits and '-' "
+                            "(at most 52), starting and ending with a letter or digit")
+        return name
+    stem = re.sub(r"\.git$", "", repo.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1])
+    raw = f"{stem}-{path}" if path.strip("./") else stem
+    slug = re.sub(r"[^a-z0-9]+", "-", raw.lower()).strip("-")[:52].strip("-")
+    return slug or "default"
+
+
+def parse_duration(text: str) -> float:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
+    if not match:
+        raise UserError(f"--timeout {text!r}: use a duration such as 90s, 10m or 1h")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]

@@ -1,0 +1,168 @@
+"""Apply a plan in stages: concurrently within a stage, waiting where later stages depend.
+
+Called by the engine with a Plan from `plan.make_plan`. CRDs and Namespaces go first and are
+waited for (Established / Active); custom resources whose CRD came in this revision are
+dry-run only then, and a failure there stops before their stage is written. Each applied
+object's owned-fields digest is returned so the inventory can later tell that it is intact.
+On failure, ApplyError carries what was applied so far.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from sync_agent import events, health, order
+from sync_agent.changes import Action, Change, Desired
+from sync_agent.errors import SyncError, ValidationError
+from sync_agent.kube import ApiError, Kube
+from sync_agent.objects import ObjectRef
+from sync_agent.plan import Plan, dry_run, owned_fields_digest
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What the inventory keeps of an object we sent."""
+
+    change: Change
+    digest: str  # of the body we sent
+    owned: str  # digest of the fields the server says we own
+
+
+@dataclass(frozen=True)
+class StageTiming:
+    phase: str  # apply:<stage>
+    seconds: float
+    objects: int
+
+
+class ApplyError(SyncError):
+    def __init__(self, problems: list[str], applied: list[Applied],
+                 timings: list[StageTiming]):
+        self.problems = problems
+        self.applied = applied
+        self.timings = timings
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    workers: int = 16
+    definitions_timeout: float = 120.0  # how long CRDs may take to become Established
+
+
+@dataclass
+class _Progress:
+    applied: list[Applied] = field(default_factory=list)
+    timings: list[StageTiming] = field(default_factory=list)
+
+
+def apply_plan(kube: Kube, plan: Plan, existing_namespaces: set[str],
+               options: ApplyOptions = ApplyOptions(),
+               emit: events.EventSink = events.ignore) -> tuple[list[Applied], list[StageTiming]]:
+    by_ref = {d.ref: d for d in plan.to_apply()}
+    progress = _Progress()
+    with ThreadPoolExecutor(max_workers=options.workers) as pool:
+        for stage, refs in order.group_by_stage(by_ref):
+            phase = f"apply:{stage.name}"
+            emit(events.PhaseStarted(phase, len(refs)))
+            started = time.monotonic()
+            objects = [by_ref[r] for r in refs]
+            deferred = [d for d in objects if d.deferred]
+            if deferred:
+                _validate_deferred(kube, pool, deferred, existing_namespaces, plan, progress)
+            problems: list[str] = []
+            results = pool.map(lambda d: _try_apply(kube, d, plan.actions[d.ref]), objects)
+            for d, result in zip(objects, results, strict=True):
+                if isinstance(result, str):
+                    problems.append(result)
+                else:
+                    progress.applied.append(result)
+                    emit(events.ObjectDone(phase, d.ref, result.change.action.value))
+            if stage.wait_ready and not problems:
+                problems.extend(_wait_definitions(kube, objects, options.definitions_timeout))
+            seconds = time.monotonic() - started
+            progress.timings.append(StageTiming(phase, seconds, len(objects)))
+            emit(events.PhaseFinished(phase, seconds))
+            if problems:
+                raise ApplyError(sorted(problems), progress.applied, progress.timings)
+    return progress.applied, progress.timings
+
+
+def _try_apply(kube: Kube, d: Desired, planned: Change) -> Applied | str:
+    """Apply one object; an error comes back as the sentence to report."""
+    try:
+        return _apply_one(kube, d, planned)
+    except ApiError as e:
+        return f"{d.origin}: {d.ref}: {e}"
+
+
+def _apply_one(kube: Kube, d: Desired, planned: Change) -> Applied:
+    if planned.action is Action.RECREATE:
+        _delete_and_wait(kube, d)
+    created, stored = kube.apply(d.rt, d.body)
+    if planned.action is Action.RECREATE:
+        action = Action.RECREATE
+    else:
+        action = Action.CREATE if created else Action.UPDATE
+    change = Change(d.ref, action, planned.detail, d.rt.api_version)
+    return Applied(change, d.digest, owned_fields_digest(stored))
+
+
+def _validate_deferred(kube: Kube, pool: ThreadPoolExecutor, deferred: Sequence[Desired],
+                       existing_namespaces: set[str], plan: Plan, progress: _Progress) -> None:
+    """Dry-run custom resources whose CRD was applied in an earlier stage of this run."""
+    problems: list[str] = []
+
+    def check(d: Desired) -> None:
+        for attempt in range(20):  # the new API may take a moment to be served after Established
+            try:
+                plan.actions[d.ref] = dry_run(kube, d, None, existing_namespaces)
+                return
+            except ApiError as e:
+                if e.status == 404 and attempt < 19:
+                    time.sleep(0.25)
+                    continue
+                problems.append(f"{d.origin}: {d.ref}: the API server rejected it in a "
+                                f"dry-run: {e}")
+                return
+
+    list(pool.map(check, deferred))
+    if problems:
+        error = ValidationError(sorted(problems))
+        raise ApplyError(error.problems, progress.applied, progress.timings) from error
+
+
+def _wait_definitions(kube: Kube, objects: Sequence[Desired], timeout: float) -> list[str]:
+    deadline = time.monotonic() + timeout
+    pending = [d for d in objects if d.ref.kind in ("CustomResourceDefinition", "Namespace")]
+    while pending:
+        still = []
+        for d in pending:
+            live = kube.get(d.rt, d.ref.namespace, d.ref.name)
+            if live is None or health.assess(live)[0] is not health.State.READY:
+                still.append(d)
+        pending = still
+        if not pending:
+            break
+        if time.monotonic() > deadline:
+            return [f"{d.ref}: not Established/Active after {timeout:.0f}s" for d in pending]
+        time.sleep(0.2)
+    return []
+
+
+
+
+def _delete_and_wait(kube: Kube, d: Desired, timeout: float = 60.0) -> None:
+    kube.delete(d.rt, d.ref.namespace, d.ref.name, propagation="Foreground")
+    deadline = time.monotonic() + timeout
+    while kube.get(d.rt, d.ref.namespace, d.ref.name) is not None:
+        if time.monotonic() > deadline:
+            raise ApiError(0, "Timeout", f"{d.ref}: still present {timeout:.0f}s after delete")
+        time.sleep(0.2)
+
+
+def refs_of(applied: Sequence[Applied]) -> set[ObjectRef]:
+    return {a.change.ref for a in applied}

@@ -1,0 +1,294 @@
+"""Make a cluster match a Git revision: the pipeline end to end, timed phase by phase.
+
+source (fetch, resolve) -> render -> validate (discovery, prepare, dry-run plan) -> apply by
+stage -> prune -> health. `restore` runs it all (or stops after the plan, for `plan`),
+`verify` compares without writing. Called by bootstrap's commands and by the in-cluster agent;
+it knows nothing of either.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sync_agent import discovery, events, inventory, source
+from sync_agent import health as health_mod
+from sync_agent import render as render_mod
+from sync_agent.apply import Applied, ApplyError, ApplyOptions, apply_plan
+from sync_agent.changes import Action, Change, ChangeSet, Desired
+from sync_agent.kube import Kube
+from sync_agent.objects import RenderResult, Revision
+from sync_agent.plan import Plan, PlanOptions, Previous, list_owned, make_plan
+from sync_agent.prune import PruneError, prune
+from sync_agent.validate import NAMESPACE_RT, ValidateOptions, prepare
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Which declared state: repository, revision (ref or time) and path in it."""
+
+    repo: str
+    ref: str | None = None
+    at: datetime | None = None
+    path: str = ""
+    ignore: tuple[str, ...] = ()
+    auth: source.GitAuth | None = None
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    sync_name: str
+    namespace: str = "default"  # for namespaced objects that name none, as kubectl
+    prune: bool = False
+    prune_data: bool = False
+    allow_mass_prune: bool = False
+    create_namespaces: bool = False
+    force: bool = False  # delete and recreate objects whose immutable fields changed
+    wait: bool = False
+    timeout: float = 600.0  # for --wait
+    workers: int = 16
+    plan_only: bool = False
+
+
+@dataclass
+class Report:
+    """What a run did, per object and per phase; every report names the resolved SHA."""
+
+    sync_name: str
+    revision: Revision
+    path: str
+    changes: ChangeSet = field(default_factory=ChangeSet)
+    phases: list[tuple[str, float]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    unhealthy: list[health_mod.Health] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return sum(seconds for _, seconds in self.phases)
+
+    def to_json(self) -> dict:
+        return {
+            "sync": self.sync_name,
+            "repo": self.revision.repo,
+            "ref": self.revision.ref,
+            "sha": self.revision.sha,
+            "committed_at": self.revision.committed_at,
+            "path": self.path,
+            "counts": self.changes.count(),
+            "changes": [{"object": str(c.ref), "action": c.action.value, "detail": c.detail}
+                        for c in self.changes.changes],
+            "phases": [{"phase": p, "seconds": round(s, 3)} for p, s in self.phases],
+            "seconds": round(self.seconds, 3),
+            "skipped": self.skipped,
+            "unhealthy": [{"object": str(h.ref), "reason": h.reason} for h in self.unhealthy],
+            "errors": self.errors,
+        }
+
+
+class _Timer:
+    def __init__(self, report: Report, emit: events.EventSink):
+        self.report, self.emit = report, emit
+
+    @contextmanager
+    def phase(self, name: str, total: int = 0) -> Iterator[None]:
+        self.emit(events.PhaseStarted(name, total))
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            seconds = time.monotonic() - started
+            self.report.phases.append((name, seconds))
+            self.emit(events.PhaseFinished(name, seconds))
+
+
+def fetch(spec: SourceSpec) -> tuple[object, Revision]:
+    repo = source.open_repository(spec.repo, spec.auth)
+    return repo, source.resolve(repo, spec.repo, ref=spec.ref, at=spec.at)
+
+
+def render_revision(repo, revision: Revision, spec: SourceSpec) -> RenderResult:
+    with tempfile.TemporaryDirectory(prefix="gitops-restore-tree-") as tree:
+        source.export_tree(repo, revision.sha, Path(tree))
+        return render_mod.render(Path(tree), spec.path, revision, spec.ignore)
+
+
+def restore(kube: Kube, spec: SourceSpec, options: SyncOptions,
+            emit: events.EventSink = events.ignore) -> Report:
+    """Restore (or, with plan_only, plan) the cluster to the declared state of `spec`."""
+    fetch_started = time.monotonic()
+    repo, revision = fetch(spec)
+    report = Report(options.sync_name, revision, spec.path)
+    report.phases.append(("fetch", time.monotonic() - fetch_started))
+    timer = _Timer(report, emit)
+    with timer.phase("render"):
+        rendered = render_revision(repo, revision, spec)
+        report.skipped = list(rendered.skipped)
+    with timer.phase("validate", len(rendered.resources)):
+        plan, old, namespaces = _validate_and_plan(kube, rendered, options, emit)
+    report.changes = plan.change_set()
+    if options.plan_only:
+        return report
+
+    previous = _previous(old)
+    _save_inventory(kube, options, spec, revision, old, _pending_entries(plan, previous),
+                    keep_revision=True)
+    try:
+        applied, timings = apply_plan(kube, plan, namespaces,
+                                      ApplyOptions(workers=options.workers), emit)
+    except ApplyError as e:
+        report.phases.extend((t.phase, t.seconds) for t in e.timings)
+        _save_inventory(kube, options, spec, revision, old,
+                        {**previous, **_entries_of(e.applied)}, keep_revision=True)
+        raise
+    report.phases.extend((t.phase, t.seconds) for t in timings)
+    report.changes = _change_set(plan, applied)
+
+    with timer.phase("prune", len(plan.prune)):
+        try:
+            pruned = prune(kube, plan.prune, options.workers, emit)
+        except PruneError as e:
+            report.errors.extend(e.problems)
+            pruned = e.done
+    for change in pruned:
+        report.changes.add(change)
+    entries = _final_entries(plan, applied, previous, pruned)
+    with timer.phase("inventory"):
+        _save_inventory(kube, options, spec, revision, old, entries, keep_revision=False)
+    if options.wait:
+        report.unhealthy = _wait_healthy(kube, plan.desired, options, report, emit)
+    return report
+
+
+def _validate_and_plan(kube: Kube, rendered: RenderResult, options: SyncOptions,
+                       emit: events.EventSink):
+    found = discovery.discover(kube)
+    namespaces = {o["metadata"]["name"] for o in kube.list(NAMESPACE_RT)}
+    desired = prepare(rendered.resources, found, namespaces,
+                      ValidateOptions(options.sync_name, options.namespace,
+                                      options.create_namespaces))
+    old = inventory.load(kube, options.sync_name)
+    plan = make_plan(kube, desired, _previous(old), found, namespaces,
+                     PlanOptions(options.sync_name, prune=options.prune,
+                                 prune_data=options.prune_data,
+                                 allow_mass_prune=options.allow_mass_prune,
+                                 force=options.force, workers=options.workers), emit)
+    return plan, old, namespaces
+
+
+def verify(kube: Kube, spec: SourceSpec, options: SyncOptions,
+           emit: events.EventSink = events.ignore) -> Report:
+    """Compare the live cluster with the revision, writing nothing.
+
+    Every declared object is dry-run (nothing is trusted from the inventory): CREATE means
+    missing, UPDATE drifted (the detail names the fields), DELETE/KEEP an extra owned object.
+    """
+    fetch_started = time.monotonic()
+    repo, revision = fetch(spec)
+    report = Report(options.sync_name, revision, spec.path)
+    report.phases.append(("fetch", time.monotonic() - fetch_started))
+    timer = _Timer(report, emit)
+    with timer.phase("render"):
+        rendered = render_revision(repo, revision, spec)
+    with timer.phase("verify", len(rendered.resources)):
+        found = discovery.discover(kube)
+        namespaces = {o["metadata"]["name"] for o in kube.list(NAMESPACE_RT)}
+        desired = prepare(rendered.resources, found, namespaces,
+                          ValidateOptions(options.sync_name, options.namespace,
+                                          options.create_namespaces))
+        old = inventory.load(kube, options.sync_name)
+        plan = make_plan(kube, desired, _previous(old), found, namespaces,
+                         PlanOptions(options.sync_name, prune=True, prune_data=True,
+                                     allow_mass_prune=True, trust_inventory=False,
+                                     workers=options.workers), emit)
+        report.changes = plan.change_set()
+        _add_unlisted_extras(kube, plan, desired, report.changes, options.sync_name)
+    if options.wait:
+        report.unhealthy = _wait_healthy(kube, desired, options, report, emit)
+    return report
+
+
+def _wait_healthy(kube: Kube, desired: list[Desired], options: SyncOptions, report: Report,
+                  emit: events.EventSink) -> list[health_mod.Health]:
+    started = time.monotonic()  # health.wait emits its own phase events
+    unhealthy = health_mod.wait(kube, [(d.rt, d.ref) for d in desired], options.timeout,
+                                emit=emit, phase="health")
+    report.phases.append(("health", time.monotonic() - started))
+    return unhealthy
+
+
+def _add_unlisted_extras(kube: Kube, plan: Plan, desired: list[Desired], changes: ChangeSet,
+                         sync_name: str) -> None:
+    """Objects labelled as ours that neither the revision nor the inventory lists."""
+    known = {d.ref for d in desired} | {i.ref for i in plan.prune}
+    types = {d.rt for d in desired} | {i.rt for i in plan.prune}
+    for ref, live in list_owned(kube, types, sync_name).items():
+        if ref not in known:
+            changes.add(Change(ref, Action.DELETE, "labelled as owned, not in the inventory",
+                               live.get("apiVersion", "")))
+
+
+# --- inventory bookkeeping -------------------------------------------------------------------
+
+def _previous(old: inventory.Inventory | None) -> Previous:
+    if old is None:
+        return {}
+    return {e.ref: (e.version, e.digest, e.owned) for e in old.entries}
+
+
+def _entries_of(applied: list[Applied]) -> Previous:
+    return {a.change.ref: (a.change.version, a.digest, a.owned) for a in applied}
+
+
+def _pending_entries(plan: Plan, previous: Previous) -> Previous:
+    """Before the first write: everything we may create is owned from now on (with no digest,
+    so nothing about it is trusted), so an interrupted restore can still prune it later."""
+    pending = dict(previous)
+    for d in plan.desired:
+        if d.ref not in pending:
+            pending[d.ref] = (d.rt.api_version, "", "")
+        elif plan.actions[d.ref].action is not Action.UNCHANGED:
+            pending[d.ref] = (pending[d.ref][0], "", "")
+    return pending
+
+
+def _final_entries(plan: Plan, applied: list[Applied], previous: Previous,
+                   pruned: list[Change]) -> Previous:
+    entries = {d.ref: previous.get(d.ref, (d.rt.api_version, "", "")) for d in plan.desired}
+    entries.update(_entries_of(applied))
+    for change in pruned:
+        if change.action is Action.KEEP and "annotation" not in change.detail:
+            entries[change.ref] = previous[change.ref]  # still ours: --prune-data deletes later
+    failed_deletes = {i.ref for i in plan.prune} - {c.ref for c in pruned}
+    for ref in failed_deletes:
+        entries[ref] = previous[ref]
+    return entries
+
+
+def _change_set(plan: Plan, applied: list[Applied]) -> ChangeSet:
+    done = {a.change.ref: a.change for a in applied}
+    changes = ChangeSet()
+    for d in plan.desired:
+        changes.add(done.get(d.ref, plan.actions[d.ref]))
+    return changes
+
+
+def _save_inventory(kube: Kube, options: SyncOptions, spec: SourceSpec, revision: Revision,
+                    old: inventory.Inventory | None, entries: Previous,
+                    keep_revision: bool) -> None:
+    if keep_revision:  # nothing of the new revision is complete yet
+        sha, ref = (old.revision, old.ref) if old else ("", "")
+    else:
+        sha, ref = revision.sha, revision.ref
+    inventory.save(kube, inventory.Inventory(
+        name=options.sync_name, revision=sha, ref=ref,
+        applied_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        entries=tuple(inventory.Entry(ref=r, version=v, digest=dg, owned=ow)
+                      for r, (v, dg, ow) in sorted(entries.items())),
+        path=spec.path, repo=source.redact(spec.repo), complete=not keep_revision))
+

@@ -1,0 +1,399 @@
+"""What gitops-restore owns in a cluster: per sync name, the objects applied and at which commit.
+
+The restore and the in-cluster agent call `load` before planning, `to_prune` to decide what to
+delete, and `save` after applying; `history` and `verify` read it back. Prune deletes only what
+an inventory lists, so nothing here may ever turn an unreadable record into "owns nothing"
+silently: unreadable data raises `CorruptInventoryError` with the way to recover.
+
+Storage, in namespace `gitops-restore-system`, modelled on kustomize-controller's inventory:
+
+- `inventory-<name>`: labels `app.kubernetes.io/managed-by=gitops-restore` and
+  `gitops-restore.io/inventory=<name>`; annotations `gitops-restore.io/{revision, ref,
+  applied-at, path, repo, complete, entries, shards, digest}`.
+- The entries are gzip-compressed text: a header line `gitops-restore-inventory/v1`, then one
+  line per object, `version|group|kind|namespace|name|digest|owned`, sorted. `%`, `|` and
+  newlines inside a field are %-escaped, so the format is unambiguous for any name the API
+  server accepts.
+- Up to `SHARD_BYTES` of compressed data sit inline in `binaryData["entries.gz"]` (`shards: 0`).
+  Larger payloads are cut into `SHARD_BYTES` chunks stored in `inventory-<name>-<d>-<i>`
+  (i = 1..shards, d = the first 10 hex digits of the payload's sha256), labelled
+  `gitops-restore.io/inventory=<name>` and `gitops-restore.io/inventory-shard=<i>`.
+
+Save order, so that a crash at any point leaves a loadable inventory:
+  1. write the shards -- content-addressed names, so the previous save's shards stay untouched;
+  2. write the main object -- the single switch from the old payload to the new one;
+  3. delete shards of this name that the main object no longer names.
+A crash before 2 leaves the previous inventory intact plus orphan shards; a crash before 3
+leaves stale shards. Both are ignored by `load` and removed by the next `save` or `delete`.
+`load` checks the sha256 and entry count recorded on the main object, so a mixed set of shards
+is reported, never read. `delete` removes the main object first for the same reason.
+
+Ownership across an interrupted restore (Flux records its inventory only after a successful
+apply; we must also own what a killed or failed run created). The restore stage does:
+  1. `old = load(...)`; render, validate, plan -- nothing written yet;
+  2. before the first write: `pending = merge(old, <new revision, the objects the plan creates>)`,
+     saved (write-ahead: owning an object that then never got created is harmless, pruning it
+     finds nothing; not owning one that did get created would leak it for good);
+  3. after apply, success or not: save `merge(pending, <new revision, objects applied>)`;
+     on failure stop there, without pruning;
+  4. prune `to_prune(old, desired)`;
+  5. save the complete inventory of the revision (plus any object whose delete failed, so the
+     next run retries it).
+`merge` marks its result `complete=False`: the cluster then matches no single revision.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import re
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from urllib.parse import unquote
+
+from sync_agent.errors import SyncError
+from sync_agent.kube import ApiError, Kube, ResourceType
+from sync_agent.objects import ObjectRef, Resource
+
+NAMESPACE = "gitops-restore-system"
+SHARD_BYTES = 900_000  # compressed bytes per ConfigMap; the API server allows 1 MiB of data
+FORMAT_HEADER = "gitops-restore-inventory/v1"
+
+CONFIGMAP = ResourceType(group="", version="v1", kind="ConfigMap", plural="configmaps",
+                         namespaced=True)
+NAMESPACE_TYPE = ResourceType(group="", version="v1", kind="Namespace", plural="namespaces",
+                              namespaced=False)
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+INVENTORY_LABEL = "gitops-restore.io/inventory"
+SHARD_LABEL = "gitops-restore.io/inventory-shard"
+_A = "gitops-restore.io/"
+_INLINE_KEY = "entries.gz"
+_SHARD_KEY = "part"
+_METADATA_LIST = ("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,"
+                  "application/json")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # SHA-1 or SHA-256 object format
+
+
+class InventoryError(SyncError):
+    """An inventory cannot be read or written."""
+
+
+class InvalidSyncName(InventoryError):
+    """A sync name that cannot name an inventory (bad input: exit 2)."""
+
+    exit_code = 2
+
+
+class CorruptInventoryError(InventoryError):
+    """Stored inventory data cannot be decoded; the message says how to recover."""
+
+    def __init__(self, name: str, configmap: str, problem: str):
+        self.name = name
+        self.configmap = configmap
+        super().__init__(
+            f"inventory {name!r}: ConfigMap {NAMESPACE}/{configmap} is corrupt: {problem}. "
+            "gitops-restore cannot tell which objects it owns, so it will not prune. To "
+            f"recover, delete the inventory (`kubectl -n {NAMESPACE} delete configmap -l "
+            f"{INVENTORY_LABEL}={name}`) and re-run restore without --prune; objects that only "
+            "the lost inventory listed are then no longer owned and must be removed by hand.")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One owned object and the API version it was applied at (to build its URL for delete)."""
+
+    ref: ObjectRef
+    version: str
+    digest: str = ""  # of the body we sent; "" when unknown (then nothing about it is trusted)
+    owned: str = ""  # of the fields our manager owned right after the apply
+
+    @classmethod
+    def of(cls, resource: Resource) -> Entry:
+        return cls(resource.ref, resource.version)
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.ref.group}/{self.version}" if self.ref.group else self.version
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """The record of one sync name; entries are kept sorted and unique per object."""
+
+    name: str
+    revision: str  # full commit SHA; "" before any revision was completely applied
+    ref: str  # what the user asked for: "main", "v1.2", "HEAD~2", ...
+    applied_at: str  # ISO 8601, UTC
+    entries: tuple[Entry, ...]
+    path: str = ""  # repository path synced
+    repo: str = ""  # repository URL
+    complete: bool = True  # False for the `merge` record of an unfinished restore
+    refs: frozenset[ObjectRef] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        if self.revision and not _SHA.fullmatch(self.revision):
+            raise InventoryError(f"inventory {self.name!r}: revision {self.revision!r} is not "
+                                 "a full lowercase hex commit SHA")
+        try:
+            at = datetime.fromisoformat(self.applied_at)
+        except ValueError:
+            at = None
+        if at is None or at.utcoffset() is None or at.utcoffset().total_seconds() != 0:
+            raise InventoryError(f"inventory {self.name!r}: applied_at {self.applied_at!r} is "
+                                 "not an ISO 8601 UTC time such as 2024-05-01T12:00:00Z")
+        # Later entries win, so a merge records the version an object was last applied at.
+        unique = {entry.ref: entry for entry in self.entries}
+        object.__setattr__(self, "entries", tuple(unique[ref] for ref in sorted(unique)))
+        object.__setattr__(self, "refs", frozenset(unique))
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_name(name: str) -> None:
+    """Sync names become part of ConfigMap names and a label value: a DNS-1123 label."""
+    if not isinstance(name, str) or not _DNS_LABEL.fullmatch(name):
+        raise InvalidSyncName(
+            f"inventory {name!r}: invalid sync name; use at most 63 lowercase letters, digits "
+            "and '-', starting and ending with a letter or digit")
+
+
+def configmap_name(name: str) -> str:
+    return f"inventory-{name}"
+
+
+# ---- pure helpers -------------------------------------------------------------------------
+
+def to_prune(old: Inventory | None, desired: Iterable[ObjectRef]) -> list[Entry]:
+    """Entries owned by `old` that the revision no longer declares, sorted by object."""
+    if old is None:
+        return []
+    keep = set(desired)
+    return [entry for entry in old.entries if entry.ref not in keep]
+
+
+def merge(old: Inventory | None, new: Inventory) -> Inventory:
+    """`new`'s record owning also everything `old` owned; marked incomplete (see module doc)."""
+    if old is None:
+        return replace(new, complete=False)
+    if old.name != new.name:
+        raise InventoryError(f"inventory {new.name!r}: cannot merge the inventory {old.name!r}")
+    return replace(new, entries=old.entries + new.entries, complete=False)
+
+
+# ---- cluster I/O --------------------------------------------------------------------------
+
+def load(kube: Kube, name: str) -> Inventory | None:
+    """The stored inventory of `name`, or None when there is none."""
+    check_name(name)
+    main_name = configmap_name(name)
+    with _api(name, f"read ConfigMap {NAMESPACE}/{main_name}"):
+        main = kube.get(CONFIGMAP, NAMESPACE, main_name)
+    if main is None:
+        return None
+
+    def corrupt(problem: str, where: str = main_name) -> CorruptInventoryError:
+        return CorruptInventoryError(name, where, problem)
+
+    meta = main.get("metadata", {})
+    labels = meta.get("labels") or {}
+    if labels.get(MANAGED_BY) != "gitops-restore" or labels.get(INVENTORY_LABEL) != name:
+        raise corrupt(f"it lacks the labels {MANAGED_BY}=gitops-restore and "
+                      f"{INVENTORY_LABEL}={name}, so gitops-restore did not write it")
+    notes = meta.get("annotations") or {}
+    missing = [_A + k for k in ("revision", "ref", "applied-at", "entries", "shards", "digest")
+               if _A + k not in notes]
+    if missing:
+        raise corrupt(f"annotation {', '.join(missing)} is missing")
+    if not (notes[_A + "shards"].isdigit() and notes[_A + "entries"].isdigit()):
+        raise corrupt(f"annotations {_A}shards and {_A}entries must be numbers")
+    shards, count = int(notes[_A + "shards"]), int(notes[_A + "entries"])
+    digest = notes[_A + "digest"]
+
+    if shards == 0:
+        payload = _b64(main, _INLINE_KEY, corrupt)
+    else:
+        parts = []
+        for index in range(1, shards + 1):
+            shard_name = _shard_name(name, digest, index)
+            with _api(name, f"read ConfigMap {NAMESPACE}/{shard_name}"):
+                shard = kube.get(CONFIGMAP, NAMESPACE, shard_name)
+            if shard is None:
+                raise corrupt(f"its shard {shard_name} ({index} of {shards}) is missing")
+            parts.append(_b64(shard, _SHARD_KEY, lambda p, s=shard_name: corrupt(p, s)))
+        payload = b"".join(parts)
+
+    if _digest(payload) != digest:
+        raise corrupt(f"the data does not match its recorded digest {digest} (edited by hand, "
+                      "or shards from different saves)")
+    entries = _decode(payload, corrupt)
+    if len(entries) != count:
+        raise corrupt(f"it holds {len(entries)} entries where {count} were recorded")
+    try:
+        return Inventory(name=name, revision=notes[_A + "revision"], ref=notes[_A + "ref"],
+                         applied_at=notes[_A + "applied-at"], entries=entries,
+                         path=notes.get(_A + "path", ""), repo=notes.get(_A + "repo", ""),
+                         complete=notes.get(_A + "complete", "true") == "true")
+    except InventoryError as e:
+        raise corrupt(str(e).removeprefix(f"inventory {name!r}: ")) from None
+
+
+def save(kube: Kube, inventory: Inventory) -> None:
+    """Store `inventory`, replacing the previous one of its name (order: see module doc)."""
+    name = inventory.name
+    main_name = configmap_name(name)
+    payload = _encode(inventory)
+    digest = _digest(payload)
+    chunks = [payload[i:i + SHARD_BYTES] for i in range(0, len(payload), SHARD_BYTES)]
+    shards = len(chunks) if len(chunks) > 1 else 0
+
+    with _api(name, f"create namespace {NAMESPACE}"):
+        if kube.get(NAMESPACE_TYPE, "", NAMESPACE) is None:
+            kube.apply(NAMESPACE_TYPE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {
+                "name": NAMESPACE, "labels": {MANAGED_BY: "gitops-restore"}}})
+
+    keep = set()
+    for index, chunk in enumerate(chunks if shards else [], start=1):
+        shard_name = _shard_name(name, digest, index)
+        keep.add(shard_name)
+        body = _configmap(shard_name, {INVENTORY_LABEL: name, SHARD_LABEL: str(index)},
+                          {_A + "digest": digest}, {_SHARD_KEY: chunk})
+        with _api(name, f"write ConfigMap {NAMESPACE}/{shard_name}"):
+            kube.apply(CONFIGMAP, body)
+
+    notes = {"revision": inventory.revision, "ref": inventory.ref,
+             "applied-at": inventory.applied_at, "path": inventory.path, "repo": inventory.repo,
+             "complete": "true" if inventory.complete else "false",
+             "entries": str(len(inventory.entries)), "shards": str(shards), "digest": digest}
+    body = _configmap(main_name, {INVENTORY_LABEL: name}, {_A + k: v for k, v in notes.items()},
+                      {} if shards else {_INLINE_KEY: payload})
+    with _api(name, f"write ConfigMap {NAMESPACE}/{main_name}"):
+        kube.apply(CONFIGMAP, body)
+
+    _delete_shards(kube, name, keep)
+
+
+def names(kube: Kube) -> list[str]:
+    """Every sync name that has an inventory in the cluster, sorted."""
+    selector = f"{MANAGED_BY}=gitops-restore,{INVENTORY_LABEL},!{SHARD_LABEL}"
+    with _api(None, f"list ConfigMaps in {NAMESPACE}"):
+        found = _list_metadata(kube, selector)
+    return sorted({meta["labels"][INVENTORY_LABEL] for meta in found})
+
+
+def delete(kube: Kube, name: str) -> bool:
+    """Remove the inventory of `name` (main object first); False when there was none."""
+    check_name(name)
+    main_name = configmap_name(name)
+    with _api(name, f"delete ConfigMap {NAMESPACE}/{main_name}"):
+        existed = kube.delete(CONFIGMAP, NAMESPACE, main_name)
+    return _delete_shards(kube, name, set()) or existed
+
+
+# ---- internals ----------------------------------------------------------------------------
+
+def _escape(text: str) -> str:
+    if "%" in text or "|" in text or "\n" in text:
+        return text.replace("%", "%25").replace("|", "%7C").replace("\n", "%0A")
+    return text
+
+
+def _encode(inventory: Inventory) -> bytes:
+    lines = [FORMAT_HEADER]
+    for entry in inventory.entries:
+        ref = entry.ref
+        if not (entry.version and ref.kind and ref.name):
+            raise InventoryError(f"inventory {inventory.name!r}: entry {ref} lacks a version, "
+                                 "kind or name")
+        lines.append("|".join(map(_escape, (entry.version, ref.group, ref.kind, ref.namespace,
+                                            ref.name, entry.digest, entry.owned))))
+    # mtime=0: the same entries give the same bytes, hence the same digest and shard names.
+    return gzip.compress("\n".join(lines).encode(), compresslevel=6, mtime=0)
+
+
+def _decode(payload: bytes, corrupt) -> tuple[Entry, ...]:
+    try:
+        text = gzip.decompress(payload).decode()
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:
+        raise corrupt(f"the data is not gzip-compressed UTF-8 text ({e})") from None
+    lines = text.split("\n")
+    if lines[0] != FORMAT_HEADER:
+        raise corrupt(f"unknown data format {lines[0][:60]!r}, expected {FORMAT_HEADER!r}")
+    entries = []
+    for number, line in enumerate(lines[1:], start=2):
+        fields = line.split("|")
+        if len(fields) != 7 or not (fields[0] and fields[2] and fields[4]):
+            raise corrupt(f"line {number} is not 'version|group|kind|namespace|name|digest|"
+                          f"owned': {line[:200]!r}")
+        version, group, kind, namespace, obj, digest, owned = (
+            unquote(f) if "%" in f else f for f in fields)
+        entries.append(Entry(ObjectRef(group, kind, namespace, obj), version, digest, owned))
+    return tuple(entries)
+
+
+def _digest(payload: bytes) -> str:
+    return "sha256:" + hashlib.sha256(payload).hexdigest()
+
+
+def _shard_name(name: str, digest: str, index: int) -> str:
+    return f"{configmap_name(name)}-{digest.removeprefix('sha256:')[:10]}-{index}"
+
+
+def _configmap(name: str, labels: dict[str, str], annotations: dict[str, str],
+               data: dict[str, bytes]) -> dict:
+    body: dict = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+        "name": name, "namespace": NAMESPACE,
+        "labels": {MANAGED_BY: "gitops-restore", **labels}, "annotations": annotations}}
+    if data:
+        body["binaryData"] = {k: base64.b64encode(v).decode() for k, v in data.items()}
+    return body
+
+
+def _b64(configmap: dict, key: str, corrupt) -> bytes:
+    value = (configmap.get("binaryData") or {}).get(key)
+    if value is None:
+        raise corrupt(f"binaryData[{key!r}] is missing")
+    return base64.b64decode(value)  # the API server has already validated the base64
+
+
+def _list_metadata(kube: Kube, selector: str) -> list[dict]:
+    """Metadata only: listing shards must not download megabytes of their data."""
+    query: dict = {"labelSelector": selector, "limit": 500}
+    items: list[dict] = []
+    while True:
+        page = kube.request("GET", CONFIGMAP.path(NAMESPACE), query=query, accept=_METADATA_LIST)
+        items.extend(item["metadata"] for item in page.get("items") or [])
+        token = page.get("metadata", {}).get("continue")
+        if not token:
+            return items
+        query["continue"] = token
+
+
+def _delete_shards(kube: Kube, name: str, keep: set[str]) -> bool:
+    """Delete the shards of `name` not in `keep` (stale or orphaned); True if any were."""
+    with _api(name, f"list the shards of ConfigMap {NAMESPACE}/{configmap_name(name)}"):
+        found = _list_metadata(kube, f"{INVENTORY_LABEL}={name},{SHARD_LABEL}")
+    deleted = False
+    for meta in found:
+        if meta["name"] not in keep:
+            with _api(name, f"delete ConfigMap {NAMESPACE}/{meta['name']}"):
+                deleted = kube.delete(CONFIGMAP, NAMESPACE, meta["name"]) or deleted
+    return deleted
+
+
+@contextmanager
+def _api(name: str | None, action: str) -> Iterator[None]:
+    """Start API errors with the inventory they concern (None: all of them)."""
+    try:
+        yield
+    except ApiError as e:
+        subject = f"inventory {name!r}" if name else "inventories"
+        raise InventoryError(f"{subject}: cannot {action}: {e}") from e

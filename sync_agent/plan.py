@@ -1,0 +1,255 @@
+"""Decide what a restore will do, object by object, without changing anything.
+
+Called by the engine after `validate.prepare`. Lists the live objects this sync owns (one LIST
+per kind, by label), server-side dry-runs every object that may change, and works out what
+prune would delete. Dry-run errors are collected and raised together, so bad input changes
+nothing. `plan` and `verify` stop here; `restore` hands the Plan to `apply`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from sync_agent import events
+from sync_agent.changes import Action, Change, ChangeSet, Desired
+from sync_agent.discovery import Discovery
+from sync_agent.errors import ValidationError
+from sync_agent.kube import FIELD_MANAGER, ApiError, Kube, ResourceType
+from sync_agent.objects import ObjectRef
+from sync_agent.validate import SYNC_LABEL, digest
+
+PRUNE_ANNOTATION = "gitops-restore.io/prune"
+DATA_KINDS = frozenset({"PersistentVolumeClaim", "PersistentVolume", "Namespace"})
+# Fields the server owns; they differ between a dry-run result and the live object even when
+# nothing we declare changed.
+VOLATILE_METADATA = ("managedFields", "resourceVersion", "generation")
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    sync_name: str
+    prune: bool = False
+    prune_data: bool = False
+    allow_mass_prune: bool = False
+    force: bool = False
+    workers: int = 16
+    # Skip the dry-run of objects whose declared body and live state are as we last left them.
+    trust_inventory: bool = True
+
+
+@dataclass(frozen=True)
+class PruneItem:
+    ref: ObjectRef
+    rt: ResourceType
+    action: Action  # DELETE or KEEP
+    detail: str = ""
+
+
+@dataclass
+class Plan:
+    desired: list[Desired]
+    actions: dict[ObjectRef, Change] = field(default_factory=dict)
+    prune: list[PruneItem] = field(default_factory=list)
+
+    def to_apply(self) -> list[Desired]:
+        """Objects to send, deferred ones included (their action is only known after)."""
+        return [d for d in self.desired
+                if d.deferred or self.actions[d.ref].action is not Action.UNCHANGED]
+
+    def change_set(self) -> ChangeSet:
+        changes = ChangeSet()
+        for d in self.desired:
+            changes.add(self.actions[d.ref])
+        for item in self.prune:
+            changes.add(Change(item.ref, item.action, item.detail, item.rt.api_version))
+        return changes
+
+
+# What an inventory remembers of one object: ref -> (API version, digest of what we sent,
+# digest of the fields we own as the server recorded them).
+Previous = dict[ObjectRef, tuple[str, str, str]]
+
+
+def make_plan(kube: Kube, desired: Sequence[Desired], previous: Previous, found: Discovery,
+              existing_namespaces: set[str], options: PlanOptions,
+              emit: events.EventSink = events.ignore) -> Plan:
+    live = list_owned(kube, {d.rt for d in desired} | _previous_types(previous, found),
+                      options.sync_name)
+    plan = Plan(desired=list(desired))
+    problems: list[str] = []
+
+    def check(d: Desired) -> Change:
+        if d.deferred:
+            return Change(d.ref, Action.CREATE, "validated once its CRD is established",
+                          d.rt.api_version)
+        if options.trust_inventory and _as_we_left_it(d, live.get(d.ref), previous):
+            return Change(d.ref, Action.UNCHANGED, "", d.rt.api_version)
+        try:
+            return dry_run(kube, d, live.get(d.ref), existing_namespaces)
+        except ApiError as e:
+            immutable = _immutable_fields(e)
+            if immutable and options.force:
+                return Change(d.ref, Action.RECREATE, f"immutable {immutable} changed",
+                              d.rt.api_version)
+            if immutable:
+                problems.append(f"{d.origin}: {d.ref}: field {immutable} is immutable and the "
+                                "revision changes it; pass --force to delete and recreate the "
+                                "object")
+            else:
+                problems.append(f"{d.origin}: {d.ref}: the API server rejected it in a "
+                                f"dry-run: {e}")
+            return Change(d.ref, Action.UNCHANGED, "rejected", d.rt.api_version)
+
+    with ThreadPoolExecutor(max_workers=options.workers) as pool:
+        for d, change in zip(desired, pool.map(check, desired), strict=True):
+            plan.actions[d.ref] = change
+            emit(events.ObjectDone("validate", d.ref, change.action.value))
+    if options.prune:
+        plan.prune = _prune_items(kube, desired, previous, live, found, options, problems)
+    if problems:
+        raise ValidationError(problems)
+    return plan
+
+
+def dry_run(kube: Kube, d: Desired, live: dict | None, existing_namespaces: set[str]) -> Change:
+    version = d.rt.api_version
+    if d.ref.namespace and d.ref.namespace not in existing_namespaces:
+        # The namespace comes in this revision, so the object cannot be dry-run where it will
+        # live. Validate it as a create in `default`: schema and admission run before the
+        # existence check, so AlreadyExists still means the object itself is valid.
+        body = copy.deepcopy(d.body)
+        body["metadata"]["namespace"] = "default"
+        try:
+            kube.create_dry_run(d.rt, body, "default")
+        except ApiError as e:
+            if e.status != 409:
+                raise
+        return Change(d.ref, Action.CREATE, "", version)
+    created, result = kube.apply(d.rt, d.body, dry_run=True)
+    if created:
+        return Change(d.ref, Action.CREATE, "", version)
+    differences = differing_fields(live, result) if live is not None else ["ownership"]
+    if not differences:
+        return Change(d.ref, Action.UNCHANGED, "", version)
+    return Change(d.ref, Action.UPDATE, ", ".join(differences[:5]), version)
+
+
+def list_owned(kube: Kube, types: set[ResourceType], sync_name: str) -> dict[ObjectRef, dict]:
+    """Live objects carrying this sync's label, one LIST per kind across all namespaces."""
+    live: dict[ObjectRef, dict] = {}
+    selector = f"{SYNC_LABEL}={sync_name}"
+
+    def list_one(rt: ResourceType) -> list[tuple[ObjectRef, dict]]:
+        try:
+            items = kube.list(rt, label_selector=selector)
+        except ApiError as e:
+            if e.status == 404:  # kind not served (yet): nothing of it exists
+                return []
+            raise
+        return [(ObjectRef(rt.group, rt.kind, o["metadata"].get("namespace", ""),
+                           o["metadata"]["name"]), o) for o in items]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for pairs in pool.map(list_one, sorted(types, key=lambda t: (t.group, t.kind))):
+            live.update(pairs)
+    return live
+
+
+def owned_fields_digest(live: dict) -> str:
+    """Digest of the fields our field manager owns on a live object ("" if none)."""
+    for entry in live.get("metadata", {}).get("managedFields", []) or []:
+        if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply":
+            return digest(entry.get("fieldsV1", {}))
+    return ""
+
+
+def differing_fields(live: dict, result: dict, depth: int = 3) -> list[str]:
+    """Dotted paths (to `depth` levels) where a dry-run result differs from the live object."""
+    return _diff(_comparable(live), _comparable(result), "", depth)
+
+
+def _comparable(obj: dict) -> dict:
+    obj = dict(obj)
+    meta = dict(obj.get("metadata", {}))
+    for key in VOLATILE_METADATA:
+        meta.pop(key, None)
+    obj["metadata"] = meta
+    return obj
+
+
+def _diff(a, b, prefix: str, depth: int) -> list[str]:
+    if a == b:
+        return []
+    if depth == 0 or not isinstance(a, dict) or not isinstance(b, dict):
+        return [prefix or "(object)"]
+    paths = []
+    for key in sorted(set(a) | set(b)):
+        paths.extend(_diff(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key,
+                           depth - 1))
+    return paths
+
+
+def _as_we_left_it(d: Desired, live: dict | None, previous: Previous) -> bool:
+    """True when we sent this exact body last time and nobody has taken a field from us since.
+
+    Server-side apply moves a field to whoever changes it, so an unchanged owned-fields digest
+    means every value we declared is still live; a deleted object is simply absent.
+    """
+    if live is None or d.ref not in previous:
+        return False
+    _, sent, owned = previous[d.ref]
+    return bool(sent) and sent == d.digest and owned == owned_fields_digest(live)
+
+
+def _previous_types(previous: Previous, found: Discovery) -> set[ResourceType]:
+    types = set()
+    for ref, (version, _, _) in previous.items():
+        rt = found.lookup(ref.group, version, ref.kind) or found.preferred(ref.group, ref.kind)
+        if rt:
+            types.add(rt)
+    return types
+
+
+def _immutable_fields(error: ApiError) -> str:
+    if error.status != 422:
+        return ""
+    fields = [c.get("field", "") for c in error.causes if "immutable" in c.get("message", "")]
+    if not fields and "immutable" in str(error):
+        fields = ["(unnamed)"]
+    return ", ".join(f for f in fields if f)
+
+
+def _prune_items(kube: Kube, desired: Sequence[Desired], previous: Previous,
+                 live: dict[ObjectRef, dict], found: Discovery, options: PlanOptions,
+                 problems: list[str]) -> list[PruneItem]:
+    wanted = {d.ref for d in desired}
+    items: list[PruneItem] = []
+    for ref, (version, _, _) in sorted(previous.items()):
+        if ref in wanted:
+            continue
+        rt = found.lookup(ref.group, version, ref.kind) or found.preferred(ref.group, ref.kind)
+        if rt is None:
+            continue  # the kind is no longer served, so no such object can exist
+        obj = live.get(ref) or kube.get(rt, ref.namespace, ref.name)
+        if obj is None:
+            continue
+        annotations = obj.get("metadata", {}).get("annotations") or {}
+        if annotations.get(PRUNE_ANNOTATION) == "disabled":
+            items.append(PruneItem(ref, rt, Action.KEEP, f"{PRUNE_ANNOTATION}: disabled"))
+        elif ref.kind in DATA_KINDS and ref.group == "" and not options.prune_data:
+            items.append(PruneItem(ref, rt, Action.KEEP, "holds data; pass --prune-data to "
+                                                         "delete it"))
+        else:
+            items.append(PruneItem(ref, rt, Action.DELETE))
+    deletes = sum(1 for i in items if i.action is Action.DELETE)
+    owned = len(previous)
+    if deletes and not options.allow_mass_prune and (not desired or deletes * 2 > owned):
+        problems.append(f"inventory {options.sync_name}: prune would delete {deletes} of {owned} "
+                        "owned objects" + (" (the revision declares nothing)" if not desired
+                                           else "") +
+                        "; check --path and --ref, or pass --allow-mass-prune")
+    return items
+

@@ -1,0 +1,127 @@
+"""Validate a rendered revision against the cluster before anything is written.
+
+Called by the engine after render and before plan: resolves every object's kind to a served
+API (or to a CRD declared in the same revision), defaults namespaces as kubectl does, finds
+duplicates, unknown kinds, removed API versions and missing namespaces, and returns the
+objects ready to send. Every problem is collected; one ValidationError lists them all.
+The server-side dry-run of each object happens in `plan`, also before the first write.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sync_agent import discovery as discovery_mod
+from sync_agent.changes import Desired
+from sync_agent.discovery import Discovery
+from sync_agent.errors import ValidationError
+from sync_agent.kube import ResourceType
+from sync_agent.objects import ObjectRef, Origin, Resource
+
+SYNC_LABEL = "gitops-restore.io/sync"
+NAMESPACE_RT = ResourceType("", "v1", "Namespace", "namespaces", namespaced=False)
+
+
+@dataclass(frozen=True)
+class ValidateOptions:
+    sync_name: str
+    default_namespace: str = "default"
+    create_namespaces: bool = False
+
+
+def prepare(resources: Sequence[Resource], found: Discovery, existing_namespaces: set[str],
+            options: ValidateOptions) -> list[Desired]:
+    problems: list[str] = []
+    declared_crds = _declared_crd_types(resources)
+    desired: list[Desired] = []
+    seen: dict[ObjectRef, Origin] = {}
+    for resource in resources:
+        rt, deferred = _resource_type(resource, found, declared_crds, problems)
+        if rt is None:
+            continue
+        body = copy.deepcopy(resource.body)
+        meta = body["metadata"]
+        if rt.namespaced:
+            meta["namespace"] = meta.get("namespace") or options.default_namespace
+        else:
+            meta.pop("namespace", None)
+        meta.setdefault("labels", {})[SYNC_LABEL] = options.sync_name
+        ref = ObjectRef(rt.group, rt.kind, meta.get("namespace", ""), meta["name"])
+        if ref in seen:
+            problems.append(f"{resource.origin}: {ref} is also declared in {seen[ref]}; "
+                            "declare each object once (or leave one file out with --ignore)")
+            continue
+        seen[ref] = resource.origin
+        desired.append(Desired(ref=ref, rt=rt, body=body, origin=resource.origin,
+                               digest=digest(body), deferred=deferred))
+
+    declared_namespaces = {d.ref.name for d in desired if d.ref.kind == "Namespace"}
+    missing = sorted({d.ref.namespace for d in desired if d.ref.namespace}
+                     - existing_namespaces - declared_namespaces)
+    for name in missing:
+        if options.create_namespaces:
+            body = {"apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": name, "labels": {SYNC_LABEL: options.sync_name}}}
+            desired.append(Desired(ref=ObjectRef("", "Namespace", "", name), rt=NAMESPACE_RT,
+                                   body=body, origin=Origin("--create-namespaces", 0),
+                                   digest=digest(body)))
+            continue
+        users = [d for d in desired if d.ref.namespace == name]
+        problems.append(f"{users[0].origin}: {users[0].ref} is in namespace {name!r}, which "
+                        f"neither exists nor is declared in the revision ({len(users)} object(s) "
+                        "use it); declare the Namespace or pass --create-namespaces")
+    if problems:
+        raise ValidationError(problems)
+    return desired
+
+
+def digest(body: dict) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+def _declared_crd_types(resources: Sequence[Resource]) -> dict[tuple[str, str, str], ResourceType]:
+    declared = {}
+    for resource in resources:
+        if resource.kind == "CustomResourceDefinition" and resource.group == "apiextensions.k8s.io":
+            for rt in discovery_mod.from_crd(resource.body):
+                declared[(rt.group, rt.version, rt.kind)] = rt
+    return declared
+
+
+def _resource_type(resource: Resource, found: Discovery,
+                   declared_crds: dict[tuple[str, str, str], ResourceType],
+                   problems: list[str]) -> tuple[ResourceType | None, bool]:
+    gvk = (resource.group, resource.version, resource.kind)
+    rt = found.lookup(*gvk)
+    if rt is not None:
+        return rt, False
+    if gvk in declared_crds:
+        return declared_crds[gvk], True
+    what = f"{resource.origin}: {resource.kind} {_name_of(resource)} uses {resource.api_version}"
+    elsewhere = _served_elsewhere(found, resource.kind)
+    if found.served_versions(resource.group, resource.kind) or elsewhere:
+        instead = ", ".join(elsewhere) or "?"
+        problems.append(f"{what}, which this cluster no longer serves (removed API version); "
+                        f"the cluster serves {resource.kind} as {instead}: update apiVersion")
+    else:
+        problems.append(f"{what}: this cluster does not serve that kind and no "
+                        "CustomResourceDefinition in the revision defines it; install the CRD "
+                        "first or leave the file out with --ignore")
+    return None, False
+
+
+def _served_elsewhere(found: Discovery, kind: str) -> list[str]:
+    served = []
+    for (group, version, candidate) in found.by_gvk:
+        if candidate == kind:
+            served.append(f"{group}/{version}" if group else version)
+    return served
+
+
+def _name_of(resource: Resource) -> str:
+    return f"{resource.namespace}/{resource.name}" if resource.namespace else resource.name
