@@ -130,7 +130,11 @@ def restore(kube: Kube, spec: SourceSpec, options: SyncOptions,
         rendered = render_revision(repo, revision, spec)
         report.skipped = list(rendered.skipped)
     with timer.phase("validate", len(rendered.resources)):
-        plan, old, namespaces = _validate_and_plan(kube, rendered, options, emit)
+        plan, old, namespaces = _validate_and_plan(
+            kube, rendered, options, emit,
+            PlanOptions(options.sync_name, prune=options.prune, prune_data=options.prune_data,
+                        allow_mass_prune=options.allow_mass_prune, force=options.force,
+                        workers=options.workers))
     report.changes = plan.change_set()
     if options.plan_only:
         return report
@@ -166,18 +170,15 @@ def restore(kube: Kube, spec: SourceSpec, options: SyncOptions,
 
 
 def _validate_and_plan(kube: Kube, rendered: RenderResult, options: SyncOptions,
-                       emit: events.EventSink):
+                       emit: events.EventSink, plan_options: PlanOptions):
     found = discovery.discover(kube)
     namespaces = {o["metadata"]["name"] for o in kube.list(NAMESPACE_RT)}
-    desired = prepare(rendered.resources, found, namespaces,
-                      ValidateOptions(options.sync_name, options.namespace,
-                                      options.create_namespaces))
+    desired, problems = prepare(rendered.resources, found, namespaces,
+                                ValidateOptions(options.sync_name, options.namespace,
+                                                options.create_namespaces))
     old = inventory.load(kube, options.sync_name)
-    plan = make_plan(kube, desired, _previous(old), found, namespaces,
-                     PlanOptions(options.sync_name, prune=options.prune,
-                                 prune_data=options.prune_data,
-                                 allow_mass_prune=options.allow_mass_prune,
-                                 force=options.force, workers=options.workers), emit)
+    plan = make_plan(kube, desired, _previous(old), found, namespaces, plan_options, emit,
+                     problems)
     return plan, old, namespaces
 
 
@@ -196,16 +197,11 @@ def verify(kube: Kube, spec: SourceSpec, options: SyncOptions,
     with timer.phase("render"):
         rendered = render_revision(repo, revision, spec)
     with timer.phase("verify", len(rendered.resources)):
-        found = discovery.discover(kube)
-        namespaces = {o["metadata"]["name"] for o in kube.list(NAMESPACE_RT)}
-        desired = prepare(rendered.resources, found, namespaces,
-                          ValidateOptions(options.sync_name, options.namespace,
-                                          options.create_namespaces))
-        old = inventory.load(kube, options.sync_name)
-        plan = make_plan(kube, desired, _previous(old), found, namespaces,
-                         PlanOptions(options.sync_name, prune=True, prune_data=True,
-                                     allow_mass_prune=True, trust_inventory=False,
-                                     workers=options.workers), emit)
+        plan, _, _ = _validate_and_plan(
+            kube, rendered, options, emit,
+            PlanOptions(options.sync_name, prune=True, prune_data=True, allow_mass_prune=True,
+                        trust_inventory=False, workers=options.workers))
+        desired = plan.desired
         report.changes = plan.change_set()
         _add_unlisted_extras(kube, plan, desired, report.changes, options.sync_name)
     if options.wait:

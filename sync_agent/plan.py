@@ -75,11 +75,13 @@ Previous = dict[ObjectRef, tuple[str, str, str]]
 
 def make_plan(kube: Kube, desired: Sequence[Desired], previous: Previous, found: Discovery,
               existing_namespaces: set[str], options: PlanOptions,
-              emit: events.EventSink = events.ignore) -> Plan:
+              emit: events.EventSink = events.ignore, problems: Sequence[str] = ()) -> Plan:
+    """Dry-run and decide; raise one ValidationError with `problems` (from validation) and
+    every problem found here."""
     live = list_owned(kube, {d.rt for d in desired} | _previous_types(previous, found),
                       options.sync_name)
     plan = Plan(desired=list(desired))
-    problems: list[str] = []
+    problems = list(problems)
 
     def check(d: Desired) -> Change:
         if d.deferred:

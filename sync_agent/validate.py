@@ -3,8 +3,8 @@
 Called by the engine after render and before plan: resolves every object's kind to a served
 API (or to a CRD declared in the same revision), defaults namespaces as kubectl does, finds
 duplicates, unknown kinds, removed API versions and missing namespaces, and returns the
-objects ready to send. Every problem is collected; one ValidationError lists them all.
-The server-side dry-run of each object happens in `plan`, also before the first write.
+objects ready to send with every problem found. `plan` adds the problems of its server-side
+dry-run, also before the first write, and raises one ValidationError listing them all.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from sync_agent import discovery as discovery_mod
 from sync_agent.changes import Desired
 from sync_agent.discovery import Discovery
-from sync_agent.errors import ValidationError
 from sync_agent.kube import ResourceType
 from sync_agent.objects import ObjectRef, Origin, Resource
 
@@ -34,7 +33,9 @@ class ValidateOptions:
 
 
 def prepare(resources: Sequence[Resource], found: Discovery, existing_namespaces: set[str],
-            options: ValidateOptions) -> list[Desired]:
+            options: ValidateOptions) -> tuple[list[Desired], list[str]]:
+    """The objects to send, and the problems found; the caller dry-runs the objects and
+    reports every problem at once."""
     problems: list[str] = []
     declared_crds = _declared_crd_types(resources)
     desired: list[Desired] = []
@@ -74,9 +75,7 @@ def prepare(resources: Sequence[Resource], found: Discovery, existing_namespaces
         problems.append(f"{users[0].origin}: {users[0].ref} is in namespace {name!r}, which "
                         f"neither exists nor is declared in the revision ({len(users)} object(s) "
                         "use it); declare the Namespace or pass --create-namespaces")
-    if problems:
-        raise ValidationError(problems)
-    return desired
+    return desired, problems
 
 
 def digest(body: dict) -> str:

@@ -1,0 +1,73 @@
+"""history and status: what Git declared over time, and what the cluster last applied."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from bootstrap import sync_options as opt
+from bootstrap.output import Output, emit_json, exits_cleanly, stdout
+from sync_agent import history as history_mod
+from sync_agent import inventory, source
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(history)
+    app.command()(status)
+
+
+@exits_cleanly
+def history(repo: opt.Repo, path: opt.PathOpt = "", ref: opt.Ref = None,
+            ignore: opt.Ignore = None,
+            limit: Annotated[int, typer.Option(help="Show at most this many commits.")] = 20,
+            ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
+            output: opt.OutputOpt = Output.text) -> None:
+    """Commits that changed the declared state under --path, with the objects each changed.
+
+    Example: gitops-restore history --repo ./fleet --path apps --limit 10
+    """
+    auth = source.GitAuth(ssh_key, known_hosts) if (ssh_key or known_hosts) else None
+    repository = source.open_repository(repo, auth)
+    entries = history_mod.history(repository, repo, path, ref=ref, limit=limit,
+                                  ignore=tuple(ignore or ()))
+    if output is Output.json:
+        emit_json([vars(e) for e in entries])
+        return
+    for e in entries:
+        stdout.print(f"[bold]{e.sha[:12]}[/bold] {e.date} {e.author}  {e.message}")
+        for label, refs in (("+", e.added), ("~", e.changed), ("-", e.removed)):
+            for ref_text in refs:
+                stdout.print(f"    {label} {ref_text}")
+        if e.error:
+            stdout.print(f"    [yellow]does not render cleanly:[/yellow] {e.error}",
+                         markup=True)
+
+
+@exits_cleanly
+def status(name: opt.SyncName = None, kubeconfig: opt.Kubeconfig = None,
+           context: opt.Context = None, cluster: opt.ClusterName = None,
+           output: opt.OutputOpt = Output.text) -> None:
+    """What each sync last applied to the cluster, read from its in-cluster inventory.
+
+    Example: gitops-restore status --cluster demo
+    """
+    kube = opt.connect(kubeconfig, context, cluster)
+    names = [name] if name else inventory.names(kube)
+    records = [r for r in (inventory.load(kube, n) for n in names) if r is not None]
+    rows = [{"sync": r.name, "repo": r.repo, "path": r.path, "ref": r.ref, "sha": r.revision,
+             "applied_at": r.applied_at, "objects": len(r.entries), "complete": r.complete}
+            for r in records]
+    if output is Output.json:
+        emit_json(rows)
+        return
+    if not rows:
+        stdout.print("no sync has applied anything to this cluster yet")
+        return
+    table = Table("sync", "revision", "ref", "applied at", "objects", "repo / path", box=None)
+    for row in rows:
+        sha = row["sha"][:12] + ("" if row["complete"] else " (unfinished)")
+        table.add_row(row["sync"], sha, row["ref"], row["applied_at"], str(row["objects"]),
+                      f"{row['repo']} {row['path']}")
+    stdout.print(table)
