@@ -102,7 +102,7 @@ def _try_apply(kube: Kube, d: Desired, planned: Change) -> Applied | str:
 def _apply_one(kube: Kube, d: Desired, planned: Change) -> Applied:
     if planned.action is Action.RECREATE:
         _delete_and_wait(kube, d)
-    created, stored = kube.apply(d.rt, d.body)
+    created, stored = kube.apply(d.rt, d.body, metadata_only=True)
     if planned.action is Action.RECREATE:
         action = Action.RECREATE
     else:

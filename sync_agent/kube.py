@@ -21,6 +21,9 @@ from kubernetes import client, config
 from sync_agent.errors import SyncError
 
 FIELD_MANAGER = "gitops-restore"
+# Ask for metadata only when the body is not needed: less for the server to encode and for
+# us to parse, at 10,000 objects a visible share of a restore.
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
 AGGREGATED_DISCOVERY = ("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
                         "application/json")
 _RETRYABLE_STATUS = {429, 500, 502, 503, 504}
@@ -135,21 +138,25 @@ class Kube:
             time.sleep(min(2.0, 0.1 * 2 ** attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")
 
-    def apply(self, rt: ResourceType, body: dict, dry_run: bool = False) -> tuple[bool, dict]:
+    def apply(self, rt: ResourceType, body: dict, dry_run: bool = False,
+              metadata_only: bool = False) -> tuple[bool, dict]:
         """Server-side apply with our field manager, taking ownership of conflicting fields.
 
-        Returns (created, object as stored, or as it would be stored under dry-run).
+        Returns (created, object as stored, or as it would be stored under dry-run; only its
+        apiVersion, kind and metadata with `metadata_only`).
         """
         meta = body["metadata"]
         query = {"fieldManager": FIELD_MANAGER, "force": "true"}
         if dry_run:
             query["dryRun"] = "All"
         status, stored = self.send("PATCH", rt.path(meta.get("namespace", ""), meta["name"]),
-                                   body, query=query, content_type="application/apply-patch+yaml")
+                                   body, query=query, content_type="application/apply-patch+yaml",
+                                   accept=METADATA_ONLY if metadata_only else "application/json")
         return status == 201, stored
 
-    def create_dry_run(self, rt: ResourceType, body: dict, namespace: str) -> dict:
-        return self.request("POST", rt.path(namespace), body, query={"dryRun": "All"})
+    def create_dry_run(self, rt: ResourceType, body: dict, namespace: str) -> None:
+        self.request("POST", rt.path(namespace), body, query={"dryRun": "All"},
+                     accept=METADATA_ONLY)
 
     def get(self, rt: ResourceType, namespace: str, name: str) -> dict | None:
         try:

@@ -130,7 +130,7 @@ def dry_run(kube: Kube, d: Desired, live: dict | None, existing_namespaces: set[
             if e.status != 409:
                 raise
         return Change(d.ref, Action.CREATE, "", version)
-    created, result = kube.apply(d.rt, d.body, dry_run=True)
+    created, result = kube.apply(d.rt, d.body, dry_run=True, metadata_only=live is None)
     if created:
         return Change(d.ref, Action.CREATE, "", version)
     differences = differing_fields(live, result) if live is not None else ["ownership"]

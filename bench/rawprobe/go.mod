@@ -1,0 +1,3 @@
+module gitops-restore.local/rawprobe
+
+go 1.26

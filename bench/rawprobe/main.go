@@ -1,0 +1,126 @@
+// rawprobe measures how fast the API server takes objects: it POSTs each object of a
+// JSON-lines file (one {"path": ..., "body": {...}} per line) with plain net/http over
+// reused connections, `-workers` at a time, and prints the count and elapsed seconds as
+// JSON. Objects are sent in file order in "waves" separated by lines {"barrier": true}, so
+// Namespaces exist before the objects in them. It is the baseline the benchmark compares
+// gitops-restore against: the API server's own limit on this machine, not a client's.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+)
+
+type line struct {
+	Path    string          `json:"path"`
+	Body    json.RawMessage `json:"body"`
+	Barrier bool            `json:"barrier"`
+}
+
+func main() {
+	server := flag.String("server", "", "API server URL")
+	ca := flag.String("ca", "", "CA certificate file")
+	cert := flag.String("cert", "", "client certificate file")
+	key := flag.String("key", "", "client key file")
+	input := flag.String("objects", "", "JSON-lines file of objects")
+	workers := flag.Int("workers", 32, "concurrent requests")
+	flag.Parse()
+
+	pair, err := tls.LoadX509KeyPair(*cert, *key)
+	check(err)
+	pool := x509.NewCertPool()
+	caPEM, err := os.ReadFile(*ca)
+	check(err)
+	pool.AppendCertsFromPEM(caPEM)
+	client := &http.Client{Transport: &http.Transport{
+		TLSClientConfig:     &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool},
+		MaxIdleConnsPerHost: *workers,
+		MaxConnsPerHost:     *workers,
+	}}
+
+	waves := [][]line{{}}
+	file, err := os.Open(*input)
+	check(err)
+	scanner := bufio.NewScanner(file)
+	scanner.Buffer(make([]byte, 1<<20), 1<<24)
+	for scanner.Scan() {
+		var l line
+		check(json.Unmarshal(scanner.Bytes(), &l))
+		if l.Barrier {
+			waves = append(waves, []line{})
+			continue
+		}
+		waves[len(waves)-1] = append(waves[len(waves)-1], l)
+	}
+	check(scanner.Err())
+
+	started := time.Now()
+	created, failed := 0, 0
+	var mu sync.Mutex
+	for _, wave := range waves {
+		jobs := make(chan line)
+		var wg sync.WaitGroup
+		for i := 0; i < *workers; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for l := range jobs {
+					ok := post(client, *server+l.Path, l.Body)
+					mu.Lock()
+					if ok {
+						created++
+					} else {
+						failed++
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+		for _, l := range wave {
+			jobs <- l
+		}
+		close(jobs)
+		wg.Wait()
+	}
+	elapsed := time.Since(started).Seconds()
+	out, _ := json.Marshal(map[string]any{"created": created, "failed": failed, "seconds": elapsed})
+	fmt.Println(string(out))
+}
+
+func post(client *http.Client, url string, body []byte) bool {
+	for attempt := 0; attempt < 5; attempt++ {
+		resp, err := client.Post(url, "application/json", bytes.NewReader(body))
+		if err != nil {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 429 || resp.StatusCode >= 500 {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		if resp.StatusCode >= 300 {
+			fmt.Fprintf(os.Stderr, "%s: HTTP %d\n", url, resp.StatusCode)
+		}
+		return resp.StatusCode < 300
+	}
+	return false
+}
+
+func check(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}

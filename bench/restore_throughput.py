@@ -1,0 +1,177 @@
+"""Restore throughput, side by side in one run: gitops-restore vs kubectl vs the raw limit.
+
+For each size N it restores N synthetic objects into a fresh local cluster three ways:
+  1. `gitops-restore restore` (validate + dry-run everything, staged apply, inventory),
+  2. `kubectl apply --server-side -R -f` of the same rendered files,
+  3. the raw probe (bench/rawprobe, Go): the same objects POSTed concurrently, as fast as the
+     API server takes them.
+Then, on the gitops-restore cluster of the largest size, a revision changing 10 objects is
+restored and rolled back. Reports objects/s, ratios and peak memory; writes JSON to
+bench/results/. Run: `make bench` or `python -m bench.restore_throughput --sizes 1000 10000`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from bench import synthetic
+from sync_agent import paths
+
+ROOT = Path(__file__).resolve().parent
+GITOPS_RESTORE = str(Path(sys.executable).parent / "gitops-restore")
+
+
+def run_timed(command: list[str], env: dict | None = None) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS in MB (of that process alone) and stdout of a child process."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.monotonic()
+        process = subprocess.Popen(command, stdout=out, stderr=err,
+                                   env={**os.environ, **(env or {})}, text=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.monotonic() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if process.returncode != 0:
+            raise SystemExit(f"{' '.join(command[:3])} failed ({process.returncode}):\n"
+                             f"{err.read()[-3000:]}")
+        return seconds, usage.ru_maxrss // 1024, out.read()
+
+
+def provision(name: str) -> str:
+    out = subprocess.run([GITOPS_RESTORE, "provision", "--name", name, "--nodes", "3",
+                          "--output", "json"], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)["kubeconfig"]
+
+
+def destroy(name: str) -> None:
+    subprocess.run([GITOPS_RESTORE, "destroy", "--name", name], check=True, capture_output=True)
+
+
+def build_probe() -> str:
+    target = paths.cache_root() / "bench" / "rawprobe"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["go", "build", "-o", str(target), "."], cwd=ROOT / "rawprobe", check=True,
+                   env={**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"})
+    return str(target)
+
+
+def kubeconfig_credentials(kubeconfig: str, workdir: Path) -> dict[str, str]:
+    """Server URL and file paths of the CA, client cert and key, for the Go probe."""
+    config = yaml.safe_load(Path(kubeconfig).read_text())
+    cluster = config["clusters"][0]["cluster"]
+    user = config["users"][0]["user"]
+    creds = {"server": cluster["server"]}
+    for key, field in (("ca", "certificate-authority"), ("cert", "client-certificate"),
+                       ("key", "client-key")):
+        creds[key] = str(Path(kubeconfig).parent / (cluster | user)[field]) \
+            if not Path((cluster | user)[field]).is_absolute() else (cluster | user)[field]
+    return creds
+
+
+def bench_size(size: int, workers: int, work: Path, probe: str, rollback: bool) -> dict:
+    items = synthetic.objects(size)
+    repo = work / f"repo-{size}"
+    synthetic.write_tree(items, repo)
+    synthetic.git_commit(repo, f"{size} objects")
+    probe_input = work / f"probe-{size}.jsonl"
+    synthetic.probe_lines(items, probe_input)
+    result: dict = {"objects": size}
+
+    kubeconfig = provision("bench-ours")
+    seconds, peak, out = run_timed([GITOPS_RESTORE, "restore", "--repo", str(repo),
+                                    "--kubeconfig", kubeconfig, "--workers", str(workers),
+                                    "--output", "json"])
+    report = json.loads(out)
+    assert report["counts"]["create"] == size, report["counts"]
+    result["gitops_restore"] = {"seconds": seconds, "peak_rss_mb": peak,
+                                "phases": report["phases"]}
+    if rollback:
+        result["rollback_10"] = rollback_scenario(repo, items, kubeconfig, workers)
+    destroy("bench-ours")
+
+    kubeconfig = provision("bench-kubectl")
+    seconds, _, _ = run_timed([paths.kubectl(), "--kubeconfig", kubeconfig, "apply",
+                               "--server-side", "--field-manager", "bench", "-R", "-f",
+                               str(repo)])
+    result["kubectl"] = {"seconds": seconds}
+    destroy("bench-kubectl")
+
+    kubeconfig = provision("bench-raw")
+    creds = kubeconfig_credentials(kubeconfig, work)
+    _, _, out = run_timed([probe, "-server", creds["server"], "-ca", creds["ca"],
+                           "-cert", creds["cert"], "-key", creds["key"],
+                           "-objects", str(probe_input), "-workers", str(workers)])
+    raw = json.loads(out)
+    assert raw["created"] == size and raw["failed"] == 0, raw
+    result["raw_probe"] = {"seconds": raw["seconds"]}
+    destroy("bench-raw")
+
+    for key in ("gitops_restore", "kubectl", "raw_probe"):
+        result[key]["objects_per_second"] = round(size / result[key]["seconds"], 1)
+    ours = result["gitops_restore"]["objects_per_second"]
+    result["ratio_vs_raw"] = round(ours / result["raw_probe"]["objects_per_second"], 3)
+    result["ratio_vs_kubectl"] = round(ours / result["kubectl"]["objects_per_second"], 2)
+    return result
+
+
+def rollback_scenario(repo: Path, items: list[dict], kubeconfig: str, workers: int) -> dict:
+    """Commit a revision that changes 10 ConfigMaps, restore it, then roll back to the first."""
+    changed = 0
+    for o in items:
+        if o["kind"] == "ConfigMap" and changed < 10:
+            o["data"]["index"] += "-changed"
+            changed += 1
+    tree = repo / "tree-tmp"
+    synthetic.write_tree(items, tree)
+    for path in tree.rglob("*.yaml"):
+        target = repo / path.relative_to(tree)
+        target.write_text(path.read_text())
+    subprocess.run(["rm", "-rf", str(tree)], check=True)
+    synthetic.git_commit(repo, "10 ConfigMaps changed")
+    common = ["--repo", str(repo), "--kubeconfig", kubeconfig, "--workers", str(workers),
+              "--output", "json"]
+    forward, _, out = run_timed([GITOPS_RESTORE, "restore", *common])
+    forward_counts = json.loads(out)["counts"]
+    back, _, out = run_timed([GITOPS_RESTORE, "rollback", "--to", "HEAD~1", *common])
+    back_counts = json.loads(out)["counts"]
+    return {"forward_seconds": forward, "forward_counts": forward_counts,
+            "rollback_seconds": back, "rollback_counts": back_counts}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--workers", type=int, default=32)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="gitops-restore-bench-") as tmp:
+        os.environ["GITOPS_RESTORE_STATE"] = str(Path(tmp) / "state")
+        probe = build_probe()
+        results = [bench_size(size, args.workers, Path(tmp), probe,
+                              rollback=size == max(args.sizes)) for size in args.sizes]
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    out = ROOT / "results" / f"restore-throughput-{stamp}.json"
+    out.write_text(json.dumps({"workers": args.workers, "results": results}, indent=2))
+    for r in results:
+        print(f"N={r['objects']}: gitops-restore {r['gitops_restore']['objects_per_second']}/s "
+              f"(peak {r['gitops_restore']['peak_rss_mb']} MB), kubectl "
+              f"{r['kubectl']['objects_per_second']}/s, raw {r['raw_probe']['objects_per_second']}"
+              f"/s; vs raw {r['ratio_vs_raw']}x, vs kubectl {r['ratio_vs_kubectl']}x")
+        if "rollback_10" in r:
+            rb = r["rollback_10"]
+            print(f"  10-object change: restore {rb['forward_seconds']:.2f}s, rollback "
+                  f"{rb['rollback_seconds']:.2f}s")
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
