@@ -223,7 +223,7 @@ def _add_unlisted_extras(kube: Kube, plan: Plan, desired: list[Desired], changes
     """Objects labelled as ours that neither the revision nor the inventory lists."""
     known = {d.ref for d in desired} | {i.ref for i in plan.prune}
     types = {d.rt for d in desired} | {i.rt for i in plan.prune}
-    for ref, live in list_owned(kube, types, sync_name).items():
+    for ref, live in list_owned(kube, types, sync_name, metadata_only=True).items():
         if ref not in known:
             changes.add(Change(ref, Action.DELETE, "labelled as owned, not in the inventory",
                                live.get("apiVersion", "")))

@@ -24,6 +24,8 @@ FIELD_MANAGER = "gitops-restore"
 # Ask for metadata only when the body is not needed: less for the server to encode and for
 # us to parse, at 10,000 objects a visible share of a restore.
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+METADATA_LIST = ("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,"
+                 "application/json")
 AGGREGATED_DISCOVERY = ("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
                         "application/json")
 _RETRYABLE_STATUS = {429, 500, 502, 503, 504}
@@ -166,17 +168,19 @@ class Kube:
                 return None
             raise
 
-    def list(self, rt: ResourceType, namespace: str = "", label_selector: str = "") -> list[dict]:
-        query: dict[str, Any] = {"limit": 500}
+    def list(self, rt: ResourceType, namespace: str = "", label_selector: str = "",
+             metadata_only: bool = False) -> list[dict]:
+        query: dict[str, Any] = {"limit": 1000}
         if label_selector:
             query["labelSelector"] = label_selector
+        accept = METADATA_LIST if metadata_only else "application/json"
         items: list[dict] = []
         while True:
-            page = self.request("GET", rt.path(namespace), query=query)
-            for item in page.get("items", []):
-                # List items come without apiVersion and kind; give them back, as kubectl does.
-                item.setdefault("apiVersion", rt.api_version)
-                item.setdefault("kind", rt.kind)
+            page = self.request("GET", rt.path(namespace), query=query, accept=accept)
+            for item in page.get("items") or []:
+                # List items come without apiVersion and kind (metadata-only ones with
+                # PartialObjectMetadata's); give them the listed type's, as kubectl does.
+                item["apiVersion"], item["kind"] = rt.api_version, rt.kind
                 items.append(item)
             token = page.get("metadata", {}).get("continue")
             if not token:

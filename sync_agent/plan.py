@@ -78,8 +78,10 @@ def make_plan(kube: Kube, desired: Sequence[Desired], previous: Previous, found:
               emit: events.EventSink = events.ignore, problems: Sequence[str] = ()) -> Plan:
     """Dry-run and decide; raise one ValidationError with `problems` (from validation) and
     every problem found here."""
+    # Trusting the inventory, most objects need only their managed fields: list metadata and
+    # fetch the whole object only where a dry-run result must be compared with it.
     live = list_owned(kube, {d.rt for d in desired} | _previous_types(previous, found),
-                      options.sync_name)
+                      options.sync_name, metadata_only=options.trust_inventory)
     plan = Plan(desired=list(desired))
     problems = list(problems)
 
@@ -89,8 +91,11 @@ def make_plan(kube: Kube, desired: Sequence[Desired], previous: Previous, found:
                           d.rt.api_version)
         if options.trust_inventory and _as_we_left_it(d, live.get(d.ref), previous):
             return Change(d.ref, Action.UNCHANGED, "", d.rt.api_version)
+        current = live.get(d.ref)
         try:
-            return dry_run(kube, d, live.get(d.ref), existing_namespaces)
+            if current is not None and options.trust_inventory:
+                current = kube.get(d.rt, d.ref.namespace, d.ref.name)
+            return dry_run(kube, d, current, existing_namespaces)
         except ApiError as e:
             immutable = _immutable_fields(e)
             if immutable and options.force:
@@ -139,14 +144,15 @@ def dry_run(kube: Kube, d: Desired, live: dict | None, existing_namespaces: set[
     return Change(d.ref, Action.UPDATE, ", ".join(differences[:5]), version)
 
 
-def list_owned(kube: Kube, types: set[ResourceType], sync_name: str) -> dict[ObjectRef, dict]:
+def list_owned(kube: Kube, types: set[ResourceType], sync_name: str,
+               metadata_only: bool = False) -> dict[ObjectRef, dict]:
     """Live objects carrying this sync's label, one LIST per kind across all namespaces."""
     live: dict[ObjectRef, dict] = {}
     selector = f"{SYNC_LABEL}={sync_name}"
 
     def list_one(rt: ResourceType) -> list[tuple[ObjectRef, dict]]:
         try:
-            items = kube.list(rt, label_selector=selector)
+            items = kube.list(rt, label_selector=selector, metadata_only=metadata_only)
         except ApiError as e:
             if e.status == 404:  # kind not served (yet): nothing of it exists
                 return []
