@@ -118,17 +118,26 @@ def render_revision(repo, revision: Revision, spec: SourceSpec) -> RenderResult:
         return render_mod.render(Path(tree), spec.path, revision, spec.ignore)
 
 
-def restore(kube: Kube, spec: SourceSpec, options: SyncOptions,
-            emit: events.EventSink = events.ignore) -> Report:
-    """Restore (or, with plan_only, plan) the cluster to the declared state of `spec`."""
-    fetch_started = time.monotonic()
+def _fetch_and_render(spec: SourceSpec, options: SyncOptions, emit: events.EventSink
+                      ) -> tuple[Report, _Timer, RenderResult]:
+    started = time.monotonic()
+    emit(events.PhaseStarted("fetch"))
     repo, revision = fetch(spec)
     report = Report(options.sync_name, revision, spec.path)
-    report.phases.append(("fetch", time.monotonic() - fetch_started))
+    report.phases.append(("fetch", time.monotonic() - started))
+    emit(events.PhaseFinished("fetch", report.phases[-1][1]))
     timer = _Timer(report, emit)
     with timer.phase("render"):
         rendered = render_revision(repo, revision, spec)
         report.skipped = list(rendered.skipped)
+    return report, timer, rendered
+
+
+def restore(kube: Kube, spec: SourceSpec, options: SyncOptions,
+            emit: events.EventSink = events.ignore) -> Report:
+    """Restore (or, with plan_only, plan) the cluster to the declared state of `spec`."""
+    report, timer, rendered = _fetch_and_render(spec, options, emit)
+    revision = report.revision
     with timer.phase("validate", len(rendered.resources)):
         plan, old, namespaces = _validate_and_plan(
             kube, rendered, options, emit,
@@ -189,13 +198,7 @@ def verify(kube: Kube, spec: SourceSpec, options: SyncOptions,
     Every declared object is dry-run (nothing is trusted from the inventory): CREATE means
     missing, UPDATE drifted (the detail names the fields), DELETE/KEEP an extra owned object.
     """
-    fetch_started = time.monotonic()
-    repo, revision = fetch(spec)
-    report = Report(options.sync_name, revision, spec.path)
-    report.phases.append(("fetch", time.monotonic() - fetch_started))
-    timer = _Timer(report, emit)
-    with timer.phase("render"):
-        rendered = render_revision(repo, revision, spec)
+    report, timer, rendered = _fetch_and_render(spec, options, emit)
     with timer.phase("verify", len(rendered.resources)):
         plan, _, _ = _validate_and_plan(
             kube, rendered, options, emit,
