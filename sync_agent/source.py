@@ -151,12 +151,24 @@ def _run_git(args: Sequence[str], env: dict[str, str], url: str, doing: str) -> 
         stdin=subprocess.DEVNULL,
     )
     if result.returncode != 0:
-        detail = " ".join(result.stderr.strip().splitlines()[-3:]) or f"exit {result.returncode}"
+        detail = git_failure(result.stderr) or f"exit {result.returncode}"
         raise SourceError(
             f"{redact(url)}: cannot {doing}: {redact(detail)}. Check the URL, network access, "
             "the deploy key and known_hosts."
         )
     return result.stdout
+
+
+def git_failure(stderr: str) -> str:
+    """The line of git/ssh error output that says why (Permission denied (publickey), Host key
+    verification failed, ...), rather than git's generic closing advice."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for hint in ("Host key verification failed", "Permission denied", "Connection refused",
+                 "Could not resolve", "timed out", "No route to host", "fatal:"):
+        for line in lines:
+            if hint in line:
+                return redact(line).rstrip(".")
+    return redact(lines[-1]).rstrip(".") if lines else ""
 
 
 def _clone(url: str, mirror: Path, env: dict[str, str]) -> None:
