@@ -23,7 +23,15 @@ from sync_agent.apply import Applied, ApplyError, ApplyOptions, apply_plan
 from sync_agent.changes import Action, Change, ChangeSet, Desired
 from sync_agent.kube import Kube
 from sync_agent.objects import RenderResult, Revision
-from sync_agent.plan import Plan, PlanOptions, Previous, list_owned, make_plan
+from sync_agent.plan import (
+    HOLDS_DATA,
+    PRUNE_ANNOTATION,
+    Plan,
+    PlanOptions,
+    Previous,
+    list_owned,
+    make_plan,
+)
 from sync_agent.prune import PruneError, prune
 from sync_agent.validate import NAMESPACE_RT, ValidateOptions, prepare
 
@@ -227,7 +235,8 @@ def _add_unlisted_extras(kube: Kube, plan: Plan, desired: list[Desired], changes
     known = {d.ref for d in desired} | {i.ref for i in plan.prune}
     types = {d.rt for d in desired} | {i.rt for i in plan.prune}
     for ref, live in list_owned(kube, types, sync_name, metadata_only=True).items():
-        if ref not in known:
+        annotations = live["metadata"].get("annotations") or {}
+        if ref not in known and annotations.get(PRUNE_ANNOTATION) != "disabled":
             changes.add(Change(ref, Action.DELETE, "labelled as owned, not in the inventory",
                                live.get("apiVersion", "")))
 
@@ -261,7 +270,7 @@ def _final_entries(plan: Plan, applied: list[Applied], previous: Previous,
     entries = {d.ref: previous.get(d.ref, (d.rt.api_version, "", "")) for d in plan.desired}
     entries.update(_entries_of(applied))
     for change in pruned:
-        if change.action is Action.KEEP and "annotation" not in change.detail:
+        if change.action is Action.KEEP and change.detail == HOLDS_DATA:
             entries[change.ref] = previous[change.ref]  # still ours: --prune-data deletes later
     failed_deletes = {i.ref for i in plan.prune} - {c.ref for c in pruned}
     for ref in failed_deletes:

@@ -23,6 +23,8 @@ from sync_agent.validate import SYNC_LABEL, digest
 
 PRUNE_ANNOTATION = "gitops-restore.io/prune"
 DATA_KINDS = frozenset({"PersistentVolumeClaim", "PersistentVolume", "Namespace"})
+OPTED_OUT = f"{PRUNE_ANNOTATION}: disabled"  # kept, and no longer owned
+HOLDS_DATA = "holds data; pass --prune-data to delete it"  # kept, still owned
 # Fields the server owns; they differ between a dry-run result and the live object even when
 # nothing we declare changed.
 VOLATILE_METADATA = ("managedFields", "resourceVersion", "generation")
@@ -246,10 +248,9 @@ def _prune_items(kube: Kube, desired: Sequence[Desired], previous: Previous,
             continue
         annotations = obj.get("metadata", {}).get("annotations") or {}
         if annotations.get(PRUNE_ANNOTATION) == "disabled":
-            items.append(PruneItem(ref, rt, Action.KEEP, f"{PRUNE_ANNOTATION}: disabled"))
+            items.append(PruneItem(ref, rt, Action.KEEP, OPTED_OUT))
         elif ref.kind in DATA_KINDS and ref.group == "" and not options.prune_data:
-            items.append(PruneItem(ref, rt, Action.KEEP, "holds data; pass --prune-data to "
-                                                         "delete it"))
+            items.append(PruneItem(ref, rt, Action.KEEP, HOLDS_DATA))
         else:
             items.append(PruneItem(ref, rt, Action.DELETE))
     deletes = sum(1 for i in items if i.action is Action.DELETE)

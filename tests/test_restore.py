@@ -180,6 +180,11 @@ def test_prune_disabled_annotation_opts_an_object_out(api_client, namespace, tmp
     report = gr_json("restore", repo, namespace, "--prune")
     assert actions(report)[f"ConfigMap/{namespace}/keep-me"] == "keep"
     assert "keep-me" in names_in(api_client, namespace)["configmaps"]
+    # Opted out means no longer owned: later runs leave it alone and verify ignores it.
+    again = gr_json("restore", repo, namespace, "--prune")
+    assert f"ConfigMap/{namespace}/keep-me" not in actions(again)
+    verified = gr_json("verify", repo, namespace)
+    assert set(actions(verified).values()) == {"unchanged"}
 
 
 def test_mass_prune_needs_allow_mass_prune_and_changes_nothing_without(api_client, namespace,
