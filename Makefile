@@ -18,9 +18,7 @@ cluster-bin: install
 	$(BIN)/gitops-restore cluster-bin
 
 demo: cluster-bin
-	$(BIN)/gitops-restore provision --provider local --name demo --nodes 3
-	$(VENV)/bin/python -c "from sync_agent.paths import kubectl; print(kubectl())" > .kubectl-path
-	$$(cat .kubectl-path) --kubeconfig "$$($(BIN)/gitops-restore provision --name demo 2>/dev/null)" get nodes,storageclass
+	$(BIN)/gitops-restore demo
 
 test: cluster-bin
 	$(BIN)/ruff check bootstrap sync_agent tests bench

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import typer
 
-from bootstrap import cluster_commands, deploy_key_commands, history_commands, restore_commands
+from bootstrap import (
+    cluster_commands,
+    deploy_key_commands,
+    drill_commands,
+    history_commands,
+    restore_commands,
+)
 
 app = typer.Typer(
     name="gitops-restore",
@@ -21,6 +27,7 @@ cluster_commands.register(app)
 restore_commands.register(app)
 history_commands.register(app)
 deploy_key_commands.register(app)
+drill_commands.register(app)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,228 @@
+"""drill and demo: declare options, prepare and run the drill, show progress, write the reports.
+
+Exit codes: 0 every phase passed; 1 a phase failed (the reports say which object and why);
+2 bad input, found before anything was provisioned.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from bootstrap import drill, drill_reports
+from bootstrap import sync_options as opt
+from bootstrap.output import Output, emit_json, exits_cleanly, stderr, stdout
+from bootstrap.progress import PhaseProgress
+from sync_agent import events
+from sync_agent.engine import SourceSpec, SyncOptions
+
+
+def register(app: typer.Typer) -> None:
+    app.command("drill")(drill_command)
+    app.command()(demo)
+
+
+From = Annotated[str | None, typer.Option(
+    "--from", help="The revision to restore, and to roll forward to (default HEAD).")]
+To = Annotated[str | None, typer.Option(
+    "--to", help="The revision to roll back to (default: the previous commit that changed "
+                 "the objects under --path).")]
+ToPath = Annotated[str | None, typer.Option(
+    "--to-path", help="The directory at --to, if it moved since (default --path).")]
+Provider = Annotated[str, typer.Option(
+    "--provider", help="local (default), kind, or existing (with --kubeconfig; left up).")]
+ClusterName = Annotated[str | None, typer.Option(
+    "--cluster-name", help="Name of the cluster to provision (default drill-<random>).")]
+Nodes = Annotated[int, typer.Option("--nodes", help="Nodes of a provisioned cluster.")]
+Kubeconfig = Annotated[str | None, typer.Option(
+    "--kubeconfig", envvar="KUBECONFIG", help="For --provider existing: its kubeconfig.")]
+Context = Annotated[str | None, typer.Option(
+    "--context", help="For --provider existing: the kubeconfig context.")]
+Keep = Annotated[bool, typer.Option(
+    "--keep", help="Leave the cluster up afterwards and print its kubeconfig.")]
+Timeout = Annotated[str, typer.Option(
+    "--timeout", help="How long each restore and verify waits for health, e.g. 90s, 5m.")]
+PruneData = Annotated[bool, typer.Option(
+    "--prune-data", help="For --provider existing: let rollbacks delete PVCs, PVs and "
+                         "Namespaces (always on in clusters the drill provisions).")]
+CreateNamespaces = Annotated[bool, typer.Option(
+    "--create-namespaces", help="Create namespaces the revision uses but does not declare.")]
+Junit = Annotated[Path | None, typer.Option(
+    "--junit", help="Write a JUnit XML report: a testcase per phase, a failure per object.")]
+ReportFile = Annotated[Path | None, typer.Option(
+    "--report", help="Write the JSON report (schemas/drill-report.schema.json).")]
+Summary = Annotated[Path | None, typer.Option(
+    "--summary", help="Write a Markdown summary, e.g. to $GITHUB_STEP_SUMMARY.")]
+
+
+@exits_cleanly
+def drill_command(
+        repo: opt.Repo, from_ref: From = None, to_ref: To = None, path: opt.PathOpt = "",
+        to_path: ToPath = None, ignore: opt.Ignore = None, provider: Provider = "local",
+        cluster_name: ClusterName = None, nodes: Nodes = 1, kubeconfig: Kubeconfig = None,
+        context: Context = None, keep: Keep = False, timeout: Timeout = "5m",
+        prune_data: PruneData = False, create_namespaces: CreateNamespaces = False,
+        name: opt.SyncName = None, namespace: opt.Namespace = "default",
+        ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
+        workers: opt.Workers = 16, junit: Junit = None, report: ReportFile = None,
+        summary: Summary = None, output: opt.OutputOpt = Output.text) -> None:
+    """Rehearse a recovery in a throwaway cluster: restore, roll back, roll forward, verify.
+
+    Provisions a cluster, restores --from, rolls back to --to, rolls forward to --from,
+    verifying each against Git (every object with its declared fields, nothing extra,
+    workloads healthy), then tears the cluster down. Every phase is timed; the restores'
+    times are the recovery time. Exit 1 if a phase fails, 2 on bad input (before anything is
+    provisioned).
+
+    Example: gitops-restore drill --repo ./fleet --path apps --junit drill.xml
+    --report drill.json --summary drill.md
+    """
+    spec = drill.DrillSpec(
+        source=opt.source_spec(repo, from_ref, None, path, ignore, ssh_key, known_hosts),
+        to_ref=to_ref, to_path=to_path,
+        cluster=drill.ClusterRequest(provider, cluster_name or "", nodes, kubeconfig, context,
+                                     keep),
+        sync=SyncOptions(sync_name=opt.sync_name(name, repo, path), namespace=namespace,
+                         create_namespaces=create_namespaces, prune_data=prune_data,
+                         timeout=opt.parse_duration(timeout), workers=workers))
+    _drill(spec, junit, report, summary, output)
+
+
+@exits_cleanly
+def demo(keep: Keep = False,
+         workdir: Annotated[Path | None, typer.Option(
+             "--workdir", help="Where to build the example repository and write the reports "
+                               "(default: a new temporary directory).")] = None,
+         timeout: Timeout = "2m", output: opt.OutputOpt = Output.text) -> None:
+    """Drill the bundled example repository on a local cluster: gitops-restore at a glance.
+
+    Builds the example GitOps repository (examples/demo-repo: three commits of a small shop)
+    and drills it: provision, restore, roll back, roll forward, verify each, tear down; then
+    shows the timings and where the reports are.
+
+    Example: gitops-restore demo --keep
+    """
+    seconds = opt.parse_duration(timeout)
+    directory = workdir or Path(tempfile.mkdtemp(prefix="gitops-restore-demo-"))
+    repo = drill.build_demo_repo(directory / "shop")
+    stderr.print(f"example repository: {repo} (see `git -C {repo} log --stat`)")
+    if not keep:
+        stderr.print("the cluster is removed at the end; to look around in it, add --keep")
+    spec = drill.DrillSpec(
+        source=SourceSpec(repo=str(repo), path=drill.DEMO_PATH), to_ref=None, to_path=None,
+        cluster=drill.ClusterRequest("local", keep=keep),
+        sync=SyncOptions(sync_name="shop", timeout=seconds))
+    _drill(spec, directory / "drill-junit.xml", directory / "drill-report.json",
+           directory / "drill-summary.md", output)
+
+
+def _drill(spec: drill.DrillSpec, junit: Path | None, report: Path | None,
+           summary: Path | None, output: Output) -> None:
+    plan = drill.prepare(spec)  # bad input raises here: nothing is provisioned
+    _show_plan(plan)
+    result = drill.run(plan, _ProgressSink())
+    data = drill_reports.to_json(result)
+    written = []
+    for path, text in ((junit, lambda: drill_reports.junit_xml(result)),
+                       (report, lambda: drill_reports.json_text(data)),
+                       (summary, lambda: drill_reports.markdown(result))):
+        if path is not None:
+            drill_reports.write(path, text())
+            written.append(str(path))
+    if output is Output.json:
+        emit_json(data)
+    else:
+        _show(result)
+    if written:
+        stderr.print(f"reports: {', '.join(written)}")
+    if not result.passed:
+        raise typer.Exit(code=1)
+
+
+def _show_plan(plan: drill.DrillPlan) -> None:
+    for label, target in (("from", plan.from_target), ("to", plan.to_target)):
+        rev = target.revision
+        stderr.print(f"{label:<4} {escape(rev.ref)} -> [bold]{rev.sha[:12]}[/bold] "
+                     f"{escape(target.path or '.')} ({target.objects} objects; "
+                     f"{rev.committed_at[:10]} {escape(rev.message)})")
+
+
+class _ProgressSink:
+    """The drill's events on stderr: a line per phase, the engine's progress bars inside (on a
+    terminal; elsewhere, as in CI logs, the engine's steps follow the phase's line)."""
+
+    def __init__(self) -> None:
+        self._progress: PhaseProgress | None = None
+
+    def __call__(self, event: events.Event | drill.DrillEvent) -> None:
+        match event:
+            case drill.DrillPhaseStarted(name=name, detail=detail):
+                stderr.print(f"[bold]▶ {name}[/bold] {escape(detail)}")
+                if name in drill.PHASES[1:-1] and stderr.is_terminal:
+                    self._progress = PhaseProgress().__enter__()
+            case drill.DrillPhaseFinished(result=result):
+                self._close()
+                colour = {"passed": "green", "failed": "red"}.get(result.status, "yellow")
+                detail = drill_reports.phase_detail(result)
+                stderr.print(f"  [{colour}]{result.status}[/{colour}] {result.name} "
+                             f"{result.seconds:.2f}s  {escape(detail)}")
+                if result.steps and not stderr.is_terminal:
+                    steps = " · ".join(f"{step} {s:.2f}s" for step, s in result.steps)
+                    stderr.print(f"    [dim]{steps}[/dim]")
+                for failure in result.failures:
+                    stderr.print(f"    {failure}", markup=False)
+            case events.Message(text=text) if self._progress is None:
+                stderr.print(f"  [dim]{escape(text)}[/dim]")
+            case _ if self._progress is not None:
+                self._progress.emit(event)
+
+    def _close(self) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(None, None, None)
+            self._progress = None
+
+
+def _show(result: drill.DrillResult) -> None:
+    plan, cluster = result.plan, result.cluster
+    verdict = "[green]passed[/green]" if result.passed else "[red]FAILED[/red]"
+    stdout.print(f"[bold]drill[/bold] {plan.spec.sync.sync_name}: {verdict}")
+    for label, target in (("from", plan.from_target), ("to", plan.to_target)):
+        rev = target.revision
+        stdout.print(f"  {label:<4} {rev.sha}  {target.path or '.'}  ({rev.ref}; "
+                     f"{rev.message})", markup=False)
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for column in ("phase", "result", "time", "detail"):
+        table.add_column(column, justify="right" if column == "time" else "left")
+    for phase in result.phases:
+        table.add_row(phase.name, phase.status, f"{phase.seconds:.2f}s",
+                      drill_reports.phase_detail(phase))
+    stdout.print(table)
+    for phase in result.phases:
+        if phase.recovery and phase.changes:
+            stdout.print(f"  {phase.name}: {_changes(phase.changes)}", markup=False)
+    for phase_name, failure in result.failures:
+        stdout.print(f"[red]failed[/red] {phase_name}: ", end="")
+        stdout.print(str(failure), markup=False)
+    stdout.print(f"recovery time [bold]{result.recovery_seconds:.2f}s[/bold] (restore-from, "
+                 f"rollback-to, roll-forward); drill overhead {result.overhead_seconds:.2f}s; "
+                 f"total {result.total_seconds:.2f}s")
+    if cluster.kept and cluster.provider != "existing":
+        stdout.print(f"cluster {cluster.name} kept; kubeconfig: {cluster.kubeconfig}\n"
+                     f"remove it with: gitops-restore destroy --name {cluster.name}",
+                     markup=False)
+
+
+def _changes(changes: tuple[tuple[str, str], ...], shown: int = 6) -> str:
+    grouped: dict[str, list[str]] = {}
+    for obj, outcome in changes:
+        grouped.setdefault(outcome, []).append(obj)
+    parts = []
+    for outcome, objects in grouped.items():
+        more = f" and {len(objects) - shown} more" if len(objects) > shown else ""
+        parts.append(f"{outcome} {', '.join(objects[:shown])}{more}")
+    return "; ".join(parts)

@@ -1,0 +1,189 @@
+"""The two revisions a drill goes between, and the declared state before the current one.
+
+Called by bootstrap's `drill` before it provisions anything: `resolve_targets` resolves the
+revision to restore (`--from`) and the one to roll back to (`--to`), and renders both, so an
+unknown ref, a missing path or a broken manifest is reported while nothing has been made yet.
+
+Without `--to`, the rollback target is `previous_state`: the previous commit that changed the
+objects under the path, as `history` lists them. When the path's whole history is one commit
+that moved the directory there (a `git mv` of `guestbook/` to `web/guestbook/`), the walk
+follows the move and goes on under the old path, so a restructured repository still has a
+previous revision. A pure move declares the same objects as before it and does not count as a
+change of state; a move that also edited files does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import git
+
+from sync_agent import engine, history, render, source
+from sync_agent.errors import RenderError, SourceError
+from sync_agent.objects import ObjectRef, Revision
+
+PREVIOUS = "previous change"  # how a default --to is named in reports
+
+_MOVES_FOLLOWED = 10  # a safety stop for pathological histories
+
+
+@dataclass(frozen=True)
+class PathRevision:
+    """A commit and the path that holds the declared state there (it moved if it differs)."""
+
+    revision: Revision
+    path: str
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved revision to restore, the path holding its state there, and its size."""
+
+    revision: Revision  # `ref` is what was asked (a ref, or PREVIOUS), `sha` the commit
+    path: str
+    objects: int  # objects the path declares at the revision
+
+    def spec(self, base: engine.SourceSpec) -> engine.SourceSpec:
+        """`base` pinned to this commit and path (repository, ignores and auth stay)."""
+        return dataclasses.replace(base, ref=self.revision.sha, at=None, path=self.path)
+
+
+def resolve_targets(spec: engine.SourceSpec, to_ref: str | None,
+                    to_path: str | None = None) -> tuple[Target, Target]:
+    """(from, to): `spec`'s revision, and `to_ref` or else the previous state; both rendered.
+
+    Raises SourceError or RenderError (bad input) naming the ref, path or file.
+    """
+    repo, start = engine.fetch(spec)
+    if to_ref is not None:
+        back = PathRevision(source.resolve(repo, spec.repo, ref=to_ref),
+                            spec.path if to_path is None else to_path)
+    else:
+        found = previous_state(repo, spec.repo, spec.path, start.sha, spec.ignore)
+        if found is None:
+            raise SourceError(
+                f"{source.redact(spec.repo)}: no earlier commit changed the objects under "
+                f"'{spec.path or '.'}' before {start.sha[:12]} ({start.ref}); give the "
+                "revision to roll back to with --to REF")
+        revision = dataclasses.replace(found.revision, ref=PREVIOUS)
+        back = PathRevision(revision, found.path if to_path is None else to_path)
+    return (_rendered(repo, spec, start, spec.path, None),
+            _rendered(repo, spec, back.revision, back.path, to_ref))
+
+
+def _rendered(repo: git.Repo, spec: engine.SourceSpec, revision: Revision, path: str,
+              asked: str | None) -> Target:
+    try:
+        result = engine.render_revision(repo, revision, dataclasses.replace(spec, path=path))
+    except SourceError as e:
+        hint = " If the directory moved since, give its path there with --to-path." if asked \
+            else ""
+        raise SourceError(f"{e}{hint}") from None
+    return Target(revision, path, len(result.resources))
+
+
+def previous_state(repo: git.Repo, url: str, path: str, start: str,
+                   ignore: Sequence[str] = ()) -> PathRevision | None:
+    """The commit that introduced the declared state just before the one at `start`.
+
+    None when there is none: the path's objects appeared at its first commit and did not move
+    there from another directory.
+    """
+    sha, current, skip = start, path, 1  # skip the change that made the state at `start`
+    for _ in range(_MOVES_FOLLOWED):
+        entries = history.history(repo, url, current, ref=sha, limit=skip + 1, ignore=ignore)
+        if not entries:
+            return None
+        if len(entries) > skip:
+            chosen = entries[skip]
+            move = _move_into(repo, chosen.sha, current, ignore)
+            if move is None or not move.pure:
+                return PathRevision(_as_revision(url, chosen), current)
+            # A pure move only renamed the state: find who made it, under the old path.
+            sha, current, skip = move.parent, move.old_path, 0
+            continue
+        move = _move_into(repo, entries[-1].sha, current, ignore)
+        if move is None:
+            return None
+        skip -= len(entries) - (1 if move.pure else 0)
+        sha, current = move.parent, move.old_path
+    return None
+
+
+@dataclass(frozen=True)
+class _Move:
+    parent: str
+    old_path: str
+    pure: bool  # the same objects as before: only the directory changed
+
+
+def _move_into(repo: git.Repo, sha: str, path: str, ignore: Sequence[str]) -> _Move | None:
+    """How `path` came to be at `sha`, if it was moved there from another directory."""
+    parents = repo.commit(sha).parents
+    if not parents or _exists(repo, parents[0].hexsha, path):
+        return None
+    parent = parents[0].hexsha
+    old_path = moved_from(repo, parent, sha, path)
+    if old_path is None:
+        return None
+    pure = _objects(repo, parent, old_path, ignore) == _objects(repo, sha, path, ignore)
+    return _Move(parent, old_path, pure)
+
+
+def _exists(repo: git.Repo, sha: str, path: str) -> bool:
+    try:
+        repo.git.cat_file("-e", f"{sha}:{path.strip('/')}")
+    except git.GitCommandError:
+        return False
+    return True
+
+
+def moved_from(repo: git.Repo, parent: str, sha: str, path: str) -> str | None:
+    """The directory that `path` was renamed from between `parent` and `sha`, if it was."""
+    top = PurePosixPath(path.strip("/") or ".")
+    if str(top) == ".":
+        return None
+    out = repo.git.diff("--find-renames", "--name-status", "-z", parent, sha)
+    fields = out.split("\0")
+    votes: dict[str, int] = {}
+    index = 0
+    while index < len(fields):
+        status = fields[index]
+        if status.startswith(("R", "C")) and index + 2 < len(fields):
+            old, new = PurePosixPath(fields[index + 1]), PurePosixPath(fields[index + 2])
+            index += 3
+            if status.startswith("R") and new.is_relative_to(top):
+                rel = new.relative_to(top)
+                if old.parts[len(old.parts) - len(rel.parts):] == rel.parts:
+                    base = PurePosixPath(*old.parts[:len(old.parts) - len(rel.parts)])
+                    votes[str(base)] = votes.get(str(base), 0) + 1
+        else:
+            index += 2 if status else 1
+    if not votes:
+        return None
+    best = max(votes, key=lambda name: votes[name])
+    return "" if best == "." else best
+
+
+def _as_revision(url: str, entry: history.HistoryEntry) -> Revision:
+    return Revision(source.redact(url), entry.sha, entry.sha, entry.date, entry.author,
+                    entry.message)
+
+
+def _objects(repo: git.Repo, sha: str, path: str,
+             ignore: Sequence[str]) -> dict[ObjectRef, dict[str, Any]] | None:
+    revision = Revision(source.redact(repo.git_dir), sha, sha, "", "", "")
+    with tempfile.TemporaryDirectory(prefix="gitops-restore-previous-") as tmp:
+        source.export_tree(repo, sha, Path(tmp))
+        try:
+            result = render.render(Path(tmp), path, revision, ignore)
+        except SourceError:
+            return None
+        except RenderError as e:
+            return {r.ref: r.body for r in e.partial.resources} if e.partial else None
+    return {r.ref: r.body for r in result.resources}
