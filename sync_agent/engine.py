@@ -157,8 +157,9 @@ def restore(kube: Kube, spec: SourceSpec, options: SyncOptions,
         return report
 
     previous = _previous(old)
-    _save_inventory(kube, options, spec, revision, old, _pending_entries(plan, previous),
-                    keep_revision=True)
+    pending = _pending_entries(plan, previous)
+    if pending != previous:
+        _save_inventory(kube, options, spec, revision, old, pending, keep_revision=True)
     try:
         applied, timings = apply_plan(kube, plan, namespaces,
                                       ApplyOptions(workers=options.workers), emit)
@@ -254,8 +255,9 @@ def _entries_of(applied: list[Applied]) -> Previous:
 
 
 def _pending_entries(plan: Plan, previous: Previous) -> Previous:
-    """Before the first write: everything we may create is owned from now on (with no digest,
-    so nothing about it is trusted), so an interrupted restore can still prune it later."""
+    """Before the first write: everything we may create is owned from now on, so an
+    interrupted restore can still prune it later; and nothing we are about to change keeps a
+    digest, since a write cut short would leave the inventory describing the old body."""
     pending = dict(previous)
     for d in plan.desired:
         if d.ref not in pending:

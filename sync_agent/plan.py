@@ -87,12 +87,16 @@ def make_plan(kube: Kube, desired: Sequence[Desired], previous: Previous, found:
     plan = Plan(desired=list(desired))
     problems = list(problems)
 
-    def check(d: Desired) -> Change:
+    def settled(d: Desired) -> Change | None:
+        """The change decided without a request, if it can be."""
         if d.deferred:
             return Change(d.ref, Action.CREATE, "validated once its CRD is established",
                           d.rt.api_version)
         if options.trust_inventory and _as_we_left_it(d, live.get(d.ref), previous):
             return Change(d.ref, Action.UNCHANGED, "", d.rt.api_version)
+        return None
+
+    def check(d: Desired) -> Change:
         current = live.get(d.ref)
         try:
             if current is not None and options.trust_inventory:
@@ -112,8 +116,16 @@ def make_plan(kube: Kube, desired: Sequence[Desired], previous: Previous, found:
                                 f"dry-run: {e}")
             return Change(d.ref, Action.UNCHANGED, "rejected", d.rt.api_version)
 
+    to_check = []
+    for d in desired:
+        change = settled(d)
+        if change is None:
+            to_check.append(d)
+        else:
+            plan.actions[d.ref] = change
+            emit(events.ObjectDone("validate", d.ref, change.action.value))
     with ThreadPoolExecutor(max_workers=options.workers) as pool:
-        for d, change in zip(desired, pool.map(check, desired), strict=True):
+        for d, change in zip(to_check, pool.map(check, to_check), strict=True):
             plan.actions[d.ref] = change
             emit(events.ObjectDone("validate", d.ref, change.action.value))
     if options.prune:

@@ -9,7 +9,6 @@ dry-run, also before the first write, and raises one ValidationError listing the
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections.abc import Sequence
@@ -44,13 +43,16 @@ def prepare(resources: Sequence[Resource], found: Discovery, existing_namespaces
         rt, deferred = _resource_type(resource, found, declared_crds, problems)
         if rt is None:
             continue
-        body = copy.deepcopy(resource.body)
-        meta = body["metadata"]
+        # Copy only what we change (metadata); the rest is shared with the rendered object,
+        # which nothing modifies. A deep copy of 10,000 objects costs half a second.
+        body = dict(resource.body)
+        meta = body["metadata"] = dict(body["metadata"])
+        meta["labels"] = dict(meta.get("labels") or {})
         if rt.namespaced:
             meta["namespace"] = meta.get("namespace") or options.default_namespace
         else:
             meta.pop("namespace", None)
-        meta.setdefault("labels", {})[SYNC_LABEL] = options.sync_name
+        meta["labels"][SYNC_LABEL] = options.sync_name
         ref = ObjectRef(rt.group, rt.kind, meta.get("namespace", ""), meta["name"])
         if ref in seen:
             problems.append(f"{resource.origin}: {ref} is also declared in {seen[ref]}; "
