@@ -9,6 +9,8 @@ from __future__ import annotations
 import typer
 
 from bootstrap import (
+    agent_commands,
+    bootstrap_commands,
     cluster_commands,
     deploy_key_commands,
     drill_commands,
@@ -28,6 +30,8 @@ restore_commands.register(app)
 history_commands.register(app)
 deploy_key_commands.register(app)
 drill_commands.register(app)
+agent_commands.register(app)
+bootstrap_commands.register(app)
 
 
 if __name__ == "__main__":

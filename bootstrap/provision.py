@@ -15,11 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import ansible_runner
-
 from bootstrap import clusters
 from bootstrap.errors import OperationFailed, UserError
 from sync_agent import paths
+from sync_agent.agent import localproc
 
 PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
 
@@ -76,6 +75,11 @@ def provision(provider: str, name: str, nodes: int = 1, kubeconfig: str | None =
 
 def destroy(name: str, progress: ProgressCallback | None = None) -> clusters.ClusterRecord:
     record = clusters.load(name)
+    # Sync agents run beside a local cluster as processes (see bootstrap.agent): stop them
+    # before their API server goes, so they exit cleanly instead of retrying into the void.
+    for sync in localproc.stop_all(clusters.cluster_dir(name)):
+        if progress:
+            progress(f"stopped the sync agent of {sync}")
     extravars = {
         "cluster_name": name,
         "cluster_state": "absent",
@@ -120,6 +124,8 @@ def run_playbook(provider: str, extravars: dict, progress: ProgressCallback | No
            "ANSIBLE_LOCALHOST_WARNING": "False",
            "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
            "ANSIBLE_PYTHON_INTERPRETER": sys.executable}
+    import ansible_runner  # here, not at the top: every other command would pay its import
+
     with tempfile.TemporaryDirectory(prefix="gitops-restore-ansible-") as private:
         runner = ansible_runner.run(
             private_data_dir=private,

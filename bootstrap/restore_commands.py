@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from bootstrap import report_view
+from bootstrap import report_view, rollback_handoff
 from bootstrap import sync_options as opt
-from bootstrap.errors import OperationFailed
-from bootstrap.output import Output, emit_json, exits_cleanly
+from bootstrap.errors import OperationFailed, UserError
+from bootstrap.output import Output, emit_json, exits_cleanly, stdout
 from bootstrap.progress import PhaseProgress
-from sync_agent import engine
+from sync_agent import engine, source
 from sync_agent.apply import ApplyError
 from sync_agent.engine import SyncOptions
+from sync_agent.errors import SyncError
 
 EXIT_DIFFERENCES = 3
 
@@ -92,20 +94,57 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
              namespace: opt.Namespace = "default", ssh_key: opt.SshKey = None,
              known_hosts: opt.KnownHosts = None, kubeconfig: opt.Kubeconfig = None,
              context: opt.Context = None, cluster: opt.ClusterName = None,
-             workers: opt.Workers = 16, output: opt.OutputOpt = Output.text) -> None:
+             workers: opt.Workers = 16, output: opt.OutputOpt = Output.text,
+             revert: Annotated[bool, typer.Option(
+                 "--revert", help="Push a commit reverting --path to --to on the branch "
+                                  "(instead of pinning the agent).")] = False,
+             push_key: Annotated[Path | None, typer.Option(
+                 "--push-key", help="For --revert: a key with write access to the repo.")
+             ] = None,
+             branch: Annotated[str, typer.Option(
+                 "--branch", help="For --revert without a Sync: the branch to revert on.")
+             ] = "main") -> None:
     """Return the cluster exactly to an earlier revision (restore with prune).
+
+    If the sync agent serves this sync name, it is first pinned to that commit so it does not
+    roll forward again (`gitops-restore agent resume` unpins). With --revert a commit that
+    returns --path to that revision is pushed instead, and the agent keeps following the
+    branch.
 
     Example: gitops-restore rollback --repo ./fleet --path apps --to HEAD~1 --wait
     """
+    sync = opt.sync_name(name, repo, path)
     options = SyncOptions(
-        sync_name=opt.sync_name(name, repo, path), namespace=namespace, prune=True,
+        sync_name=sync, namespace=namespace, prune=True,
         prune_data=prune_data, allow_mass_prune=allow_mass_prune,
         create_namespaces=create_namespaces, force=force, wait=wait,
         timeout=opt.parse_duration(timeout), workers=workers)
-    report = _run(dict(repo=repo, ref=to, at=None, path=path, ignore=ignore, ssh_key=ssh_key,
-                       known_hosts=known_hosts),
-                  dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options, output)
-    _present(report, output, "rollback")
+    spec_args = dict(repo=repo, ref=to, at=None, path=path, ignore=ignore, ssh_key=ssh_key,
+                     known_hosts=known_hosts)
+    conn_args = dict(kubeconfig=kubeconfig, context=context, cluster=cluster)
+    read_auth = opt.source_spec(**spec_args).auth
+    if revert and push_key is None and source.is_remote(repo) \
+            and not repo.startswith("file://"):
+        raise UserError("--revert pushes a commit: give --push-key FILE, a key with write "
+                        "access to the repository (the agent's deploy key is read-only)")
+    push_auth = source.GitAuth(push_key, known_hosts) if push_key else read_auth
+    kube = opt.connect(**conn_args)
+    try:
+        handoff = rollback_handoff.rollback_handoff(kube, sync, repo, to, path, read_auth, revert,
+                                         branch, push_auth)
+        try:
+            report = _run({**spec_args, "ref": handoff.ref}, conn_args, options, output)
+        except SyncError as e:
+            if e.exit_code == 2:  # refused before any write: the pin goes too
+                rollback_handoff.undo_pin(kube, handoff)
+            raise
+    finally:
+        kube.close()
+    if output is Output.json:
+        emit_json({"command": "rollback", **report.to_json(), "agent": handoff.to_json()})
+    else:
+        _present(report, output, "rollback")
+        stdout.print(f"agent: {handoff.note}", markup=False)
     if report.errors or report.unhealthy:
         raise typer.Exit(code=1)
 

@@ -1,0 +1,320 @@
+"""Install the sync agent, find where it runs, and steer it through its Sync object.
+
+Called by `agent_commands` (agent install/status/suspend/resume/pin/unpin), by `bootstrap`
+and by `rollback` (which pins the agent). The manifests are the files in `deploy/`; this
+module only fills in names, image and replicas, and applies them with server-side apply under
+its own field manager, so a later `agent pin` (a merge patch by another manager) survives a
+re-install.
+
+Where the agent runs:
+- on a real cluster (kind, existing): the Deployment `agent-<sync>` in gitops-restore-system;
+- on the `local` provider, whose pods are simulated by kwok and run nothing, the same
+  Deployment is applied with replicas 0 (so the installed objects are the same everywhere
+  and nobody mistakes a simulated Pod for a running agent), and the agent runs as a detached
+  local process (`sync_agent.agent.localproc`) with its pidfile and log in the cluster's
+  state directory; `destroy` stops it.
+"""
+
+from __future__ import annotations
+
+import copy
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bootstrap import clusters
+from bootstrap.errors import OperationFailed, UserError
+from sync_agent import source
+from sync_agent.agent import config as agent_config
+from sync_agent.agent import deploykey, localproc, syncobject
+from sync_agent.inventory import NAMESPACE
+from sync_agent.kube import ApiError, Kube, ResourceType
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+FIELD_MANAGER = "gitops-restore-install"
+DEFAULT_IMAGE = "ghcr.io/gitops-restore/agent:0.1.0"
+LOCAL_NOTE = ("local provider: pods are simulated and run nothing, so the agent runs as a "
+              "local process and this Deployment is kept at 0 replicas")
+CRD_RT = ResourceType("apiextensions.k8s.io", "v1", "CustomResourceDefinition",
+                      "customresourcedefinitions", namespaced=False)
+DEPLOYMENT_RT = ResourceType("apps", "v1", "Deployment", "deployments", namespaced=True)
+_TYPES = {(rt.api_version, rt.kind): rt for rt in (
+    CRD_RT, DEPLOYMENT_RT, syncobject.SYNC_RT,
+    ResourceType("", "v1", "Namespace", "namespaces", namespaced=False),
+    ResourceType("", "v1", "ServiceAccount", "serviceaccounts", namespaced=True),
+    ResourceType("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),
+    ResourceType("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding",
+                 "clusterrolebindings", False),
+    ResourceType("rbac.authorization.k8s.io", "v1", "Role", "roles", True),
+    ResourceType("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True))}
+
+
+@dataclass(frozen=True)
+class Target:
+    """The cluster to act on: a connection, and for a provisioned cluster its record."""
+
+    kube: Kube
+    kubeconfig: str | None
+    context: str | None
+    record: clusters.ClusterRecord | None = None
+
+    @property
+    def local(self) -> bool:
+        return self.record is not None and self.record.provider == "local"
+
+    @property
+    def state_dir(self) -> Path | None:
+        return clusters.cluster_dir(self.record.name) if self.record else None
+
+
+@dataclass(frozen=True)
+class InstallRequest:
+    sync: str
+    repo: str
+    branch: str = "main"
+    path: str = ""
+    interval: str = "1m"
+    prune: bool = True
+    ignore: tuple[str, ...] = ()
+    default_namespace: str = "default"
+    deploy_key: str = ""  # deploy-key name (Secret <name>-deploy-key); "" when none is needed
+    image: str = DEFAULT_IMAGE
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the agent of one Sync runs, as seen now (never assumed from a record alone)."""
+
+    running: bool
+    where: str  # "local-process", "deployment" or "none"
+    detail: str  # one sentence for people
+    local: localproc.LocalAgent | None = None
+    deployment: str = ""  # namespace/name when it runs (or should run) in the cluster
+    replicas: int = 0
+    ready: int = 0
+
+    def to_json(self) -> dict:
+        return {"running": self.running, "where": self.where, "detail": self.detail,
+                "local": self.local.to_json() if self.local else None,
+                "deployment": {"name": self.deployment, "replicas": self.replicas,
+                               "ready": self.ready} if self.deployment else None}
+
+
+def target(kubeconfig: str | None, context: str | None, cluster: str | None) -> Target:
+    """Connect by `--cluster` or kubectl's rules; a kubeconfig of a provisioned cluster is
+    recognised, so `--kubeconfig` of a local cluster also finds its local agent."""
+    record = clusters.load(cluster) if cluster else _record_of(kubeconfig)
+    if cluster and record:
+        kubeconfig, context = record.kubeconfig, context or record.context or None
+    return Target(Kube.from_kubeconfig(kubeconfig, context), kubeconfig, context, record)
+
+
+def _record_of(kubeconfig: str | None) -> clusters.ClusterRecord | None:
+    if not kubeconfig:
+        return None
+    wanted = Path(kubeconfig).expanduser().resolve()
+    for record in clusters.list_all():
+        if Path(record.kubeconfig).resolve() == wanted:
+            return record
+    return None
+
+
+# --- install ---------------------------------------------------------------------------------
+
+def manifests(request: InstallRequest, replicas: int) -> list[dict[str, Any]]:
+    """Namespace, CRD, ServiceAccount, RBAC and the Deployment, filled in (Sync excluded)."""
+    docs: list[dict[str, Any]] = []
+    for name in ("namespace.yaml", "crd-sync.yaml", "rbac.yaml"):
+        docs += [d for d in yaml.safe_load_all((DEPLOY / name).read_text()) if d]
+    return [*docs, deployment(request, replicas)]
+
+
+def deployment(request: InstallRequest, replicas: int) -> dict[str, Any]:
+    body = copy.deepcopy(yaml.safe_load((DEPLOY / "deployment.yaml").read_text()))
+    name = agent_config.lease_name(request.sync)
+    body["metadata"]["name"] = name
+    for labels in (body["metadata"]["labels"], body["spec"]["selector"]["matchLabels"],
+                   body["spec"]["template"]["metadata"]["labels"]):
+        labels["app.kubernetes.io/instance"] = request.sync
+    body["spec"]["replicas"] = replicas
+    if replicas == 0:
+        body["metadata"].setdefault("annotations", {})["gitops-restore.io/agent"] = LOCAL_NOTE
+    container = body["spec"]["template"]["spec"]["containers"][0]
+    container["image"] = request.image
+    for env in container["env"]:
+        if env["name"] == "SYNC_NAME":
+            env["value"] = request.sync
+    return body
+
+
+def sync_object(request: InstallRequest) -> dict[str, Any]:
+    return syncobject.body(request.sync, NAMESPACE, request.repo, request.branch, request.path,
+                           request.interval, request.prune, request.ignore,
+                           request.default_namespace,
+                           deploykey.secret_name(request.deploy_key) if request.deploy_key
+                           else "")
+
+
+def install(t: Target, request: InstallRequest, start: bool = True) -> list[tuple[str, bool]]:
+    """Apply everything, Sync last; start the agent unless `start` is False (bootstrap starts
+    it after its own first restore). Returns (object, changed) per object."""
+    if t.local:
+        replicas = 0
+    elif start:
+        replicas = 1
+    else:  # a re-run must not scale a running agent down and up again
+        current = t.kube.get(DEPLOYMENT_RT, NAMESPACE, agent_config.lease_name(request.sync))
+        replicas = int((current or {}).get("spec", {}).get("replicas") or 0)
+    results = []
+    for doc in manifests(request, replicas):
+        results.append(apply(t.kube, doc))
+        if doc["kind"] == "CustomResourceDefinition":
+            _wait_established(t.kube, doc["metadata"]["name"])
+    results.append(apply(t.kube, sync_object(request)))
+    return results
+
+
+def start_agent(t: Target, request: InstallRequest) -> tuple[Placement, bool]:
+    """Make the agent run; (where it runs, whether this call started it)."""
+    if t.local:
+        assert t.state_dir is not None and t.record is not None
+        running = localproc.running(t.state_dir, request.sync)
+        if running:
+            return placement(t, request.sync), False
+        localproc.start(t.state_dir, request.sync, t.record.kubeconfig,
+                        t.record.context or None, f"127.0.0.1:{_free_port()}")
+        return placement(t, request.sync), True
+    _, changed = apply(t.kube, deployment(request, 1))
+    return placement(t, request.sync), changed
+
+
+def apply(kube: Kube, doc: dict[str, Any]) -> tuple[str, bool]:
+    rt = _TYPES[(doc["apiVersion"], doc["kind"])]
+    meta = doc["metadata"]
+    namespace = meta.get("namespace", "") if rt.namespaced else ""
+    label = f"{doc['kind']}/{namespace + '/' if namespace else ''}{meta['name']}"
+    try:
+        before = kube.get(rt, namespace, meta["name"])
+        stored = kube.request("PATCH", rt.path(namespace, meta["name"]), doc,
+                              query={"fieldManager": FIELD_MANAGER, "force": "true"},
+                              content_type="application/apply-patch+yaml")
+    except ApiError as e:
+        raise OperationFailed(f"{label}: cannot apply it: {e}") from e
+    version = (before or {}).get("metadata", {}).get("resourceVersion")
+    return label, version != stored["metadata"].get("resourceVersion")
+
+
+def _wait_established(kube: Kube, name: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        crd = kube.get(CRD_RT, "", name) or {}
+        if any(c.get("type") == "Established" and c.get("status") == "True"
+               for c in (crd.get("status") or {}).get("conditions") or []):
+            return
+        time.sleep(0.2)
+    raise OperationFailed(f"CustomResourceDefinition/{name}: not Established after "
+                          f"{timeout:.0f}s")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# --- where it runs ---------------------------------------------------------------------------
+
+def placement(t: Target, sync: str) -> Placement:
+    if t.local:
+        assert t.state_dir is not None
+        agent = localproc.running(t.state_dir, sync)
+        if agent:
+            return Placement(True, "local-process", f"local process pid {agent.pid} "
+                             f"(log {agent.log}, metrics http://{agent.listen}/metrics)", agent)
+        return Placement(False, "none", "no agent process is running for this local "
+                         f"cluster (start it with `gitops-restore agent install --cluster "
+                         f"{t.record.name if t.record else '…'} …`)")
+    name = agent_config.lease_name(sync)
+    try:
+        found = t.kube.get(DEPLOYMENT_RT, NAMESPACE, name)
+    except ApiError as e:
+        raise OperationFailed(f"Deployment {NAMESPACE}/{name}: cannot read it: {e}") from e
+    if found is None:
+        return Placement(False, "none", f"Deployment {NAMESPACE}/{name} does not exist")
+    replicas = int(found.get("spec", {}).get("replicas", 1))
+    ready = int(found.get("status", {}).get("readyReplicas") or 0)
+    return Placement(ready > 0, "deployment", f"in-cluster Deployment {NAMESPACE}/{name}, "
+                     f"{ready}/{replicas} replicas ready", deployment=f"{NAMESPACE}/{name}",
+                     replicas=replicas, ready=ready)
+
+
+def stop_local(t: Target, sync: str) -> bool:
+    return bool(t.state_dir) and localproc.stop(t.state_dir, sync)
+
+
+# --- steering --------------------------------------------------------------------------------
+
+def choose_sync(kube: Kube, name: str | None) -> str:
+    """`--name`, or the only Sync there is."""
+    if name:
+        return name
+    try:
+        found = sorted(o["metadata"]["name"] for o in kube.list(syncobject.SYNC_RT, NAMESPACE))
+    except ApiError as e:
+        if e.status == 404:
+            found = []
+        else:
+            raise OperationFailed(f"Syncs in {NAMESPACE}: cannot list them: {e}") from e
+    if len(found) == 1:
+        return found[0]
+    raise UserError(f"Syncs in {NAMESPACE}: {', '.join(found) or 'none'}; "
+                    + ("pass --name" if found else "install the agent first "
+                       "(gitops-restore agent install --help)"))
+
+
+def read_sync(kube: Kube, sync: str) -> syncobject.SyncObject | None:
+    try:
+        stored = syncobject.read(kube, NAMESPACE, sync)
+    except ApiError as e:
+        if e.status == 404:  # the CRD itself is not installed
+            return None
+        raise OperationFailed(f"Sync {NAMESPACE}/{sync}: cannot read it: {e}") from e
+    return syncobject.parse(stored) if stored else None
+
+
+def deploykey_missing(kube: Kube, name: str) -> bool:
+    try:
+        return kube.get(deploykey.SECRET_RT, NAMESPACE, deploykey.secret_name(name)) is None
+    except ApiError:
+        return False  # unreadable is not missing: the agent will say what is wrong
+
+
+def set_spec(kube: Kube, sync: str, **changes: Any) -> syncobject.SyncObject:
+    """Patch spec fields (None removes one, e.g. revision=None unpins)."""
+    try:
+        return syncobject.parse(syncobject.patch_spec(kube, NAMESPACE, sync, changes))
+    except syncobject.InvalidSpec as e:
+        raise UserError(str(e)) from None
+    except ApiError as e:
+        raise OperationFailed(f"Sync {NAMESPACE}/{sync}: cannot patch it: {e}") from e
+
+
+def resolve(kube: Kube, obj: syncobject.SyncObject, ref: str) -> str:
+    """The full SHA `ref` names in the Sync's repository (HEAD means the Sync's branch), read
+    with the Sync's own deploy key."""
+    if ref == "HEAD" or ref.startswith(("HEAD~", "HEAD^")):
+        ref = obj.spec.branch + ref[4:]
+    spec = obj.spec
+    try:
+        if spec.secret_name and source.is_remote(spec.repo):
+            with deploykey.materialize(kube, NAMESPACE, spec.secret_name) as auth:
+                repo = source.open_repository(spec.repo, auth)
+        else:
+            repo = source.open_repository(spec.repo)
+        return source.resolve(repo, spec.repo, ref=ref).sha
+    except deploykey.DeployKeyError as e:
+        raise UserError(str(e)) from None

@@ -1,0 +1,78 @@
+"""The deploy key of a Sync, from its Secret to the files ssh reads, for the time of one sync.
+
+The Secret (`<name>-deploy-key` beside the Sync, written by `gitops-restore deploy-key` /
+`bootstrap`) holds `identity` (the private key), `identity.pub` and `known_hosts` (the pinned
+host keys). `materialize` writes identity and known_hosts to 0600 files in a 0700 temporary
+directory, yields the `source.GitAuth` that points ssh at them (source.ssh_command adds
+StrictHostKeyChecking=yes and IdentitiesOnly), and removes them afterwards. The Secret is read
+again on every sync, so a rotated key or host key takes effect without a restart.
+Key material never reaches a log line, an Event, the status or an exception message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sync_agent import source
+from sync_agent.errors import SyncError
+from sync_agent.kube import ApiError, Kube, ResourceType
+
+SECRET_RT = ResourceType("", "v1", "Secret", "secrets", namespaced=True)
+IDENTITY, PUBLIC, KNOWN_HOSTS = "identity", "identity.pub", "known_hosts"
+
+
+class DeployKeyError(SyncError):
+    """The deploy-key Secret is missing or incomplete; the message says which and how to fix."""
+
+
+def secret_name(sync: str) -> str:
+    """The default deploy-key Secret of a Sync."""
+    return f"{sync}-deploy-key"
+
+
+@contextmanager
+def materialize(kube: Kube, namespace: str, name: str) -> Iterator[source.GitAuth]:
+    """GitAuth for the Secret `namespace/name`, valid inside the `with` block."""
+    data = _read(kube, namespace, name)
+    directory = Path(tempfile.mkdtemp(prefix="gitops-restore-key-"))  # mkdtemp: mode 0700
+    try:
+        identity = _write(directory / "identity", data[IDENTITY])
+        known = _write(directory / "known_hosts", data[KNOWN_HOSTS])
+        yield source.GitAuth(ssh_key=identity, known_hosts=known)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _read(kube: Kube, namespace: str, name: str) -> dict[str, bytes]:
+    where = f"Secret {namespace}/{name}"
+    try:
+        secret = kube.get(SECRET_RT, namespace, name)
+    except ApiError as e:
+        raise DeployKeyError(f"{where}: cannot read the deploy key: {e}") from e
+    if secret is None:
+        raise DeployKeyError(f"{where}: not found; create it with `gitops-restore deploy-key` "
+                             "or point spec.secretRef.name at the Secret holding the key")
+    raw = secret.get("data") or {}
+    missing = [k for k in (IDENTITY, KNOWN_HOSTS) if not raw.get(k)]
+    if missing:
+        raise DeployKeyError(f"{where}: key {' and '.join(missing)} is missing or empty; the "
+                             f"Secret needs '{IDENTITY}' (private key) and '{KNOWN_HOSTS}' "
+                             "(the Git server's pinned host keys)")
+    try:
+        return {k: base64.b64decode(raw[k], validate=True) for k in (IDENTITY, KNOWN_HOSTS)}
+    except (binascii.Error, ValueError):
+        raise DeployKeyError(f"{where}: data is not valid base64") from None
+
+
+def _write(path: Path, content: bytes) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content if content.endswith(b"\n") else content + b"\n")
+    return path

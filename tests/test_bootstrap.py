@@ -1,0 +1,246 @@
+"""`gitops-restore bootstrap` end to end, run as a user runs it: a new local cluster, the
+guestbook fixture served by a real SSH Git server, a generated deploy key printed for the user
+to add, the agent as a local process; a second run changes nothing; destroy stops the agent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+
+from bootstrap import clusters
+from sync_agent import inventory, paths
+from sync_agent.agent import localproc, syncobject
+from sync_agent.agent.lease import LEASE_RT
+from sync_agent.kube import Kube
+from tests import cli
+from tests import manifests as m
+from tests.conftest import SESSION_CLUSTER
+from tests.sshgit import SshGitServer
+from tests.testdata.gitrepos import clone_bundle, commit, git, new_repo
+
+CLUSTER = "bootstrap-e2e"
+GUESTBOOK = ("--path", "web/guestbook", "--ignore", "all-in-one", "--ignore", "legacy",
+             "--branch", "master")
+
+
+@pytest.fixture
+def git_server():
+    with SshGitServer() as server:
+        yield server
+
+
+@pytest.fixture
+def guestbook(git_server: SshGitServer, tmp_path: Path) -> tuple[str, str]:
+    work = clone_bundle("guestbook", tmp_path / "guestbook")
+    git(work, "checkout", "-q", "master")
+    return git_server.create_repo("guestbook", from_repo=work), git(work, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def e2e_cluster(state_root, tmp_path, monkeypatch):
+    """A cluster only this test uses, in a state root of its own (its control plane shares
+    nothing with the session's), removed afterwards whatever happened -- also when bootstrap
+    was stopped halfway through provisioning, before the cluster was recorded."""
+    monkeypatch.setenv("GITOPS_RESTORE_STATE", str(tmp_path / "e2e-state"))
+    yield CLUSTER
+    if (clusters.cluster_dir(CLUSTER) / "cluster.json").exists():
+        cli.run("destroy", "--name", CLUSTER)
+    localproc.stop_all(clusters.cluster_dir(CLUSTER))  # in case destroy itself failed
+    kwok = paths.state_root() / "kwok"
+    if (kwok / "clusters" / CLUSTER).exists():
+        subprocess.run([str(paths.k8s_bin_dir() / "kwokctl"), "delete", "cluster", "--name",
+                        CLUSTER], env={**os.environ, "KWOK_WORKDIR": str(kwok)},
+                       capture_output=True, timeout=120)
+
+
+class Lines:
+    """stderr of a running command, read in a thread so the test can react to a line."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self._thread.start()
+
+    def _read(self, process: subprocess.Popen) -> None:
+        for line in process.stderr:
+            self.lines.append(line)
+
+    def wait_for(self, start: str, process: subprocess.Popen, timeout: float = 300) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.poll() is None:
+            for line in list(self.lines):
+                if line.strip().startswith(start):
+                    return line.strip()
+            time.sleep(0.2)
+        pytest.fail(f"no line starting {start!r}; stderr:\n{''.join(self.lines)}",
+                    pytrace=False)
+
+    def text(self) -> str:
+        self._thread.join(10)
+        return "".join(self.lines)
+
+
+def bootstrap_args(url: str, fingerprint: str) -> list[str]:
+    return [cli.COMMAND, "bootstrap", "--provider", "local", "--name", CLUSTER, "--repo", url,
+            *GUESTBOOK, "--interval", "2s", "--accept-host-key", fingerprint, "--yes",
+            "--timeout", "3m"]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_bootstrap_end_to_end_then_nothing_changes_then_destroy_stops_the_agent(
+        git_server: SshGitServer, guestbook, e2e_cluster, tmp_path):
+    url, head = guestbook
+    first = subprocess.Popen([*bootstrap_args(url, git_server.host_key_fingerprint()),
+                              "--output", "json"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                             start_new_session=True)
+    try:
+        stderr = Lines(first)
+        # No key was given: bootstrap makes one, prints it, and waits until the server
+        # accepts it -- as a user adding it to the forge would make it.
+        public = stderr.wait_for("ssh-ed25519 ", first)
+        git_server.add_key(public)
+        out, _ = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:  # its whole session: ansible and what it started too
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    assert first.returncode == 0, stderr.text()
+    report = json.loads(out)
+    assert report["sha"] == head and report["changed"] is True
+    assert [p["phase"] for p in report["phases"]] == [
+        "provision", "deploy-key", "agent-install", "restore", "agent-start", "agent-ready"]
+    assert report["seconds"] > 0 and all(p["seconds"] >= 0 for p in report["phases"])
+    assert "health" in [p["phase"] for p in report["restore_phases"]]
+    pid = report["agent"]["local"]["pid"]
+    assert report["agent"]["where"] == "local-process" and pid_alive(pid)
+
+    record = clusters.load(CLUSTER)
+    api = config.new_client_from_config(config_file=record.kubeconfig)
+    apps = client.AppsV1Api(api)
+    frontend = apps.read_namespaced_deployment("frontend", "default")
+    assert frontend.status.ready_replicas == frontend.spec.replicas
+    names = {d.metadata.name for d in apps.list_namespaced_deployment("default").items}
+    assert names == {"frontend", "redis-master", "redis-replica"}
+    agent_deployment = apps.read_namespaced_deployment(
+        f"agent-{report['sync']}", "gitops-restore-system")
+    assert agent_deployment.spec.replicas == 0  # pods run nothing here: a local process does
+
+    status = cli.run_json("agent", "status", "--cluster", CLUSTER, check_code=0)
+    assert status["ready"] == "True" and status["status"]["lastAppliedRevision"] == head
+    assert status["agent"]["running"] is True and status["agent"]["local"]["pid"] == pid
+    assert status["leader"]
+
+    # The agent keeps the cluster converged: a deleted Service comes back.
+    client.CoreV1Api(api).delete_namespaced_service("frontend", "default")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        services = client.CoreV1Api(api).list_namespaced_service("default").items
+        if "frontend" in {s.metadata.name for s in services}:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the agent did not restore the deleted Service")
+
+    again = cli.run(*bootstrap_args(url, git_server.host_key_fingerprint())[1:],
+                    check_code=0)
+    assert "nothing changed" in again.stdout
+    assert "recovery time" in again.stdout
+    assert cli.run_json("agent", "status", "--cluster", CLUSTER)["agent"]["local"]["pid"] == pid
+
+    cli.run("destroy", "--name", CLUSTER, check_code=0)
+    assert not pid_alive(pid)
+    assert not clusters.cluster_dir(CLUSTER).exists()
+
+
+def test_bootstrap_refuses_a_wrong_host_key_before_making_anything(git_server, guestbook,
+                                                                   state_root):
+    url, _ = guestbook
+    wrong = "SHA256:" + "A" * 43
+    result = cli.run("bootstrap", "--provider", "local", "--name", "never-made", "--repo", url,
+                     *GUESTBOOK, "--accept-host-key", wrong, "--yes", check_code=2)
+    assert "refusing it" in result.stderr and "nothing was changed" in result.stderr
+    assert not clusters.cluster_dir("never-made").exists()
+
+
+def test_agent_status_never_reports_a_dead_agent_as_running(tmp_path):
+    """A pidfile whose process is gone, or whose pid now belongs to another program, is not
+    an agent."""
+    directory = tmp_path / "cluster"
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        started = localproc.LocalAgent(sleeper.pid, "demo", 0.0, "127.0.0.1:1", "x.log")
+        directory.mkdir()
+        localproc.pidfile(directory, "demo").write_text(json.dumps(started.to_json()))
+        assert localproc.running(directory, "demo") is None  # alive, but not our agent
+        assert not localproc.pidfile(directory, "demo").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    agent = localproc.start(directory, "demo", str(tmp_path / "no-kubeconfig"), None,
+                            "127.0.0.1:0")
+    try:
+        assert localproc.running(directory, "demo") == agent
+    finally:
+        # It exits by itself (no kubeconfig): then it is no longer reported as running.
+        deadline = time.monotonic() + 60
+        while localproc.running(directory, "demo") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert localproc.running(directory, "demo") is None
+        assert "cannot configure the Kubernetes client" in Path(agent.log).read_text()
+
+
+def test_agent_install_on_the_local_provider_starts_one_local_process(api_client, namespace,
+                                                                       tmp_path):
+    repo = new_repo(tmp_path / "fleet")
+    commit(repo, {"app/a.yaml": m.configmap("a", k="v")}, "v1")
+    args = ("agent", "install", "--repo", str(repo), "--path", "app", "--interval", "2s",
+            "--cluster", SESSION_CLUSTER, "--name", namespace, "-n", namespace)
+    directory = clusters.cluster_dir(SESSION_CLUSTER)
+    kube = Kube.from_kubeconfig(clusters.load(SESSION_CLUSTER).kubeconfig)
+    try:
+        first = cli.run_json(*args, check_code=0)
+        assert first["started"] is True and first["agent"]["where"] == "local-process"
+        pid = first["agent"]["local"]["pid"]
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            found = client.CoreV1Api(api_client).list_namespaced_config_map(namespace).items
+            if "a" in {c.metadata.name for c in found}:
+                break
+            time.sleep(0.25)
+        else:
+            log = Path(first["agent"]["local"]["log"]).read_text()
+            pytest.fail(f"the local agent did not apply:\n{log}", pytrace=False)
+        again = cli.run_json(*args, check_code=0)
+        assert again["started"] is False and again["agent"]["local"]["pid"] == pid
+        assert not any(o["changed"] for o in again["objects"])
+        status = cli.run_json("agent", "status", "--cluster", SESSION_CLUSTER, "--name",
+                              namespace, check_code=0)
+        assert status["agent"]["running"] is True and status["agent"]["local"]["pid"] == pid
+    finally:
+        localproc.stop(directory, namespace)
+    assert not pid_alive(pid)
+    text = cli.run("agent", "status", "--cluster", SESSION_CLUSTER, "--name", namespace,
+                   check_code=0).stdout
+    assert "NOT RUNNING" in text
+    for rt, name in ((syncobject.SYNC_RT, namespace), (LEASE_RT, f"agent-{namespace}")):
+        kube.delete(rt, inventory.NAMESPACE, name)
+    inventory.delete(kube, namespace)
+    kube.close()
