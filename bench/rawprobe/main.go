@@ -34,6 +34,7 @@ func main() {
 	key := flag.String("key", "", "client key file")
 	input := flag.String("objects", "", "JSON-lines file of objects")
 	workers := flag.Int("workers", 32, "concurrent requests")
+	dryRun := flag.Bool("dry-run", false, "send every request with dryRun=All (nothing stored)")
 	flag.Parse()
 
 	pair, err := tls.LoadX509KeyPair(*cert, *key)
@@ -75,7 +76,11 @@ func main() {
 			go func() {
 				defer wg.Done()
 				for l := range jobs {
-					ok := post(client, *server+l.Path, l.Body)
+					url := *server + l.Path
+					if *dryRun {
+						url += "?dryRun=All"
+					}
+					ok := post(client, url, l.Body)
 					mu.Lock()
 					if ok {
 						created++
@@ -113,7 +118,7 @@ func post(client *http.Client, url string, body []byte) bool {
 		if resp.StatusCode >= 300 {
 			fmt.Fprintf(os.Stderr, "%s: HTTP %d\n", url, resp.StatusCode)
 		}
-		return resp.StatusCode < 300
+		return resp.StatusCode < 300 || resp.StatusCode == 409
 	}
 	return false
 }
