@@ -40,12 +40,12 @@ CreateNamespaces = Annotated[bool, typer.Option(
     "--create-namespaces", help="Create namespaces the revision uses but does not declare.")]
 
 
-def _run(spec_args: dict, conn_args: dict, options: SyncOptions, output: Output,
+def _run(spec_args: dict, conn_args: dict, options: SyncOptions,
          verify_only: bool = False) -> engine.Report:
     spec = opt.source_spec(**spec_args)
     kube = opt.connect(**conn_args, workers=options.workers)
     try:
-        with PhaseProgress(enabled=True) as progress:
+        with PhaseProgress() as progress:
             if verify_only:
                 return engine.verify(kube, spec, options, progress.emit)
             return engine.restore(kube, spec, options, progress.emit)
@@ -78,7 +78,7 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
         timeout=opt.parse_duration(timeout), workers=workers)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
                        known_hosts=known_hosts),
-                  dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options, output)
+                  dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options)
     _present(report, output, "restore")
     if report.errors or report.unhealthy:
         raise typer.Exit(code=1)
@@ -133,7 +133,7 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
         handoff = rollback_handoff.rollback_handoff(kube, sync, repo, to, path, read_auth, revert,
                                          branch, push_auth)
         try:
-            report = _run({**spec_args, "ref": handoff.ref}, conn_args, options, output)
+            report = _run({**spec_args, "ref": handoff.ref}, conn_args, options)
         except SyncError as e:
             if e.exit_code == 2:  # refused before any write: the pin goes too
                 rollback_handoff.undo_pin(kube, handoff)
@@ -168,7 +168,7 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
         create_namespaces=create_namespaces, force=force, workers=workers, plan_only=True)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
                        known_hosts=known_hosts),
-                  dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options, output)
+                  dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options)
     _present(report, output, "plan")
     if report.changes.changed:
         raise typer.Exit(code=EXIT_DIFFERENCES)
@@ -191,7 +191,7 @@ def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pat
                           wait=wait, timeout=opt.parse_duration(timeout), workers=workers)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
                        known_hosts=known_hosts),
-                  dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options, output,
+                  dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options,
                   verify_only=True)
     _present(report, output, "verify")
     if report.changes.changed:
