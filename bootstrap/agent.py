@@ -28,13 +28,14 @@ import yaml
 
 from bootstrap import clusters
 from bootstrap.errors import OperationFailed, UserError
+from bootstrap.resources import resource
 from sync_agent import source
 from sync_agent.agent import config as agent_config
 from sync_agent.agent import deploykey, localproc, syncobject
 from sync_agent.inventory import NAMESPACE
 from sync_agent.kube import ApiError, Kube, ResourceType
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = resource("deploy")
 FIELD_MANAGER = "gitops-restore-install"
 DEFAULT_IMAGE = "ghcr.io/gitops-restore/agent:0.1.0"
 LOCAL_NOTE = ("local provider: pods are simulated and run nothing, so the agent runs as a "

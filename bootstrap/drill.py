@@ -31,6 +31,7 @@ from pathlib import Path
 from bootstrap import binaries, clusters
 from bootstrap import provision as provisioning
 from bootstrap.errors import UserError
+from bootstrap.resources import resource
 from sync_agent import engine, events, rollback_target
 from sync_agent.changes import Action, ChangeSet
 from sync_agent.errors import SyncError
@@ -334,7 +335,7 @@ def error_failures(error: Exception) -> tuple[Failure, ...]:
 
 # --- the bundled example repository -----------------------------------------------------------
 
-DEMO_SOURCE = Path(__file__).resolve().parent.parent / "examples" / "demo-repo"
+DEMO_SOURCE = resource("examples") / "demo-repo"
 DEMO_PATH = "apps/shop"
 # One commit per revision directory, oldest first: fixed author and dates, so the demo
 # repository has the same SHAs on every machine.

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from bootstrap.drill import DrillResult, PhaseResult
+from bootstrap.resources import resource
 from sync_agent.rollback_target import Target
 
-SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "drill-report.schema.json"
+SCHEMA = resource("schemas") / "drill-report.schema.json"
 SCHEMA_ID = "https://gitops-restore.io/schemas/drill-report/v1"
 _FAILURE_KINDS = ("missing", "drifted", "extra", "unhealthy", "error")
 _MARK = {"passed": "✅ passed", "failed": "❌ failed", "skipped": "⏭️ skipped"}

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from bootstrap import clusters
 from bootstrap.errors import OperationFailed, UserError
+from bootstrap.resources import resource
 from sync_agent import paths
 from sync_agent.agent import localproc
 
-PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
+PLAYBOOKS = resource("playbooks")
 
 # Receives one line per task started, for progress display.
 ProgressCallback = Callable[[str], None]
