@@ -20,6 +20,7 @@ from bootstrap.output import Output, emit_json, exits_cleanly, stderr, stdout
 from bootstrap.progress import PhaseProgress
 from sync_agent import events
 from sync_agent.engine import SourceSpec, SyncOptions
+from sync_agent.kube import DEFAULT_WORKERS
 
 
 def register(app: typer.Typer) -> None:
@@ -69,7 +70,7 @@ def drill_command(
         prune_data: PruneData = False, create_namespaces: CreateNamespaces = False,
         name: opt.SyncName = None, namespace: opt.Namespace = "default",
         ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
-        workers: opt.Workers = 16, junit: Junit = None, report: ReportFile = None,
+        workers: opt.Workers = DEFAULT_WORKERS, junit: Junit = None, report: ReportFile = None,
         summary: Summary = None, output: opt.OutputOpt = Output.text) -> None:
     """Rehearse a recovery in a throwaway cluster: restore, roll back, roll forward, verify.
 

@@ -16,6 +16,7 @@ from sync_agent import engine, source
 from sync_agent.apply import ApplyError
 from sync_agent.engine import SyncOptions
 from sync_agent.errors import SyncError
+from sync_agent.kube import DEFAULT_WORKERS
 
 EXIT_DIFFERENCES = 3
 
@@ -64,7 +65,7 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
             name: opt.SyncName = None, namespace: opt.Namespace = "default",
             ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
             kubeconfig: opt.Kubeconfig = None, context: opt.Context = None,
-            cluster: opt.ClusterName = None, workers: opt.Workers = 16,
+            cluster: opt.ClusterName = None, workers: opt.Workers = DEFAULT_WORKERS,
             output: opt.OutputOpt = Output.text) -> None:
     """Make the cluster match the repo at a revision: validate, apply in stages, prune, wait.
 
@@ -94,7 +95,7 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
              namespace: opt.Namespace = "default", ssh_key: opt.SshKey = None,
              known_hosts: opt.KnownHosts = None, kubeconfig: opt.Kubeconfig = None,
              context: opt.Context = None, cluster: opt.ClusterName = None,
-             workers: opt.Workers = 16, output: opt.OutputOpt = Output.text,
+             workers: opt.Workers = DEFAULT_WORKERS, output: opt.OutputOpt = Output.text,
              revert: Annotated[bool, typer.Option(
                  "--revert", help="Push a commit reverting --path to --to on the branch "
                                   "(instead of pinning the agent).")] = False,
@@ -157,7 +158,7 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
          namespace: opt.Namespace = "default", ssh_key: opt.SshKey = None,
          known_hosts: opt.KnownHosts = None, kubeconfig: opt.Kubeconfig = None,
          context: opt.Context = None, cluster: opt.ClusterName = None,
-         workers: opt.Workers = 16, output: opt.OutputOpt = Output.text) -> None:
+         workers: opt.Workers = DEFAULT_WORKERS, output: opt.OutputOpt = Output.text) -> None:
     """Show what restore would do, per object, using server-side dry-run. Exit 3 if anything.
 
     Example: gitops-restore plan --repo ./fleet --path apps --ref main --prune
@@ -180,7 +181,7 @@ def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pat
            name: opt.SyncName = None, namespace: opt.Namespace = "default",
            ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
            kubeconfig: opt.Kubeconfig = None, context: opt.Context = None,
-           cluster: opt.ClusterName = None, workers: opt.Workers = 16,
+           cluster: opt.ClusterName = None, workers: opt.Workers = DEFAULT_WORKERS,
            output: opt.OutputOpt = Output.text) -> None:
     """Check that the live cluster matches a revision: drifted, missing and extra objects.
 

@@ -14,7 +14,7 @@ from bootstrap.errors import UserError
 from bootstrap.output import Output
 from sync_agent import source
 from sync_agent.engine import SourceSpec
-from sync_agent.kube import Kube
+from sync_agent.kube import DEFAULT_WORKERS, Kube
 
 Repo = Annotated[str, typer.Option("--repo", help="Git URL or local path of the GitOps repo.")]
 Ref = Annotated[str | None, typer.Option(
@@ -50,7 +50,7 @@ def source_spec(repo: str, ref: str | None, at: str | None, path: str,
 
 
 def connect(kubeconfig: str | None, context: str | None, cluster: str | None,
-            workers: int = 16) -> Kube:
+            workers: int = DEFAULT_WORKERS) -> Kube:
     if cluster:
         record = clusters.load(cluster)
         kubeconfig, context = record.kubeconfig, context or record.context or None

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from sync_agent import events, health, order
 from sync_agent.changes import Action, Change, Desired
 from sync_agent.errors import SyncError, ValidationError
-from sync_agent.kube import ApiError, Kube
+from sync_agent.kube import DEFAULT_WORKERS, ApiError, Kube
 from sync_agent.objects import ObjectRef
 from sync_agent.plan import Plan, dry_run, owned_fields_digest
 
@@ -49,7 +49,7 @@ class ApplyError(SyncError):
 
 @dataclass(frozen=True)
 class ApplyOptions:
-    workers: int = 16
+    workers: int = DEFAULT_WORKERS
     definitions_timeout: float = 120.0  # how long CRDs may take to become Established
 
 

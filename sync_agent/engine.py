@@ -21,7 +21,7 @@ from sync_agent import health as health_mod
 from sync_agent import render as render_mod
 from sync_agent.apply import Applied, ApplyError, ApplyOptions, apply_plan
 from sync_agent.changes import Action, Change, ChangeSet, Desired
-from sync_agent.kube import Kube
+from sync_agent.kube import DEFAULT_WORKERS, Kube
 from sync_agent.objects import RenderResult, Revision
 from sync_agent.plan import (
     HOLDS_DATA,
@@ -59,7 +59,7 @@ class SyncOptions:
     force: bool = False  # delete and recreate objects whose immutable fields changed
     wait: bool = False
     timeout: float = 600.0  # for --wait
-    workers: int = 16
+    workers: int = DEFAULT_WORKERS
     plan_only: bool = False
 
 

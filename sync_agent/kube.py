@@ -21,6 +21,9 @@ from kubernetes import client, config
 from sync_agent.errors import SyncError
 
 FIELD_MANAGER = "gitops-restore"
+# Requests in flight at once. Creates are latency-bound (etcd batches concurrent writes): on a
+# 2-core machine 32 restored 10,000 objects far faster than 16 or 8.
+DEFAULT_WORKERS = 32
 # Ask for metadata only when the body is not needed: less for the server to encode and for
 # us to parse, at 10,000 objects a visible share of a restore.
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
@@ -95,7 +98,7 @@ def load_configuration(kubeconfig: str | None = None, context: str | None = None
 class Kube:
     """A connection to one API server: raw JSON requests, retries, server-side apply."""
 
-    def __init__(self, configuration: client.Configuration, workers: int = 16):
+    def __init__(self, configuration: client.Configuration, workers: int = DEFAULT_WORKERS):
         configuration.connection_pool_maxsize = max(workers, 4)
         self.configuration = configuration
         self._api = client.ApiClient(configuration)
@@ -104,7 +107,7 @@ class Kube:
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: str | None = None, context: str | None = None,
-                        workers: int = 16) -> Kube:
+                        workers: int = DEFAULT_WORKERS) -> Kube:
         return cls(load_configuration(kubeconfig, context), workers)
 
     def request(self, method: str, path: str, body: Any = None, query: dict | None = None,

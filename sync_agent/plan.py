@@ -17,7 +17,7 @@ from sync_agent import events
 from sync_agent.changes import Action, Change, ChangeSet, Desired
 from sync_agent.discovery import Discovery
 from sync_agent.errors import ValidationError
-from sync_agent.kube import FIELD_MANAGER, ApiError, Kube, ResourceType
+from sync_agent.kube import DEFAULT_WORKERS, FIELD_MANAGER, ApiError, Kube, ResourceType
 from sync_agent.objects import ObjectRef
 from sync_agent.validate import SYNC_LABEL, digest
 
@@ -37,7 +37,7 @@ class PlanOptions:
     prune_data: bool = False
     allow_mass_prune: bool = False
     force: bool = False
-    workers: int = 16
+    workers: int = DEFAULT_WORKERS
     # Skip the dry-run of objects whose declared body and live state are as we last left them.
     trust_inventory: bool = True
 

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from sync_agent import events, order
 from sync_agent.changes import Action, Change
 from sync_agent.errors import SyncError
-from sync_agent.kube import ApiError, Kube
+from sync_agent.kube import DEFAULT_WORKERS, ApiError, Kube
 from sync_agent.plan import PruneItem
 
 
@@ -23,7 +23,7 @@ class PruneError(SyncError):
         super().__init__("\n".join(problems))
 
 
-def prune(kube: Kube, items: Sequence[PruneItem], workers: int = 16,
+def prune(kube: Kube, items: Sequence[PruneItem], workers: int = DEFAULT_WORKERS,
           emit: events.EventSink = events.ignore) -> list[Change]:
     by_ref = {item.ref: item for item in items}
     done = [Change(i.ref, Action.KEEP, i.detail, i.rt.api_version)
