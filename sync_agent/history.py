@@ -88,6 +88,15 @@ def history(
     return entries
 
 
+def objects_at(
+    repo: git.Repo, commit: Revision, path: str, ignore: Sequence[str] = ()
+) -> dict[ObjectRef, dict[str, Any]]:
+    """The objects `path` declares at `commit` ({} where the path does not exist; what did
+    render where some files do not)."""
+    exported = watched_paths(repo, commit.sha, path) + _sourceignore_files(path)
+    return _render(repo, commit, path, exported, ignore).objects
+
+
 def _render(
     repo: git.Repo, commit: Revision, path: str, exported: list[str], ignore: Sequence[str]
 ) -> _State:

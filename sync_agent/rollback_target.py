@@ -15,16 +15,15 @@ change of state; a move that also edited files does.
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 import git
 
-from sync_agent import engine, history, render, source
-from sync_agent.errors import RenderError, SourceError
+from sync_agent import engine, history, source
+from sync_agent.errors import SourceError
 from sync_agent.objects import ObjectRef, Revision
 
 PREVIOUS = "previous change"  # how a default --to is named in reports
@@ -176,14 +175,6 @@ def _as_revision(url: str, entry: history.HistoryEntry) -> Revision:
 
 
 def _objects(repo: git.Repo, sha: str, path: str,
-             ignore: Sequence[str]) -> dict[ObjectRef, dict[str, Any]] | None:
+             ignore: Sequence[str]) -> dict[ObjectRef, dict[str, Any]]:
     revision = Revision(source.redact(repo.git_dir), sha, sha, "", "", "")
-    with tempfile.TemporaryDirectory(prefix="gitops-restore-previous-") as tmp:
-        source.export_tree(repo, sha, Path(tmp))
-        try:
-            result = render.render(Path(tmp), path, revision, ignore)
-        except SourceError:
-            return None
-        except RenderError as e:
-            return {r.ref: r.body for r in e.partial.resources} if e.partial else None
-    return {r.ref: r.body for r in result.resources}
+    return history.objects_at(repo, revision, path, ignore)
