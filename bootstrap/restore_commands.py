@@ -16,7 +16,7 @@ from sync_agent import engine, source
 from sync_agent.apply import ApplyError
 from sync_agent.engine import SyncOptions
 from sync_agent.errors import SyncError
-from sync_agent.kube import DEFAULT_WORKERS
+from sync_agent.kube import DEFAULT_WORKERS, Kube
 
 EXIT_DIFFERENCES = 3
 
@@ -43,8 +43,16 @@ CreateNamespaces = Annotated[bool, typer.Option(
 
 def _run(spec_args: dict, conn_args: dict, options: SyncOptions,
          verify_only: bool = False) -> engine.Report:
-    spec = opt.source_spec(**spec_args)
     kube = opt.connect(**conn_args, workers=options.workers)
+    try:
+        return _run_with(kube, spec_args, options, verify_only)
+    finally:
+        kube.close()
+
+
+def _run_with(kube: Kube, spec_args: dict, options: SyncOptions,
+              verify_only: bool = False) -> engine.Report:
+    spec = opt.source_spec(**spec_args)
     try:
         with PhaseProgress() as progress:
             if verify_only:
@@ -53,8 +61,6 @@ def _run(spec_args: dict, conn_args: dict, options: SyncOptions,
     except ApplyError as e:
         raise OperationFailed("apply failed; objects applied before the failure stay applied "
                               "and owned (re-run to converge):\n" + str(e)) from None
-    finally:
-        kube.close()
 
 
 @exits_cleanly
@@ -129,12 +135,12 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
         raise UserError("--revert pushes a commit: give --push-key FILE, a key with write "
                         "access to the repository (the agent's deploy key is read-only)")
     push_auth = source.GitAuth(push_key, known_hosts) if push_key else read_auth
-    kube = opt.connect(**conn_args)
+    kube = opt.connect(**conn_args, workers=workers)
     try:
-        handoff = rollback_handoff.rollback_handoff(kube, sync, repo, to, path, read_auth, revert,
-                                         branch, push_auth)
+        handoff = rollback_handoff.rollback_handoff(kube, sync, repo, to, path, read_auth,
+                                                    revert, branch, push_auth)
         try:
-            report = _run({**spec_args, "ref": handoff.ref}, conn_args, options)
+            report = _run_with(kube, {**spec_args, "ref": handoff.ref}, options)
         except SyncError as e:
             if e.exit_code == 2:  # refused before any write: the pin goes too
                 rollback_handoff.undo_pin(kube, handoff)
