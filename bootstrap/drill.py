@@ -260,8 +260,7 @@ class _Drill:
             self.request.provider, self.plan.cluster_name, nodes=self.request.nodes,
             kubeconfig=self.request.kubeconfig, context=self.request.context,
             progress=lambda line: self.emit(events.Message(line))).record
-        self.kube = Kube.from_kubeconfig(self.record.kubeconfig, self.record.context or None,
-                                         workers=self.plan.spec.sync.workers)
+        self.kube = Kube.from_kubeconfig(self.record.kubeconfig, self.record.context or None)
         return PhaseResult("provision", note=self.request.provider)
 
     def _sync(self, kube: Kube, target: Target, label: str, verify: bool) -> PhaseResult:

@@ -43,7 +43,7 @@ CreateNamespaces = Annotated[bool, typer.Option(
 
 def _run(spec_args: dict, conn_args: dict, options: SyncOptions,
          verify_only: bool = False) -> engine.Report:
-    kube = opt.connect(**conn_args, workers=options.workers)
+    kube = opt.connect(**conn_args)
     try:
         return _run_with(kube, spec_args, options, verify_only)
     finally:
@@ -135,7 +135,7 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
         raise UserError("--revert pushes a commit: give --push-key FILE, a key with write "
                         "access to the repository (the agent's deploy key is read-only)")
     push_auth = source.GitAuth(push_key, known_hosts) if push_key else read_auth
-    kube = opt.connect(**conn_args, workers=workers)
+    kube = opt.connect(**conn_args)
     try:
         handoff = rollback_handoff.rollback_handoff(kube, sync, repo, to, path, read_auth,
                                                     revert, branch, push_auth)

@@ -14,7 +14,7 @@ from bootstrap.errors import UserError
 from bootstrap.output import Output
 from sync_agent import source
 from sync_agent.engine import SourceSpec
-from sync_agent.kube import DEFAULT_WORKERS, Kube
+from sync_agent.kube import Kube
 
 Repo = Annotated[str, typer.Option("--repo", help="Git URL or local path of the GitOps repo.")]
 Ref = Annotated[str | None, typer.Option(
@@ -49,12 +49,11 @@ def source_spec(repo: str, ref: str | None, at: str | None, path: str,
                       path=path, ignore=tuple(ignore or ()), auth=auth)
 
 
-def connect(kubeconfig: str | None, context: str | None, cluster: str | None,
-            workers: int = DEFAULT_WORKERS) -> Kube:
+def connect(kubeconfig: str | None, context: str | None, cluster: str | None) -> Kube:
     if cluster:
         record = clusters.load(cluster)
         kubeconfig, context = record.kubeconfig, context or record.context or None
-    return Kube.from_kubeconfig(kubeconfig, context, workers=workers)
+    return Kube.from_kubeconfig(kubeconfig, context)
 
 
 def sync_name(name: str | None, repo: str, path: str) -> str:

@@ -1,9 +1,9 @@
 """The one place that talks HTTP to the Kubernetes API server.
 
 Configuration (kubeconfig, context, in-cluster ServiceAccount) comes from the `kubernetes`
-client, which knows every auth plugin; requests go straight through its urllib3 pool with JSON
-bodies, because the generated models cost more than the API server's own work at 10,000
-objects. Connections are pooled and reused across the apply workers.
+client, which knows every auth plugin; requests are plain JSON sent through `transport` (curl
+handles, pooled and reused across the apply workers), because the generated models and urllib3
+cost more than the API server's own work at 10,000 objects.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-import urllib3
 from kubernetes import client, config
 
 from sync_agent.errors import SyncError
+from sync_agent.transport import Response, Transport, TransportError
 
 FIELD_MANAGER = "gitops-restore"
 # Requests in flight at once. Creates are latency-bound (etcd batches concurrent writes): on a
@@ -98,17 +98,14 @@ def load_configuration(kubeconfig: str | None = None, context: str | None = None
 class Kube:
     """A connection to one API server: raw JSON requests, retries, server-side apply."""
 
-    def __init__(self, configuration: client.Configuration, workers: int = DEFAULT_WORKERS):
-        configuration.connection_pool_maxsize = max(workers, 4)
+    def __init__(self, configuration: client.Configuration):
         self.configuration = configuration
-        self._api = client.ApiClient(configuration)
-        self._pool = self._api.rest_client.pool_manager
-        self.host = configuration.host.rstrip("/")
+        self._transport = Transport(configuration)
+        self.host = self._transport.host
 
     @classmethod
-    def from_kubeconfig(cls, kubeconfig: str | None = None, context: str | None = None,
-                        workers: int = DEFAULT_WORKERS) -> Kube:
-        return cls(load_configuration(kubeconfig, context), workers)
+    def from_kubeconfig(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
+        return cls(load_configuration(kubeconfig, context))
 
     def request(self, method: str, path: str, body: Any = None, query: dict | None = None,
                 content_type: str = "application/json", accept: str = "application/json",
@@ -120,19 +117,17 @@ class Kube:
              content_type: str = "application/json", accept: str = "application/json",
              timeout: float = 60, attempts: int = 6) -> tuple[int, dict]:
         """Like `request`, also returning the HTTP status (201 tells a create from an update)."""
-        url = self.host + path + (f"?{urlencode(query)}" if query else "")
-        headers = {"Accept": accept, "Content-Type": content_type,
-                   "User-Agent": "gitops-restore"}
+        target = path + (f"?{urlencode(query)}" if query else "")
+        headers = [f"Accept: {accept}", f"Content-Type: {content_type}",
+                   "User-Agent: gitops-restore"]
         token = self.configuration.get_api_key_with_prefix("authorization")
         if token:
-            headers["Authorization"] = token
+            headers.append(f"Authorization: {token}")
         data = None if body is None else json.dumps(body).encode()
         for attempt in range(attempts):
             try:
-                response = self._pool.request(method, url, body=data, headers=headers,
-                                              timeout=urllib3.Timeout(total=timeout),
-                                              retries=False)
-            except urllib3.exceptions.HTTPError as e:
+                response = self._transport.request(method, target, data, headers, timeout)
+            except TransportError as e:
                 error = ApiError(0, "Unreachable", f"{self.host}: {e}")
             else:
                 if response.status < 400:
@@ -204,10 +199,10 @@ class Kube:
             raise
 
     def close(self) -> None:
-        self._api.close()
+        self._transport.close()
 
 
-def _api_error(response) -> ApiError:
+def _api_error(response: Response) -> ApiError:
     try:
         body = json.loads(response.data)
     except ValueError:

@@ -37,7 +37,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         return e.exit_code
     logs.configure(cfg.log_level)
     try:
-        kube = Kube.from_kubeconfig(cfg.kubeconfig, cfg.context, workers=cfg.workers)
+        kube = Kube.from_kubeconfig(cfg.kubeconfig, cfg.context)
     except SyncError as e:
         log.error("cannot configure the Kubernetes client", extra={"error": str(e)})
         return 1
