@@ -20,6 +20,7 @@ from sync_agent.errors import SyncError, ValidationError
 from sync_agent.kube import DEFAULT_WORKERS, ApiError, Kube
 from sync_agent.objects import ObjectRef
 from sync_agent.plan import Plan, dry_run, owned_fields_digest
+from sync_agent.workers import map_batched
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ def apply_plan(kube: Kube, plan: Plan, existing_namespaces: set[str],
             if deferred:
                 _validate_deferred(kube, pool, deferred, existing_namespaces, plan, progress)
             problems: list[str] = []
-            results = pool.map(lambda d: _try_apply(kube, d, plan.actions[d.ref]), objects)
+            results = map_batched(pool, lambda d: _try_apply(kube, d, plan.actions[d.ref]),
+                                  objects, options.workers)
             for d, result in zip(objects, results, strict=True):
                 if isinstance(result, str):
                     problems.append(result)

@@ -8,7 +8,6 @@ nothing. `plan` and `verify` stop here; `restore` hands the Plan to `apply`.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from sync_agent.errors import ValidationError
 from sync_agent.kube import DEFAULT_WORKERS, FIELD_MANAGER, ApiError, Kube, ResourceType
 from sync_agent.objects import ObjectRef
 from sync_agent.validate import SYNC_LABEL, digest
+from sync_agent.workers import map_batched
 
 PRUNE_ANNOTATION = "gitops-restore.io/prune"
 DATA_KINDS = frozenset({"PersistentVolumeClaim", "PersistentVolume", "Namespace"})
@@ -125,7 +125,8 @@ def make_plan(kube: Kube, desired: Sequence[Desired], previous: Previous, found:
             plan.actions[d.ref] = change
             emit(events.ObjectDone("validate", d.ref, change.action.value))
     with ThreadPoolExecutor(max_workers=options.workers) as pool:
-        for d, change in zip(to_check, pool.map(check, to_check), strict=True):
+        for d, change in zip(to_check, map_batched(pool, check, to_check, options.workers),
+                             strict=True):
             plan.actions[d.ref] = change
             emit(events.ObjectDone("validate", d.ref, change.action.value))
     if options.prune:
@@ -141,8 +142,7 @@ def dry_run(kube: Kube, d: Desired, live: dict | None, existing_namespaces: set[
         # The namespace comes in this revision, so the object cannot be dry-run where it will
         # live. Validate it as a create in `default`: schema and admission run before the
         # existence check, so AlreadyExists still means the object itself is valid.
-        body = copy.deepcopy(d.body)
-        body["metadata"]["namespace"] = "default"
+        body = {**d.body, "metadata": {**d.body["metadata"], "namespace": "default"}}
         try:
             kube.create_dry_run(d.rt, body, "default")
         except ApiError as e:

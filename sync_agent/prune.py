@@ -14,6 +14,7 @@ from sync_agent.changes import Action, Change
 from sync_agent.errors import SyncError
 from sync_agent.kube import DEFAULT_WORKERS, ApiError, Kube
 from sync_agent.plan import PruneItem
+from sync_agent.workers import map_batched
 
 
 class PruneError(SyncError):
@@ -41,7 +42,8 @@ def prune(kube: Kube, items: Sequence[PruneItem], workers: int = DEFAULT_WORKERS
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for _, refs in reversed(order.group_by_stage(to_delete)):
             stage_items = [by_ref[r] for r in refs]
-            for item, error in zip(stage_items, pool.map(delete, stage_items), strict=True):
+            results = map_batched(pool, delete, stage_items, workers)
+            for item, error in zip(stage_items, results, strict=True):
                 if error:
                     problems.append(error)
                 else:
