@@ -1,13 +1,17 @@
 """Restore throughput, side by side in one run: gitops-restore vs kubectl vs the raw limit.
 
-For each size N it restores N synthetic objects into a fresh local cluster three ways:
+For each size N it restores N synthetic objects, each time into a fresh local cluster:
   1. `gitops-restore restore` (validate + dry-run everything, staged apply, inventory),
   2. `kubectl apply --server-side -R -f` of the same rendered files,
   3. the raw probe (bench/rawprobe, Go): the same objects POSTed concurrently, as fast as the
-     API server takes them.
-Then, on the gitops-restore cluster of the largest size, a revision changing 10 objects is
-restored and rolled back. Reports objects/s, ratios and peak memory; writes JSON to
-bench/results/. Run: `make bench` or `python -m bench.restore_throughput --sizes 1000 10000`.
+     API server takes them: the baseline of the ratio;
+  4. the raw probe sending server-side applies instead, and
+  5. the raw probe dry-running every create,
+so that (4) + (5) is what a validate-first server-side apply cannot go below on this server.
+Each is run once per round, rounds interleaved, medians compared. Then, on the gitops-restore
+cluster of the largest size, a revision changing 10 objects is restored and rolled back.
+Reports objects/s, ratios and peak memory; writes JSON to bench/results/.
+Run: `make bench` or `python -m bench.restore_throughput --sizes 1000 10000 --rounds 3`.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -65,7 +71,7 @@ def build_probe() -> str:
     return str(target)
 
 
-def kubeconfig_credentials(kubeconfig: str, workdir: Path) -> dict[str, str]:
+def kubeconfig_credentials(kubeconfig: str) -> dict[str, str]:
     """Server URL and file paths of the CA, client cert and key, for the Go probe."""
     config = yaml.safe_load(Path(kubeconfig).read_text())
     cluster = config["clusters"][0]["cluster"]
@@ -78,50 +84,103 @@ def kubeconfig_credentials(kubeconfig: str, workdir: Path) -> dict[str, str]:
     return creds
 
 
-def bench_size(size: int, workers: int, work: Path, probe: str, rollback: bool) -> dict:
+def bench_size(size: int, workers: int, work: Path, probe: str, rollback: bool,
+               rounds: int) -> dict:
+    """`rounds` interleaved rounds of every way to restore `size` objects; medians compared.
+
+    One run of each varies by ±20% on this machine from one minute to the next, so each way is
+    timed once per round, in turn, and the medians are compared.
+    """
     items = synthetic.objects(size)
     repo = work / f"repo-{size}"
     synthetic.write_tree(items, repo)
     synthetic.git_commit(repo, f"{size} objects")
     probe_input = work / f"probe-{size}.jsonl"
     synthetic.probe_lines(items, probe_input)
-    result: dict = {"objects": size}
-
-    kubeconfig = provision("bench-ours")
-    seconds, peak, out = run_timed([GITOPS_RESTORE, "restore", "--repo", str(repo),
-                                    "--kubeconfig", kubeconfig, "--workers", str(workers),
-                                    "--output", "json"])
-    report = json.loads(out)
-    assert report["counts"]["create"] == size, report["counts"]
-    result["gitops_restore"] = {"seconds": seconds, "peak_rss_mb": peak,
-                                "phases": report["phases"]}
-    if rollback:
-        result["rollback_10"] = rollback_scenario(repo, items, kubeconfig, workers)
-    destroy("bench-ours")
-
-    kubeconfig = provision("bench-kubectl")
-    seconds, _, _ = run_timed([paths.kubectl(), "--kubeconfig", kubeconfig, "apply",
-                               "--server-side", "--field-manager", "bench", "-R", "-f",
-                               str(repo)])
-    result["kubectl"] = {"seconds": seconds}
-    destroy("bench-kubectl")
-
-    kubeconfig = provision("bench-raw")
-    creds = kubeconfig_credentials(kubeconfig, work)
-    _, _, out = run_timed([probe, "-server", creds["server"], "-ca", creds["ca"],
-                           "-cert", creds["cert"], "-key", creds["key"],
-                           "-objects", str(probe_input), "-workers", str(workers)])
-    raw = json.loads(out)
-    assert raw["created"] == size and raw["failed"] == 0, raw
-    result["raw_probe"] = {"seconds": raw["seconds"]}
-    destroy("bench-raw")
-
-    for key in ("gitops_restore", "kubectl", "raw_probe"):
-        result[key]["objects_per_second"] = round(size / result[key]["seconds"], 1)
-    ours = result["gitops_restore"]["objects_per_second"]
-    result["ratio_vs_raw"] = round(ours / result["raw_probe"]["objects_per_second"], 3)
-    result["ratio_vs_kubectl"] = round(ours / result["kubectl"]["objects_per_second"], 2)
+    namespaces_only = work / f"probe-{size}-namespaces.jsonl"
+    synthetic.probe_lines([o for o in items if o["kind"] == "Namespace"], namespaces_only)
+    raw = Probe(probe, probe_input, namespaces_only, workers, size)
+    ways = {  # each takes the kubeconfig of a fresh cluster
+        "gitops_restore": ours(repo, size, workers),
+        "kubectl": kubectl(repo),
+        "raw_probe": raw.run("create"),
+        "raw_probe_apply": raw.run("apply"),
+        "raw_probe_dry_run": raw.run("dry-run"),
+    }
+    runs: dict[str, list[dict]] = {way: [] for way in ways}
+    result: dict = {"objects": size, "rounds": rounds}
+    for round_number in range(rounds):
+        for way, measure in ways.items():
+            kubeconfig = provision(f"bench-{round_number}")
+            try:
+                runs[way].append(measure(kubeconfig))
+                if way == "gitops_restore" and rollback and round_number == 0:
+                    result["rollback_10"] = rollback_scenario(repo, items, kubeconfig, workers)
+            finally:
+                destroy(f"bench-{round_number}")
+    for way, measured in runs.items():
+        seconds = [m["seconds"] for m in measured]
+        result[way] = {"seconds": statistics.median(seconds), "runs": measured,
+                       "objects_per_second": round(size / statistics.median(seconds), 1)}
+    result["gitops_restore"]["peak_rss_mb"] = max(m["peak_rss_mb"]
+                                                  for m in runs["gitops_restore"])
+    ours_rate = result["gitops_restore"]["objects_per_second"]
+    result["ratio_vs_raw"] = round(ours_rate / result["raw_probe"]["objects_per_second"], 3)
+    result["ratio_vs_kubectl"] = round(ours_rate / result["kubectl"]["objects_per_second"], 2)
+    # What validate-first server-side apply cannot go below: the server's own time to dry-run
+    # every object plus its own time to apply every object.
+    floor = result["raw_probe_dry_run"]["seconds"] + result["raw_probe_apply"]["seconds"]
+    result["validate_first_floor_seconds"] = round(floor, 2)
+    result["ratio_vs_floor"] = round(floor / result["gitops_restore"]["seconds"], 3)
     return result
+
+
+def ours(repo: Path, size: int, workers: int):
+    def measure(kubeconfig: str) -> dict:
+        seconds, peak, out = run_timed([GITOPS_RESTORE, "restore", "--repo", str(repo),
+                                        "--kubeconfig", kubeconfig, "--workers", str(workers),
+                                        "--output", "json"])
+        report = json.loads(out)
+        assert report["counts"]["create"] == size, report["counts"]
+        return {"seconds": round(seconds, 2), "peak_rss_mb": peak,
+                "phases": {p["phase"]: p["seconds"] for p in report["phases"]}}
+    return measure
+
+
+def kubectl(repo: Path):
+    def measure(kubeconfig: str) -> dict:
+        seconds, _, _ = run_timed([paths.kubectl(), "--kubeconfig", kubeconfig, "apply",
+                                   "--server-side", "--field-manager", "bench", "-R", "-f",
+                                   str(repo)])
+        return {"seconds": round(seconds, 2)}
+    return measure
+
+
+@dataclass
+class Probe:
+    """The Go probe: creates (POST), server-side applies (PATCH), or dry-run creates of the
+    same objects, as fast as the API server takes them."""
+
+    binary: str
+    objects: Path
+    namespaces: Path  # created for real before a dry-run, as a restore's validate finds them
+    workers: int
+    size: int
+
+    def run(self, mode: str):
+        def measure(kubeconfig: str) -> dict:
+            creds = kubeconfig_credentials(kubeconfig)
+            command = [self.binary, "-server", creds["server"], "-ca", creds["ca"],
+                       "-cert", creds["cert"], "-key", creds["key"],
+                       "-workers", str(self.workers)]
+            if mode == "dry-run":
+                run_timed([*command, "-objects", str(self.namespaces)])
+            flags = {"create": [], "apply": ["-apply"], "dry-run": ["-dry-run"]}[mode]
+            _, _, out = run_timed([*command, "-objects", str(self.objects), *flags])
+            raw = json.loads(out)
+            assert raw["created"] == self.size and raw["failed"] == 0, raw
+            return {"seconds": round(raw["seconds"], 2)}
+        return measure
 
 
 def rollback_scenario(repo: Path, items: list[dict], kubeconfig: str, workers: int) -> dict:
@@ -152,20 +211,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--workers", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gitops-restore-bench-") as tmp:
         os.environ["GITOPS_RESTORE_STATE"] = str(Path(tmp) / "state")
         probe = build_probe()
         results = [bench_size(size, args.workers, Path(tmp), probe,
-                              rollback=size == max(args.sizes)) for size in args.sizes]
+                              rollback=size == max(args.sizes), rounds=args.rounds)
+                   for size in args.sizes]
     stamp = time.strftime("%Y%m%dT%H%M%S")
     out = ROOT / "results" / f"restore-throughput-{stamp}.json"
     out.write_text(json.dumps({"workers": args.workers, "results": results}, indent=2))
     for r in results:
-        print(f"N={r['objects']}: gitops-restore {r['gitops_restore']['objects_per_second']}/s "
-              f"(peak {r['gitops_restore']['peak_rss_mb']} MB), kubectl "
-              f"{r['kubectl']['objects_per_second']}/s, raw {r['raw_probe']['objects_per_second']}"
-              f"/s; vs raw {r['ratio_vs_raw']}x, vs kubectl {r['ratio_vs_kubectl']}x")
+        rate = {way: r[way]["objects_per_second"] for way in
+                ("gitops_restore", "kubectl", "raw_probe", "raw_probe_apply", "raw_probe_dry_run")}
+        print(f"N={r['objects']} (median of {r['rounds']}): gitops-restore "
+              f"{rate['gitops_restore']}/s (peak {r['gitops_restore']['peak_rss_mb']} MB), "
+              f"kubectl {rate['kubectl']}/s, raw create {rate['raw_probe']}/s, raw apply "
+              f"{rate['raw_probe_apply']}/s, raw dry-run {rate['raw_probe_dry_run']}/s; "
+              f"vs raw {r['ratio_vs_raw']}x, vs kubectl {r['ratio_vs_kubectl']}x, vs the "
+              f"validate-first floor ({r['validate_first_floor_seconds']}s) {r['ratio_vs_floor']}x")
         if "rollback_10" in r:
             rb = r["rollback_10"]
             print(f"  10-object change: restore {rb['forward_seconds']:.2f}s, rollback "

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"sync"
 	"time"
@@ -35,6 +36,7 @@ func main() {
 	input := flag.String("objects", "", "JSON-lines file of objects")
 	workers := flag.Int("workers", 32, "concurrent requests")
 	dryRun := flag.Bool("dry-run", false, "send every request with dryRun=All (nothing stored)")
+	apply := flag.Bool("apply", false, "server-side apply (PATCH) instead of create (POST)")
 	flag.Parse()
 
 	pair, err := tls.LoadX509KeyPair(*cert, *key)
@@ -76,11 +78,7 @@ func main() {
 			go func() {
 				defer wg.Done()
 				for l := range jobs {
-					url := *server + l.Path
-					if *dryRun {
-						url += "?dryRun=All"
-					}
-					ok := post(client, url, l.Body)
+					ok := send(client, requestFor(*server, l, *apply, *dryRun), l.Body)
 					mu.Lock()
 					if ok {
 						created++
@@ -102,9 +100,36 @@ func main() {
 	fmt.Println(string(out))
 }
 
-func post(client *http.Client, url string, body []byte) bool {
+type target struct{ method, url, contentType string }
+
+// requestFor is a create (POST to the collection) or a server-side apply (PATCH to the
+// object, field manager "rawprobe", conflicts forced), as gitops-restore sends it.
+func requestFor(server string, l line, apply, dryRun bool) target {
+	query := url.Values{}
+	if dryRun {
+		query.Set("dryRun", "All")
+	}
+	if !apply {
+		return target{"POST", server + l.Path + "?" + query.Encode(), "application/json"}
+	}
+	var object struct {
+		Metadata struct {
+			Name string `json:"name"`
+		} `json:"metadata"`
+	}
+	check(json.Unmarshal(l.Body, &object))
+	query.Set("fieldManager", "rawprobe")
+	query.Set("force", "true")
+	return target{"PATCH", server + l.Path + "/" + object.Metadata.Name + "?" + query.Encode(),
+		"application/apply-patch+yaml"}
+}
+
+func send(client *http.Client, t target, body []byte) bool {
 	for attempt := 0; attempt < 5; attempt++ {
-		resp, err := client.Post(url, "application/json", bytes.NewReader(body))
+		req, err := http.NewRequest(t.method, t.url, bytes.NewReader(body))
+		check(err)
+		req.Header.Set("Content-Type", t.contentType)
+		resp, err := client.Do(req)
 		if err != nil {
 			time.Sleep(100 * time.Millisecond)
 			continue
@@ -116,7 +141,7 @@ func post(client *http.Client, url string, body []byte) bool {
 			continue
 		}
 		if resp.StatusCode >= 300 {
-			fmt.Fprintf(os.Stderr, "%s: HTTP %d\n", url, resp.StatusCode)
+			fmt.Fprintf(os.Stderr, "%s: HTTP %d\n", t.url, resp.StatusCode)
 		}
 		return resp.StatusCode < 300 || resp.StatusCode == 409
 	}
