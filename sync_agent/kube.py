@@ -155,8 +155,10 @@ class Kube:
         return status == 201, stored
 
     def create_dry_run(self, rt: ResourceType, body: dict, namespace: str) -> None:
-        self.request("POST", rt.path(namespace), body, query={"dryRun": "All"},
-                     accept=METADATA_ONLY)
+        # Strict: a create would otherwise drop unknown fields with a warning, while the
+        # server-side apply that follows rejects them, after the first write.
+        self.request("POST", rt.path(namespace), body,
+                     query={"dryRun": "All", "fieldValidation": "Strict"}, accept=METADATA_ONLY)
 
     def get(self, rt: ResourceType, namespace: str, name: str) -> dict | None:
         try:

@@ -34,6 +34,9 @@ BAD_REVISIONS = {
     "missing-namespace": ({"elsewhere.yaml": m.configmap("x").replace(
                                "metadata:\n", "metadata:\n  namespace: no-such-ns-anywhere\n")},
                           ["elsewhere.yaml", "no-such-ns-anywhere", "--create-namespaces"]),
+    "unknown-field": ({"typo.yaml": m.deployment("typo").replace("replicas: 2",
+                                                                  "replica: 2")},
+                      ["typo.yaml", "Deployment", "replica"]),
     "rejected-by-server": ({"neg.yaml": m.deployment("neg").replace("replicas: 2",
                                                                     "replicas: -1")},
                            ["neg.yaml", "Deployment", "spec.replicas"]),
@@ -90,3 +93,20 @@ def test_create_namespaces_creates_and_owns_undeclared_namespaces(api_client, na
     core = client.CoreV1Api(api_client)
     assert core.read_namespaced_config_map("x", target).metadata.name == "x"
     core.delete_namespace(target)
+
+
+def test_unknown_field_in_a_namespace_the_revision_creates(api_client, local_cluster,
+                                                           namespace, tmp_path):
+    """Objects of a namespace still to be created are dry-run elsewhere; still rejected."""
+    new_namespace = f"{namespace}-new"
+    typo = m.configmap("typo", k="v").replace(
+        "metadata:\n", f"metadata:\n  namespace: {new_namespace}\n") + "spec:\n  oops: 1\n"
+    repo = new_repo(tmp_path / "typo")
+    declared = f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {new_namespace}\n"
+    commit(repo, {"ns.yaml": declared, "typo.yaml": typo, **GOOD}, "a typo in a new namespace")
+    before = names_in(api_client, namespace)
+    result = gr("restore", repo, namespace, code=2)
+    assert "typo.yaml" in result.stderr and "spec" in result.stderr, result.stderr
+    assert new_namespace not in [n.metadata.name for n in
+                                 client.CoreV1Api(api_client).list_namespace().items]
+    assert_unchanged(api_client, local_cluster, namespace, before)
