@@ -23,13 +23,12 @@ def history(repo: opt.Repo, path: opt.PathOpt = "", ref: opt.Ref = None,
             ignore: opt.Ignore = None,
             limit: Annotated[int, typer.Option(help="Show at most this many commits.")] = 20,
             ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
-            output: opt.OutputOpt = Output.text) -> None:
+            ca_file: opt.CaFile = None, output: opt.OutputOpt = Output.text) -> None:
     """Commits that changed the declared state under --path, with the objects each changed.
 
     Example: gitops-restore history --repo ./fleet --path apps --limit 10
     """
-    auth = source.GitAuth(ssh_key, known_hosts) if (ssh_key or known_hosts) else None
-    repository = source.open_repository(repo, auth)
+    repository = source.open_repository(repo, opt.git_auth(ssh_key, known_hosts, ca_file))
     entries = history_mod.history(repository, repo, path, ref=ref, limit=limit,
                                   ignore=tuple(ignore or ()))
     if output is Output.json:

@@ -70,9 +70,9 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
             force: Force = False, create_namespaces: CreateNamespaces = False,
             name: opt.SyncName = None, namespace: opt.Namespace = "default",
             ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
-            kubeconfig: opt.Kubeconfig = None, context: opt.Context = None,
-            cluster: opt.ClusterName = None, workers: opt.Workers = DEFAULT_WORKERS,
-            output: opt.OutputOpt = Output.text) -> None:
+            ca_file: opt.CaFile = None, kubeconfig: opt.Kubeconfig = None,
+            context: opt.Context = None, cluster: opt.ClusterName = None,
+            workers: opt.Workers = DEFAULT_WORKERS, output: opt.OutputOpt = Output.text) -> None:
     """Make the cluster match the repo at a revision: validate, apply in stages, prune, wait.
 
     Example: gitops-restore restore --repo git@github.com:org/fleet.git --path clusters/prod
@@ -84,7 +84,7 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
         create_namespaces=create_namespaces, force=force, wait=wait,
         timeout=opt.parse_duration(timeout), workers=workers)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
-                       known_hosts=known_hosts),
+                       known_hosts=known_hosts, ca_file=ca_file),
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options)
     _present(report, output, "restore")
     if report.errors or report.unhealthy:
@@ -99,9 +99,10 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
              timeout: Timeout = "10m", force: Force = False,
              create_namespaces: CreateNamespaces = False, name: opt.SyncName = None,
              namespace: opt.Namespace = "default", ssh_key: opt.SshKey = None,
-             known_hosts: opt.KnownHosts = None, kubeconfig: opt.Kubeconfig = None,
-             context: opt.Context = None, cluster: opt.ClusterName = None,
-             workers: opt.Workers = DEFAULT_WORKERS, output: opt.OutputOpt = Output.text,
+             known_hosts: opt.KnownHosts = None, ca_file: opt.CaFile = None,
+             kubeconfig: opt.Kubeconfig = None, context: opt.Context = None,
+             cluster: opt.ClusterName = None, workers: opt.Workers = DEFAULT_WORKERS,
+             output: opt.OutputOpt = Output.text,
              revert: Annotated[bool, typer.Option(
                  "--revert", help="Push a commit reverting --path to --to on the branch "
                                   "(instead of pinning the agent).")] = False,
@@ -127,14 +128,14 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
         create_namespaces=create_namespaces, force=force, wait=wait,
         timeout=opt.parse_duration(timeout), workers=workers)
     spec_args = dict(repo=repo, ref=to, at=None, path=path, ignore=ignore, ssh_key=ssh_key,
-                     known_hosts=known_hosts)
+                     known_hosts=known_hosts, ca_file=ca_file)
     conn_args = dict(kubeconfig=kubeconfig, context=context, cluster=cluster)
     read_auth = opt.source_spec(**spec_args).auth
     if revert and push_key is None and source.is_remote(repo) \
             and not repo.startswith("file://"):
         raise UserError("--revert pushes a commit: give --push-key FILE, a key with write "
                         "access to the repository (the agent's deploy key is read-only)")
-    push_auth = source.GitAuth(push_key, known_hosts) if push_key else read_auth
+    push_auth = opt.git_auth(push_key, known_hosts, ca_file) if push_key else read_auth
     kube = opt.connect(**conn_args)
     try:
         handoff = rollback_handoff.rollback_handoff(kube, sync, repo, to, path, read_auth,
@@ -162,9 +163,10 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
          allow_mass_prune: MassPrune = False, force: Force = False,
          create_namespaces: CreateNamespaces = False, name: opt.SyncName = None,
          namespace: opt.Namespace = "default", ssh_key: opt.SshKey = None,
-         known_hosts: opt.KnownHosts = None, kubeconfig: opt.Kubeconfig = None,
-         context: opt.Context = None, cluster: opt.ClusterName = None,
-         workers: opt.Workers = DEFAULT_WORKERS, output: opt.OutputOpt = Output.text) -> None:
+         known_hosts: opt.KnownHosts = None, ca_file: opt.CaFile = None,
+         kubeconfig: opt.Kubeconfig = None, context: opt.Context = None,
+         cluster: opt.ClusterName = None, workers: opt.Workers = DEFAULT_WORKERS,
+         output: opt.OutputOpt = Output.text) -> None:
     """Show what restore would do, per object, using server-side dry-run. Exit 3 if anything.
 
     Example: gitops-restore plan --repo ./fleet --path apps --ref main --prune
@@ -174,7 +176,7 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
         prune_data=prune_data, allow_mass_prune=allow_mass_prune,
         create_namespaces=create_namespaces, force=force, workers=workers, plan_only=True)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
-                       known_hosts=known_hosts),
+                       known_hosts=known_hosts, ca_file=ca_file),
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options)
     _present(report, output, "plan")
     if report.changes.changed:
@@ -186,9 +188,9 @@ def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pat
            ignore: opt.Ignore = None, wait: Wait = False, timeout: Timeout = "2m",
            name: opt.SyncName = None, namespace: opt.Namespace = "default",
            ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
-           kubeconfig: opt.Kubeconfig = None, context: opt.Context = None,
-           cluster: opt.ClusterName = None, workers: opt.Workers = DEFAULT_WORKERS,
-           output: opt.OutputOpt = Output.text) -> None:
+           ca_file: opt.CaFile = None, kubeconfig: opt.Kubeconfig = None,
+           context: opt.Context = None, cluster: opt.ClusterName = None,
+           workers: opt.Workers = DEFAULT_WORKERS, output: opt.OutputOpt = Output.text) -> None:
     """Check that the live cluster matches a revision: drifted, missing and extra objects.
 
     Exit 0 when it matches, 3 when anything differs (1 with --wait if unhealthy).
@@ -197,7 +199,7 @@ def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pat
     options = SyncOptions(sync_name=opt.sync_name(name, repo, path), namespace=namespace,
                           wait=wait, timeout=opt.parse_duration(timeout), workers=workers)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
-                       known_hosts=known_hosts),
+                       known_hosts=known_hosts, ca_file=ca_file),
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options,
                   verify_only=True)
     _present(report, output, "verify")

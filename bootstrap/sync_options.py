@@ -3,6 +3,7 @@ engine's SourceSpec and SyncOptions."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +13,7 @@ import typer
 from bootstrap import clusters
 from bootstrap.errors import UserError
 from bootstrap.output import Output
-from sync_agent import source
+from sync_agent import git_https, source
 from sync_agent.engine import SourceSpec
 from sync_agent.kube import Kube
 
@@ -28,6 +29,10 @@ Ignore = Annotated[list[str] | None, typer.Option(
 SshKey = Annotated[Path | None, typer.Option("--ssh-key", help="Private key for SSH remotes.")]
 KnownHosts = Annotated[Path | None, typer.Option(
     "--known-hosts", help="known_hosts pinning the SSH server's host key.")]
+CaFile = Annotated[Path | None, typer.Option(
+    "--ca-file", help="PEM file of the CA that signed the HTTPS Git server's certificate. "
+                      "HTTPS credentials: https://USER:TOKEN@HOST/… or the environment "
+                      f"variables {git_https.USERNAME_ENV} and {git_https.PASSWORD_ENV}.")]
 Kubeconfig = Annotated[str | None, typer.Option(
     "--kubeconfig", envvar="KUBECONFIG", help="Kubeconfig file (kubectl's rules).")]
 Context = Annotated[str | None, typer.Option("--context", help="Kubeconfig context.")]
@@ -43,10 +48,21 @@ Workers = Annotated[int, typer.Option("--workers", help="Concurrent API requests
 
 def source_spec(repo: str, ref: str | None, at: str | None, path: str,
                 ignore: list[str] | None, ssh_key: Path | None,
-                known_hosts: Path | None) -> SourceSpec:
-    auth = source.GitAuth(ssh_key, known_hosts) if (ssh_key or known_hosts) else None
+                known_hosts: Path | None, ca_file: Path | None = None) -> SourceSpec:
     return SourceSpec(repo=repo, ref=ref, at=source.parse_time(at) if at else None,
-                      path=path, ignore=tuple(ignore or ()), auth=auth)
+                      path=path, ignore=tuple(ignore or ()),
+                      auth=git_auth(ssh_key, known_hosts, ca_file))
+
+
+def git_auth(ssh_key: Path | None, known_hosts: Path | None,
+             ca_file: Path | None = None) -> source.GitAuth | None:
+    """The options' key files, and an HTTPS username and token from the environment (never an
+    option: a token on the command line would show in `ps`)."""
+    username = os.environ.get(git_https.USERNAME_ENV) or None
+    password = os.environ.get(git_https.PASSWORD_ENV) or None
+    if not any((ssh_key, known_hosts, ca_file, username, password)):
+        return None
+    return source.GitAuth(ssh_key, known_hosts, ca_file, username, password)
 
 
 def connect(kubeconfig: str | None, context: str | None, cluster: str | None) -> Kube:
@@ -64,7 +80,8 @@ def sync_name(name: str | None, repo: str, path: str) -> str:
             raise UserError(f"--name {name!r}: use lowercase letters, digits and '-' "
                             "(at most 52), starting and ending with a letter or digit")
         return name
-    stem = re.sub(r"\.git$", "", repo.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1])
+    shown = source.redact(repo)  # a URL without a path would otherwise lend its token
+    stem = re.sub(r"\.git$", "", shown.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1])
     raw = f"{stem}-{path}" if path.strip("./") else stem
     slug = re.sub(r"[^a-z0-9]+", "-", raw.lower()).strip("-")[:52].strip("-")
     return slug or "default"

@@ -4,7 +4,8 @@ Called first by every restore, plan, rollback and history run (bootstrap's comma
 in-cluster agent); `render` then reads the exported tree. A local path is used in place and
 only read: its working tree, index and HEAD are never changed. Remote URLs (and `file://`) are
 cloned once as a bare mirror into the clone cache and fetched incrementally afterwards, under
-a file lock so that two processes never fetch the same URL at once.
+a file lock so that two processes never fetch the same URL at once. SSH always checks the host
+key and HTTPS the server certificate; an HTTPS token never reaches the cache (see git_https).
 
 History walks follow first parents only: on a branch that a sync agent follows, the
 first-parent chain is the sequence of states the branch actually went through; commits of
@@ -23,13 +24,13 @@ import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import git
 
-from sync_agent import paths
+from sync_agent import git_https, paths
 from sync_agent.errors import SourceError
 from sync_agent.objects import Revision
 
@@ -42,10 +43,14 @@ _FIRST_PARENT_LOG = ("log", "--first-parent", "--no-show-signature")
 
 @dataclass(frozen=True)
 class GitAuth:
-    """Credentials for SSH remotes: a deploy key and the pinned host keys to check against."""
+    """Credentials for remotes. SSH: a deploy key and the pinned host keys to check against.
+    HTTPS: the CA bundle to trust, and a username and token (a token in the URL wins)."""
 
     ssh_key: Path | None = None
     known_hosts: Path | None = None
+    ca_file: Path | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
 
 
 def parse_time(text: str) -> datetime:
@@ -59,7 +64,7 @@ def parse_time(text: str) -> datetime:
 
 def redact(url: str) -> str:
     """The URL without a password or token in its user part, for messages."""
-    return re.sub(r"^([a-z+]+://[^/@:]*):[^/@]*@", r"\1:***@", url)
+    return re.sub(r"^([a-z+]+://[^/@:]*):[^/@]*@", r"\1:***@", url, flags=re.IGNORECASE)
 
 
 def is_remote(url: str) -> bool:
@@ -84,7 +89,8 @@ def open_repository(url: str, auth: GitAuth | None = None) -> git.Repo:
     """The repository at `url`: a local path as it is, a remote through the clone cache."""
     if not is_remote(url):
         return _open_local(url)
-    files = {"SSH key": auth and auth.ssh_key, "known_hosts": auth and auth.known_hosts}
+    auth = auth or GitAuth()
+    files = {"SSH key": auth.ssh_key, "known_hosts": auth.known_hosts, "CA": auth.ca_file}
     for label, file in files.items():
         if file and not Path(file).is_file():
             raise SourceError(f"{redact(url)}: the {label} file {file} does not exist")
@@ -94,20 +100,33 @@ def open_repository(url: str, auth: GitAuth | None = None) -> git.Repo:
         "GIT_HTTP_LOW_SPEED_LIMIT": "1000",  # bytes/s; give up on a stalled HTTPS transfer
         "GIT_HTTP_LOW_SPEED_TIME": "60",
     }
+    remote = _Remote(git_https.without_password(url), redact(url))
     mirror = cache_path(url)
     mirror.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(mirror.with_suffix(".lock")):
+    with _locked(mirror.with_suffix(".lock")), git_https.git_env(
+            url, remote.shown, auth.ca_file, auth.username, auth.password,
+            scratch=mirror.parent) as https_env:
+        env.update(https_env)
         if _is_bare_repo(mirror):
-            _fetch(url, mirror, env)
+            _fetch(remote, mirror, env)
         else:
-            _clone(url, mirror, env)
+            _clone(remote, mirror, env)
     return git.Repo(mirror)
 
 
 def cache_path(url: str) -> Path:
-    """Where the bare mirror of a remote URL lives in the clone cache."""
-    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    """Where the bare mirror of a remote URL lives in the clone cache: keyed by the URL without
+    its token, so a rotated token finds the same mirror and no path is derived from it."""
+    digest = hashlib.sha256(git_https.without_password(url).encode()).hexdigest()[:16]
     return paths.cache_root() / "repos" / f"{digest}.git"
+
+
+@dataclass(frozen=True)
+class _Remote:
+    """A remote URL as git gets it (no token: that goes through askpass) and as messages say it."""
+
+    url: str
+    shown: str
 
 
 def _open_local(url: str) -> git.Repo:
@@ -142,19 +161,21 @@ def _locked(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _run_git(args: Sequence[str], env: dict[str, str], url: str, doing: str) -> str:
+def _run_git(args: Sequence[str], env: dict[str, str], remote: _Remote, doing: str) -> str:
+    inherited = {k: v for k, v in os.environ.items() if k not in git_https.IGNORED_ENV}
     result = subprocess.run(
         ["git", *args],
-        env={**os.environ, **env},
+        env={**inherited, **env},
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
     )
     if result.returncode != 0:
         detail = git_failure(result.stderr) or f"exit {result.returncode}"
+        fix = git_https.advice(detail) if remote.url.lower().startswith("http") else None
         raise SourceError(
-            f"{redact(url)}: cannot {doing}: {redact(detail)}. Check the URL, network access, "
-            "the deploy key and known_hosts."
+            f"{remote.shown}: cannot {doing}: {redact(detail)}. "
+            f"{fix or 'Check the URL, network access, the deploy key and known_hosts'}."
         )
     return result.stdout
 
@@ -171,24 +192,25 @@ def git_failure(stderr: str) -> str:
     return redact(lines[-1]).rstrip(".") if lines else ""
 
 
-def _clone(url: str, mirror: Path, env: dict[str, str]) -> None:
+def _clone(remote: _Remote, mirror: Path, env: dict[str, str]) -> None:
     tmp = Path(tempfile.mkdtemp(dir=mirror.parent, prefix=mirror.name + ".tmp-"))
     try:
-        _run_git(["clone", "--bare", "--quiet", "--", url, str(tmp)], env, url, "clone")
+        _run_git(["clone", "--bare", "--quiet", "--", remote.url, str(tmp)], env, remote, "clone")
         tmp.rename(mirror)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _fetch(url: str, mirror: Path, env: dict[str, str]) -> None:
+def _fetch(remote: _Remote, mirror: Path, env: dict[str, str]) -> None:
     args = ["--git-dir", str(mirror), "fetch", "--quiet", "--prune", "--no-tags"]
-    _run_git([*args, "--", url, *_FETCH_REFSPECS], env, url, "fetch")
+    _run_git([*args, "--", remote.url, *_FETCH_REFSPECS], env, remote, "fetch")
     # The remote's default branch may have changed since the clone: follow it.
-    out = _run_git(["ls-remote", "--symref", "--", url, "HEAD"], env, url, "read HEAD of")
+    out = _run_git(["ls-remote", "--symref", "--", remote.url, "HEAD"], env, remote,
+                   "read HEAD of")
     match = re.match(r"ref: (refs/heads/\S+)\tHEAD", out)
     if match:
         git_dir = ["--git-dir", str(mirror)]
-        _run_git([*git_dir, "symbolic-ref", "HEAD", match.group(1)], env, url, "set HEAD of")
+        _run_git([*git_dir, "symbolic-ref", "HEAD", match.group(1)], env, remote, "set HEAD of")
 
 
 def resolve(
