@@ -34,6 +34,7 @@ from sync_agent import paths
 
 ROOT = Path(__file__).resolve().parent
 GITOPS_RESTORE = str(Path(sys.executable).parent / "gitops-restore")
+SETTLE_SECONDS = 5
 
 
 def run_timed(command: list[str], env: dict | None = None) -> tuple[float, int, str]:
@@ -56,6 +57,9 @@ def run_timed(command: list[str], env: dict | None = None) -> tuple[float, int, 
 def provision(name: str) -> str:
     out = subprocess.run([GITOPS_RESTORE, "provision", "--name", name, "--nodes", "3",
                           "--output", "json"], check=True, capture_output=True, text=True)
+    # A new control plane is busy for a few seconds after it answers (controllers syncing,
+    # per-namespace defaults); every way measured starts on a settled one.
+    time.sleep(SETTLE_SECONDS)
     return json.loads(out.stdout)["kubeconfig"]
 
 

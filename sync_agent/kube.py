@@ -146,7 +146,10 @@ class Kube:
         apiVersion, kind and metadata with `metadata_only`).
         """
         meta = body["metadata"]
-        query = {"fieldManager": FIELD_MANAGER, "force": "true"}
+        # Ignore only skips the server's second, strict parse of the body, which looks for
+        # duplicate keys: json.dumps cannot write any. Undeclared fields are still refused by
+        # the apply itself. At 10,000 objects that parse is a visible share of the server's CPU.
+        query = {"fieldManager": FIELD_MANAGER, "force": "true", "fieldValidation": "Ignore"}
         if dry_run:
             query["dryRun"] = "All"
         status, stored = self.send("PATCH", rt.path(meta.get("namespace", ""), meta["name"]),

@@ -103,7 +103,8 @@ func main() {
 type target struct{ method, url, contentType string }
 
 // requestFor is a create (POST to the collection) or a server-side apply (PATCH to the
-// object, field manager "rawprobe", conflicts forced), as gitops-restore sends it.
+// object, field manager "rawprobe", conflicts forced, no strict re-parse of the body), as
+// gitops-restore sends it.
 func requestFor(server string, l line, apply, dryRun bool) target {
 	query := url.Values{}
 	if dryRun {
@@ -120,6 +121,7 @@ func requestFor(server string, l line, apply, dryRun bool) target {
 	check(json.Unmarshal(l.Body, &object))
 	query.Set("fieldManager", "rawprobe")
 	query.Set("force", "true")
+	query.Set("fieldValidation", "Ignore")
 	return target{"PATCH", server + l.Path + "/" + object.Metadata.Name + "?" + query.Encode(),
 		"application/apply-patch+yaml"}
 }
