@@ -64,21 +64,24 @@ def git_commit(repo: Path, message: str) -> None:
     subprocess.run(["git", "-C", str(repo), *env_args, "commit", "-q", "-m", message], check=True)
 
 
+# Collection paths, in the order gitops-restore's stages send the kinds: Namespaces, then
+# ConfigMaps and Services, then the workloads. Sent in that order the probe, like the restore,
+# is not slowed by the controllers' work on Deployments (a ReplicaSet each) until the end.
+_WAVES = (
+    {"Namespace": "/api/v1/namespaces"},
+    {"ConfigMap": "/api/v1/namespaces/{ns}/configmaps",
+     "Service": "/api/v1/namespaces/{ns}/services"},
+    {"Deployment": "/apis/apps/v1/namespaces/{ns}/deployments"},
+)
+
+
 def probe_lines(items: list[dict], path: Path) -> None:
-    """The raw probe's input: POST paths and bodies, Namespaces first, then a barrier."""
+    """The raw probe's input: collection paths and bodies in waves separated by barriers."""
     with path.open("w") as out:
-        for o in items:
-            if o["kind"] == "Namespace":
-                out.write(json.dumps({"path": "/api/v1/namespaces", "body": o}) + "\n")
-        out.write(json.dumps({"barrier": True}) + "\n")
-        for o in items:
-            ns = o["metadata"].get("namespace")
-            if o["kind"] == "ConfigMap":
-                p = f"/api/v1/namespaces/{ns}/configmaps"
-            elif o["kind"] == "Service":
-                p = f"/api/v1/namespaces/{ns}/services"
-            elif o["kind"] == "Deployment":
-                p = f"/apis/apps/v1/namespaces/{ns}/deployments"
-            else:
-                continue
-            out.write(json.dumps({"path": p, "body": o}) + "\n")
+        for number, wave in enumerate(_WAVES):
+            if number:
+                out.write(json.dumps({"barrier": True}) + "\n")
+            for o in items:
+                if o["kind"] in wave:
+                    collection = wave[o["kind"]].format(ns=o["metadata"].get("namespace"))
+                    out.write(json.dumps({"path": collection, "body": o}) + "\n")

@@ -131,6 +131,8 @@ func send(client *http.Client, t target, body []byte) bool {
 		req, err := http.NewRequest(t.method, t.url, bytes.NewReader(body))
 		check(err)
 		req.Header.Set("Content-Type", t.contentType)
+		// Only metadata back, as gitops-restore asks: less for the server to encode.
+		req.Header.Set("Accept", "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json")
 		resp, err := client.Do(req)
 		if err != nil {
 			time.Sleep(100 * time.Millisecond)
