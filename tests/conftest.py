@@ -17,6 +17,8 @@ from kubernetes import client, config
 
 from bootstrap import binaries, provision
 from sync_agent import paths
+from tests import manifests as m
+from tests.testdata.gitrepos import commit, new_repo
 
 SESSION_CLUSTER = "pytest"
 
@@ -54,3 +56,19 @@ def namespace(api_client, request) -> str:
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture
+def clone_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private clone cache, so a test sees exactly the mirrors it made."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GITOPS_RESTORE_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def work_tree(tmp_path: Path) -> Path:
+    """A repository with one commit: app/settings.yaml, a ConfigMap."""
+    repo = new_repo(tmp_path / "work")
+    commit(repo, {"app/settings.yaml": m.configmap("settings", color="blue")}, "v1")
+    return repo

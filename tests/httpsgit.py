@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sync_agent import source
+from tests.testdata.gitrepos import push_everything
 
 HOST = "127.0.0.1"
 HTTP_BACKEND = Path(subprocess.run(["git", "--exec-path"], capture_output=True, text=True)
@@ -232,13 +233,7 @@ class HttpsGitServer:
 
     def update_repo(self, name: str, from_repo: Path) -> None:
         """Force-push every branch and tag of `from_repo` (a push straight to the disk)."""
-        path = self.repo_path(name)
-        _run(["git", "-C", str(from_repo), "push", "-q", "--force", str(path),
-              "refs/heads/*:refs/heads/*", "refs/tags/*:refs/tags/*"])
-        head = subprocess.run(["git", "-C", str(from_repo), "symbolic-ref", "-q", "HEAD"],
-                              capture_output=True, text=True).stdout.strip()
-        if head:
-            _run(["git", "--git-dir", str(path), "symbolic-ref", "HEAD", head])
+        push_everything(from_repo, self.repo_path(name))
 
 
 @dataclass

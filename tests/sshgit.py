@@ -43,6 +43,7 @@ from pathlib import Path
 import pytest
 
 from sync_agent import source
+from tests.testdata.gitrepos import push_everything
 
 SSHD = "/usr/sbin/sshd"
 GIT_SHELL = shutil.which("git-shell") or "/usr/bin/git-shell"
@@ -223,13 +224,7 @@ class SshGitServer:
 
     def update_repo(self, name: str, from_repo: Path) -> None:
         """Force-push every branch and tag of `from_repo` (a push straight to the disk)."""
-        path = self.repo_path(name)
-        _run(["git", "-C", str(from_repo), "push", "-q", "--force", str(path),
-              "refs/heads/*:refs/heads/*", "refs/tags/*:refs/tags/*"])
-        head = subprocess.run(["git", "-C", str(from_repo), "symbolic-ref", "-q", "HEAD"],
-                              capture_output=True, text=True).stdout.strip()
-        if head:
-            _run(["git", "--git-dir", str(path), "symbolic-ref", "HEAD", head])
+        push_everything(from_repo, self.repo_path(name))
 
     def log_text(self) -> str:
         log = self.root / "sshd.log"

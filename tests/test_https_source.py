@@ -24,21 +24,6 @@ https_git_server = httpsgit.https_git_server  # the shared fixture
 
 
 @pytest.fixture
-def clone_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private clone cache, so a test sees exactly the mirrors it made."""
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("GITOPS_RESTORE_CACHE", str(cache))
-    return cache
-
-
-@pytest.fixture
-def work_tree(tmp_path: Path) -> Path:
-    repo = new_repo(tmp_path / "work")
-    commit(repo, {"app/settings.yaml": m.configmap("settings", color="blue")}, "v1")
-    return repo
-
-
-@pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A HOME of the test's own, for a user's global git configuration."""
     path = tmp_path / "home"

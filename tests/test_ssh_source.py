@@ -23,21 +23,6 @@ from tests.testdata.gitrepos import commit, new_repo
 ssh_git, ssh_git_server = sshgit.ssh_git, sshgit.ssh_git_server  # the shared fixtures
 
 
-@pytest.fixture
-def clone_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private clone cache, so a test sees exactly the mirrors it made."""
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("GITOPS_RESTORE_CACHE", str(cache))
-    return cache
-
-
-@pytest.fixture
-def work_tree(tmp_path: Path) -> Path:
-    repo = new_repo(tmp_path / "work")
-    commit(repo, {"app/settings.yaml": m.configmap("settings", color="blue")}, "v1")
-    return repo
-
-
 def open_within_a_minute(url: str, auth: source.GitAuth):
     """open_repository, failing the test instead of hanging if ssh ever waited for input."""
     with ThreadPoolExecutor(1) as pool:

@@ -52,6 +52,19 @@ def commit(
     return git(repo, "rev-parse", "HEAD")
 
 
+def push_everything(from_repo: Path, bare: Path) -> None:
+    """Force-push every branch and tag of `from_repo` into the bare repository `bare` (straight
+    to the disk) and point its HEAD at `from_repo`'s current branch."""
+    subprocess.run(["git", "-C", str(from_repo), "push", "-q", "--force", str(bare),
+                    "refs/heads/*:refs/heads/*", "refs/tags/*:refs/tags/*"],
+                   check=True, capture_output=True)
+    head = subprocess.run(["git", "-C", str(from_repo), "symbolic-ref", "-q", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+    if head:
+        subprocess.run(["git", "--git-dir", str(bare), "symbolic-ref", "HEAD", head],
+                       check=True, capture_output=True)
+
+
 def clone_bundle(name: str, dest: Path) -> Path:
     """A normal clone of a fixture bundle (the bundle itself is never changed)."""
     subprocess.run(["git", "clone", "-q", str(FIXTURES / f"{name}.bundle"), str(dest)], check=True)
