@@ -71,9 +71,10 @@ class Transport:
             self._idle.get_nowait().close()
 
     def _take(self) -> pycurl.Curl:
+        """An idle handle (its connection still open), or a new one. `request` sets every
+        option that changes between requests, so a reused handle needs no reset."""
         try:
-            handle = self._idle.get_nowait()
-            handle.reset()  # clears options, keeps the open connection
+            return self._idle.get_nowait()
         except queue.Empty:
             handle = pycurl.Curl()
         for option, value in self._tls + self._connect:
