@@ -164,10 +164,7 @@ def _lease_holder(t: agent.Target, sync: str) -> str:
     return ((lease or {}).get("spec") or {}).get("holderIdentity") or ""
 
 
-def _steer(name: str | None, kubeconfig: str | None, context: str | None,
-           cluster: str | None, output: Output, verb: str, **changes) -> None:
-    t = agent.target(kubeconfig, context, cluster)
-    sync = agent.choose_sync(t.kube, name)
+def _steer(t: agent.Target, sync: str, output: Output, verb: str, **changes) -> None:
     obj = agent.set_spec(t.kube, sync, **changes)
     if output is Output.json:
         emit_json({"sync": sync, "action": verb, "spec": _spec_json(obj.spec)})
@@ -187,7 +184,8 @@ def suspend(name: opt.SyncName = None, kubeconfig: opt.Kubeconfig = None,
 
     Example: gitops-restore agent suspend --cluster demo
     """
-    _steer(name, kubeconfig, context, cluster, output, "suspended", suspend=True)
+    t = agent.target(kubeconfig, context, cluster)
+    _steer(t, agent.choose_sync(t.kube, name), output, "suspended", suspend=True)
 
 
 @agent_app.command("resume")
@@ -199,7 +197,8 @@ def resume(name: opt.SyncName = None, kubeconfig: opt.Kubeconfig = None,
 
     Example: gitops-restore agent resume --cluster demo
     """
-    _steer(name, kubeconfig, context, cluster, output, "resumed", suspend=False, revision=None)
+    t = agent.target(kubeconfig, context, cluster)
+    _steer(t, agent.choose_sync(t.kube, name), output, "resumed", suspend=False, revision=None)
 
 
 @agent_app.command("pin")
@@ -218,7 +217,7 @@ def pin(revision: Annotated[str, typer.Argument(help="Commit, tag or HEAD~N of t
     if obj is None:
         raise UserError(f"Sync {NAMESPACE}/{sync}: not found")
     sha = agent.resolve(t.kube, obj, revision)
-    _steer(sync, kubeconfig, context, cluster, output, f"pinned ({revision})", revision=sha)
+    _steer(t, sync, output, f"pinned ({revision})", revision=sha)
 
 
 @agent_app.command("unpin")
@@ -230,4 +229,5 @@ def unpin(name: opt.SyncName = None, kubeconfig: opt.Kubeconfig = None,
 
     Example: gitops-restore agent unpin --cluster demo
     """
-    _steer(name, kubeconfig, context, cluster, output, "unpinned", revision=None)
+    t = agent.target(kubeconfig, context, cluster)
+    _steer(t, agent.choose_sync(t.kube, name), output, "unpinned", revision=None)
