@@ -3,8 +3,10 @@
 Nothing can be downloaded from release pages on our machines, but the Go module proxy is
 reachable: kube-apiserver, kube-controller-manager, kube-scheduler and kubectl come from
 `k8s.io/kubernetes`, etcd from `go.etcd.io/etcd/server/v3`, kwok and kwokctl from
-`sigs.k8s.io/kwok`. Each tool gets its own module directory so that Go's version selection
-never mixes their dependencies. Called by `gitops-restore cluster-bin` and `make cluster-bin`.
+`sigs.k8s.io/kwok`, helm from `helm.sh/helm/v3` (into its own versioned directory: it renders
+charts for any cluster, so it is not tied to the control plane's version). Each tool gets its
+own module directory so that Go's version selection never mixes their dependencies. Called
+by `gitops-restore cluster-bin` and `make cluster-bin`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bootstrap.errors import UserError
+from sync_agent.helm import binary as helm_binary
 from sync_agent.paths import K8S_VERSION, cache_root, k8s_bin_dir
 
 ETCD_VERSION = "v3.6.16"
@@ -125,6 +128,22 @@ def _other_tools() -> list[GoTool]:
     ]
 
 
+def _helm_tool() -> GoTool:
+    return GoTool(module=helm_binary.HELM_MODULE, version=helm_binary.HELM_VERSION,
+                  packages={"helm": helm_binary.HELM_PACKAGE}, ldflags=helm_binary.HELM_LDFLAGS)
+
+
+def ensure_helm(log=print) -> Path:
+    """Build the pinned helm if the cache lacks it; return its path."""
+    target = helm_binary.bin_dir()
+    if helm_binary.helm_path() is None:
+        target.mkdir(parents=True, exist_ok=True)
+        build_tool(_helm_tool(), target, log)
+    else:
+        log(f"helm {helm_binary.HELM_VERSION} cached in {target}")
+    return target / "helm"
+
+
 def build_tool(tool: GoTool, target: Path, log=print) -> None:
     tool.build_dir.mkdir(parents=True, exist_ok=True)
     (tool.build_dir / "go.mod").write_text(
@@ -155,8 +174,8 @@ def ensure_binaries(log=print) -> Path:
     missing = set(missing_binaries(target))
     if not missing:
         log(f"control plane binaries cached in {target}")
-        return target
-    for tool in [_kubernetes_tool(), *_other_tools()]:
+    for tool in [_kubernetes_tool(), *_other_tools()] if missing else []:
         if missing & tool.packages.keys():
             build_tool(tool, target, log)
+    ensure_helm(log)
     return target

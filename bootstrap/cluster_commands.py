@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
 
 @exits_cleanly
 def cluster_bin() -> None:
-    """Build the local provider's control plane from Go modules (only what is missing).
+    """Build the local provider's control plane and helm from Go modules (what is missing).
 
     Example: gitops-restore cluster-bin
     """

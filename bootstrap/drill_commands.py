@@ -70,7 +70,8 @@ def drill_command(
         prune_data: PruneData = False, create_namespaces: CreateNamespaces = False,
         name: opt.SyncName = None, namespace: opt.Namespace = "default",
         ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
-        ca_file: opt.CaFile = None, workers: opt.Workers = DEFAULT_WORKERS, junit: Junit = None,
+        ca_file: opt.CaFile = None, helm: opt.HelmMode = "auto", offline: opt.Offline = False,
+        workers: opt.Workers = DEFAULT_WORKERS, junit: Junit = None,
         report: ReportFile = None, summary: Summary = None,
         output: opt.OutputOpt = Output.text) -> None:
     """Rehearse a recovery in a throwaway cluster: restore, roll back, roll forward, verify.
@@ -85,7 +86,8 @@ def drill_command(
     --report drill.json --summary drill.md
     """
     spec = drill.DrillSpec(
-        source=opt.source_spec(repo, from_ref, None, path, ignore, ssh_key, known_hosts, ca_file),
+        source=opt.source_spec(repo, from_ref, None, path, ignore, ssh_key, known_hosts, ca_file,
+                               helm, offline),
         to_ref=to_ref, to_path=to_path,
         cluster=drill.ClusterRequest(provider, cluster_name or "", nodes, kubeconfig, context,
                                      keep),

@@ -36,6 +36,8 @@ def show(report: Report, verb: str) -> None:
     stdout.print(f"objects: {counts or 'none'}")
     for note in report.skipped:
         stdout.print(f"skipped: {note}")
+    for note in report.helm:
+        stdout.print(f"helm: {note}", markup=False)
     for health in report.unhealthy:
         stdout.print(f"[red]not ready[/red] {health.ref}: {health.reason}")
     for error in report.errors:

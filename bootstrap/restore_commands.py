@@ -70,7 +70,9 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
             force: Force = False, create_namespaces: CreateNamespaces = False,
             name: opt.SyncName = None, namespace: opt.Namespace = "default",
             ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
-            ca_file: opt.CaFile = None, kubeconfig: opt.Kubeconfig = None,
+            ca_file: opt.CaFile = None,
+            helm: opt.HelmMode = "auto", offline: opt.Offline = False,
+            kubeconfig: opt.Kubeconfig = None,
             context: opt.Context = None, cluster: opt.ClusterName = None,
             workers: opt.Workers = DEFAULT_WORKERS, output: opt.OutputOpt = Output.text) -> None:
     """Make the cluster match the repo at a revision: validate, apply in stages, prune, wait.
@@ -84,7 +86,7 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
         create_namespaces=create_namespaces, force=force, wait=wait,
         timeout=opt.parse_duration(timeout), workers=workers)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
-                       known_hosts=known_hosts, ca_file=ca_file),
+                       known_hosts=known_hosts, ca_file=ca_file, helm=helm, offline=offline),
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options)
     _present(report, output, "restore")
     if report.errors or report.unhealthy:
@@ -100,6 +102,7 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
              create_namespaces: CreateNamespaces = False, name: opt.SyncName = None,
              namespace: opt.Namespace = "default", ssh_key: opt.SshKey = None,
              known_hosts: opt.KnownHosts = None, ca_file: opt.CaFile = None,
+             helm: opt.HelmMode = "auto", offline: opt.Offline = False,
              kubeconfig: opt.Kubeconfig = None, context: opt.Context = None,
              cluster: opt.ClusterName = None, workers: opt.Workers = DEFAULT_WORKERS,
              output: opt.OutputOpt = Output.text,
@@ -128,7 +131,7 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
         create_namespaces=create_namespaces, force=force, wait=wait,
         timeout=opt.parse_duration(timeout), workers=workers)
     spec_args = dict(repo=repo, ref=to, at=None, path=path, ignore=ignore, ssh_key=ssh_key,
-                     known_hosts=known_hosts, ca_file=ca_file)
+                     known_hosts=known_hosts, ca_file=ca_file, helm=helm, offline=offline)
     conn_args = dict(kubeconfig=kubeconfig, context=context, cluster=cluster)
     read_auth = opt.source_spec(**spec_args).auth
     if revert and push_key is None and source.is_remote(repo) \
@@ -164,6 +167,7 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
          create_namespaces: CreateNamespaces = False, name: opt.SyncName = None,
          namespace: opt.Namespace = "default", ssh_key: opt.SshKey = None,
          known_hosts: opt.KnownHosts = None, ca_file: opt.CaFile = None,
+         helm: opt.HelmMode = "auto", offline: opt.Offline = False,
          kubeconfig: opt.Kubeconfig = None, context: opt.Context = None,
          cluster: opt.ClusterName = None, workers: opt.Workers = DEFAULT_WORKERS,
          output: opt.OutputOpt = Output.text) -> None:
@@ -176,7 +180,7 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
         prune_data=prune_data, allow_mass_prune=allow_mass_prune,
         create_namespaces=create_namespaces, force=force, workers=workers, plan_only=True)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
-                       known_hosts=known_hosts, ca_file=ca_file),
+                       known_hosts=known_hosts, ca_file=ca_file, helm=helm, offline=offline),
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options)
     _present(report, output, "plan")
     if report.changes.changed:
@@ -188,7 +192,9 @@ def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pat
            ignore: opt.Ignore = None, wait: Wait = False, timeout: Timeout = "2m",
            name: opt.SyncName = None, namespace: opt.Namespace = "default",
            ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
-           ca_file: opt.CaFile = None, kubeconfig: opt.Kubeconfig = None,
+           ca_file: opt.CaFile = None,
+           helm: opt.HelmMode = "auto", offline: opt.Offline = False,
+           kubeconfig: opt.Kubeconfig = None,
            context: opt.Context = None, cluster: opt.ClusterName = None,
            workers: opt.Workers = DEFAULT_WORKERS, output: opt.OutputOpt = Output.text) -> None:
     """Check that the live cluster matches a revision: drifted, missing and extra objects.
@@ -199,7 +205,7 @@ def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pat
     options = SyncOptions(sync_name=opt.sync_name(name, repo, path), namespace=namespace,
                           wait=wait, timeout=opt.parse_duration(timeout), workers=workers)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
-                       known_hosts=known_hosts, ca_file=ca_file),
+                       known_hosts=known_hosts, ca_file=ca_file, helm=helm, offline=offline),
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options,
                   verify_only=True)
     _present(report, output, "verify")

@@ -15,6 +15,7 @@ from bootstrap.errors import UserError
 from bootstrap.output import Output
 from sync_agent import git_https, source
 from sync_agent.engine import SourceSpec
+from sync_agent.helm.context import MODES, HelmSettings
 from sync_agent.kube import Kube
 
 Repo = Annotated[str, typer.Option("--repo", help="Git URL or local path of the GitOps repo.")]
@@ -33,6 +34,15 @@ CaFile = Annotated[Path | None, typer.Option(
     "--ca-file", help="PEM file of the CA that signed the HTTPS Git server's certificate. "
                       "HTTPS credentials: https://USER:TOKEN@HOST/… or the environment "
                       f"variables {git_https.USERNAME_ENV} and {git_https.PASSWORD_ENV}.")]
+HELM_USERNAME_ENV = "GITOPS_RESTORE_HELM_USERNAME"
+HELM_PASSWORD_ENV = "GITOPS_RESTORE_HELM_PASSWORD"
+HelmMode = Annotated[str, typer.Option(
+    "--helm", help="HelmReleases: auto (render unless the cluster serves HelmRelease), render "
+                   "(always render to plain objects) or controller (apply them as-is). Chart "
+                   f"repository credentials: {HELM_USERNAME_ENV} and {HELM_PASSWORD_ENV}; "
+                   "--ca-file is trusted for chart repositories too.")]
+Offline = Annotated[bool, typer.Option(
+    "--offline", help="Take Helm charts and repository indexes only from the cache.")]
 Kubeconfig = Annotated[str | None, typer.Option(
     "--kubeconfig", envvar="KUBECONFIG", help="Kubeconfig file (kubectl's rules).")]
 Context = Annotated[str | None, typer.Option("--context", help="Kubeconfig context.")]
@@ -48,10 +58,21 @@ Workers = Annotated[int, typer.Option("--workers", help="Concurrent API requests
 
 def source_spec(repo: str, ref: str | None, at: str | None, path: str,
                 ignore: list[str] | None, ssh_key: Path | None,
-                known_hosts: Path | None, ca_file: Path | None = None) -> SourceSpec:
+                known_hosts: Path | None, ca_file: Path | None = None, helm: str = "auto",
+                offline: bool = False) -> SourceSpec:
     return SourceSpec(repo=repo, ref=ref, at=source.parse_time(at) if at else None,
                       path=path, ignore=tuple(ignore or ()),
-                      auth=git_auth(ssh_key, known_hosts, ca_file))
+                      auth=git_auth(ssh_key, known_hosts, ca_file),
+                      helm=helm_settings(helm, offline, ca_file))
+
+
+def helm_settings(mode: str, offline: bool, ca_file: Path | None) -> HelmSettings:
+    """--helm and --offline, and chart repository credentials from the environment."""
+    if mode not in MODES:
+        raise UserError(f"--helm {mode!r}: use one of {', '.join(MODES)}")
+    return HelmSettings(mode=mode, offline=offline, ca_file=ca_file,
+                        username=os.environ.get(HELM_USERNAME_ENV) or None,
+                        password=os.environ.get(HELM_PASSWORD_ENV) or None)
 
 
 def git_auth(ssh_key: Path | None, known_hosts: Path | None,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from sync_agent import events, health, order
 from sync_agent.changes import Action, Change, Desired
 from sync_agent.errors import SyncError, ValidationError
+from sync_agent.helm import hooks
 from sync_agent.kube import DEFAULT_WORKERS, ApiError, Kube
 from sync_agent.objects import ObjectRef
 from sync_agent.plan import Plan, dry_run, owned_fields_digest
@@ -66,7 +67,8 @@ def apply_plan(kube: Kube, plan: Plan, existing_namespaces: set[str],
     by_ref = {d.ref: d for d in plan.to_apply()}
     progress = _Progress()
     with ThreadPoolExecutor(max_workers=options.workers) as pool:
-        for stage, refs in order.group_by_stage(by_ref):
+        pre_hooks = frozenset(r for r, d in by_ref.items() if hooks.is_pre_hook(d.body))
+        for stage, refs in order.group_by_stage(by_ref, pre_hooks):
             phase = f"apply:{stage.name}"
             emit(events.PhaseStarted(phase, len(refs)))
             started = time.monotonic()

@@ -21,6 +21,8 @@ from sync_agent import health as health_mod
 from sync_agent import render as render_mod
 from sync_agent.apply import Applied, ApplyError, ApplyOptions, apply_plan
 from sync_agent.changes import Action, Change, ChangeSet, Desired
+from sync_agent.helm import capabilities
+from sync_agent.helm.context import HelmContext, HelmSettings
 from sync_agent.kube import DEFAULT_WORKERS, Kube
 from sync_agent.objects import RenderResult, Revision
 from sync_agent.plan import (
@@ -46,6 +48,7 @@ class SourceSpec:
     path: str = ""
     ignore: tuple[str, ...] = ()
     auth: source.GitAuth | None = None
+    helm: HelmSettings = HelmSettings()  # --helm, --offline, chart repository credentials
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class Report:
     changes: ChangeSet = field(default_factory=ChangeSet)
     phases: list[tuple[str, float]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    helm: list[str] = field(default_factory=list)  # per release: rendered or left as-is
     unhealthy: list[health_mod.Health] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -94,6 +98,7 @@ class Report:
             "phases": [{"phase": p, "seconds": round(s, 3)} for p, s in self.phases],
             "seconds": round(self.seconds, 3),
             "skipped": self.skipped,
+            "helm": self.helm,
             "unhealthy": [{"object": str(h.ref), "reason": h.reason} for h in self.unhealthy],
             "errors": self.errors,
         }
@@ -120,14 +125,21 @@ def fetch(spec: SourceSpec) -> tuple[object, Revision]:
     return repo, source.resolve(repo, spec.repo, ref=spec.ref, at=spec.at)
 
 
-def render_revision(repo, revision: Revision, spec: SourceSpec) -> RenderResult:
+def render_revision(repo, revision: Revision, spec: SourceSpec,
+                    helm: HelmContext | None = None) -> RenderResult:
     with tempfile.TemporaryDirectory(prefix="gitops-restore-tree-") as tree:
         source.export_tree(repo, revision.sha, Path(tree))
-        return render_mod.render(Path(tree), spec.path, revision, spec.ignore)
+        return render_mod.render(Path(tree), spec.path, revision, spec.ignore, helm)
 
 
-def _fetch_and_render(spec: SourceSpec, options: SyncOptions, emit: events.EventSink
-                      ) -> tuple[Report, _Timer, RenderResult]:
+def helm_context(kube: Kube, spec: SourceSpec, options: SyncOptions) -> HelmContext:
+    """What Helm rendering needs from the cluster: its version and served APIs."""
+    return HelmContext(spec.helm, capabilities.of_cluster(kube, discovery.discover(kube)),
+                       spec.repo, options.namespace)
+
+
+def _fetch_and_render(kube: Kube, spec: SourceSpec, options: SyncOptions,
+                      emit: events.EventSink) -> tuple[Report, _Timer, RenderResult]:
     started = time.monotonic()
     emit(events.PhaseStarted("fetch"))
     repo, revision = fetch(spec)
@@ -136,15 +148,16 @@ def _fetch_and_render(spec: SourceSpec, options: SyncOptions, emit: events.Event
     emit(events.PhaseFinished("fetch", report.phases[-1][1]))
     timer = _Timer(report, emit)
     with timer.phase("render"):
-        rendered = render_revision(repo, revision, spec)
+        rendered = render_revision(repo, revision, spec, helm_context(kube, spec, options))
         report.skipped = list(rendered.skipped)
+        report.helm = list(rendered.helm)
     return report, timer, rendered
 
 
 def restore(kube: Kube, spec: SourceSpec, options: SyncOptions,
             emit: events.EventSink = events.ignore) -> Report:
     """Restore (or, with plan_only, plan) the cluster to the declared state of `spec`."""
-    report, timer, rendered = _fetch_and_render(spec, options, emit)
+    report, timer, rendered = _fetch_and_render(kube, spec, options, emit)
     revision = report.revision
     with timer.phase("validate", len(rendered.resources)):
         plan, old, namespaces = _validate_and_plan(
@@ -207,7 +220,7 @@ def verify(kube: Kube, spec: SourceSpec, options: SyncOptions,
     Every declared object is dry-run (nothing is trusted from the inventory): CREATE means
     missing, UPDATE drifted (the detail names the fields), DELETE/KEEP an extra owned object.
     """
-    report, timer, rendered = _fetch_and_render(spec, options, emit)
+    report, timer, rendered = _fetch_and_render(kube, spec, options, emit)
     with timer.phase("verify", len(rendered.resources)):
         plan, _, _ = _validate_and_plan(
             kube, rendered, options, emit,

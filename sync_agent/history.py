@@ -25,6 +25,7 @@ import git
 
 from sync_agent import render, source
 from sync_agent.errors import RenderError, SourceError
+from sync_agent.helm import capabilities
 from sync_agent.objects import ObjectRef, Revision
 from sync_agent.yaml_loader import YAMLSyntaxError, load_documents
 
@@ -104,7 +105,8 @@ def _render(
         root = Path(tmp)
         source.export_tree(repo, commit.sha, root, only=exported)
         try:
-            result = render.render(root, path, commit, ignore)
+            result = render.render(root, path, commit, ignore,
+                                   capabilities.without_cluster(commit.repo))
         except SourceError:
             return _EMPTY  # the path does not exist at this commit
         except RenderError as e:

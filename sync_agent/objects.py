@@ -97,3 +97,4 @@ class RenderResult:
     path: str
     resources: tuple[Resource, ...]
     skipped: tuple[str, ...] = field(default=())  # human sentences: "charts/x: Helm chart skipped"
+    helm: tuple[str, ...] = field(default=())  # per release: rendered or left to its controller

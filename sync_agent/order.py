@@ -4,7 +4,8 @@ Learned from Flux's staged apply, Argo CD's kind order and Velero's restore prio
 definitions first (CRDs, Namespaces: wait until Established/Active), then cluster-wide policy
 and classes, then the namespaced configuration workloads read, then workloads, then everything
 else (custom resources), and admission webhooks last so they cannot block the restore itself.
-Prune walks the stages in reverse.
+Prune walks the stages in reverse. Helm pre-install/pre-upgrade hooks (helm/hooks.py) form
+their own stage right after the definitions, before any object of their release.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Stage:
 
 DEFINITIONS = Stage("definitions", frozenset({
     "CustomResourceDefinition.apiextensions.k8s.io", "Namespace"}), wait_ready=True)
+PRE_HOOKS = Stage("helm-pre-hooks", frozenset())  # chosen by the caller, not by kind
 CLUSTER = Stage("cluster", frozenset({
     "ClusterRole.rbac.authorization.k8s.io", "ClusterRoleBinding.rbac.authorization.k8s.io",
     "PriorityClass.scheduling.k8s.io", "StorageClass.storage.k8s.io",
@@ -43,7 +45,7 @@ WEBHOOKS = Stage("webhooks", frozenset({
     "ValidatingAdmissionPolicy.admissionregistration.k8s.io",
     "ValidatingAdmissionPolicyBinding.admissionregistration.k8s.io"}))
 
-STAGES: tuple[Stage, ...] = (DEFINITIONS, CLUSTER, CONFIG, WORKLOADS, OTHER, WEBHOOKS)
+STAGES: tuple[Stage, ...] = (DEFINITIONS, PRE_HOOKS, CLUSTER, CONFIG, WORKLOADS, OTHER, WEBHOOKS)
 
 
 def stage_of(ref: ObjectRef) -> Stage:
@@ -56,11 +58,14 @@ def stage_of(ref: ObjectRef) -> Stage:
     return OTHER
 
 
-def group_by_stage(refs: Iterable[ObjectRef]) -> list[tuple[Stage, list[ObjectRef]]]:
+def group_by_stage(refs: Iterable[ObjectRef], pre_hooks: frozenset[ObjectRef] = frozenset()
+                   ) -> list[tuple[Stage, list[ObjectRef]]]:
     """Stages in apply order, each with its objects sorted by kind, namespace and name."""
     buckets: dict[str, list[ObjectRef]] = {stage.name: [] for stage in STAGES}
     for ref in refs:
-        buckets[stage_of(ref).name].append(ref)
+        stage = PRE_HOOKS if ref in pre_hooks and stage_of(ref) is not DEFINITIONS \
+            else stage_of(ref)
+        buckets[stage.name].append(ref)
     return [(stage, sorted(buckets[stage.name], key=_sort_key))
             for stage in STAGES if buckets[stage.name]]
 

@@ -9,8 +9,9 @@ validation and planning. It does what Flux's kustomize-controller does with a pa
   A directory below the path that holds its own kustomization file is built with kustomize as
   one unit and not descended into (Flux's generated kustomization lists such a directory as a
   resource). Hidden files and directories (name starting with ".") are tool configuration, not
-  manifests, and are skipped; so are directories holding a `Chart.yaml` (Helm charts), each
-  named in `RenderResult.skipped`.
+  manifests, and are skipped. A directory holding a `Chart.yaml` is a Helm chart: with a
+  `HelmContext` (the engine's, which knows the cluster) charts and HelmReleases are rendered
+  by `helm.expand`; without one (history) each chart is named in `RenderResult.skipped`.
 - Ignore rules use gitignore syntax, as Flux's source-controller: `.sourceignore` files (the
   one at the repository root and those in the directories on the way down to and below the
   path, each applying to its own directory), then the `ignore` patterns, which are relative to
@@ -40,6 +41,8 @@ import pathspec
 
 from sync_agent import paths
 from sync_agent.errors import RenderError, SourceError
+from sync_agent.helm import expand as helm_expand
+from sync_agent.helm.context import HelmContext
 from sync_agent.objects import ObjectRef, Origin, RenderResult, Resource, Revision
 from sync_agent.yaml_loader import YAMLSyntaxError, load_documents
 
@@ -61,21 +64,22 @@ class _Unit:
         return PurePosixPath(self.path).parts
 
 
-def render(root: Path, path: str, revision: Revision, ignore: Sequence[str] = ()) -> RenderResult:
+def render(root: Path, path: str, revision: Revision, ignore: Sequence[str] = (),
+           helm: HelmContext | None = None) -> RenderResult:
     """Every object declared under `path` of the exported tree `root` at `revision`."""
     rel = _normalize(path, revision)
     base = root / rel if rel else root
     if not base.exists():
         raise SourceError(_missing_path_message(root, rel or ".", revision))
-    skipped: list[str] = []
+    charts: list[str] = []  # chart directories, relative to the root
     if base.is_file():
         units = [_Unit(rel)]
     elif kfile := _kustomization_in(base):
         units = [_Unit(rel or ".", _join(rel, kfile))]
     elif (base / "Chart.yaml").is_file():
-        units, skipped = [], [_chart_skipped(rel or ".")]
+        units, charts = [], [rel or "."]
     else:
-        units = _walk(root, rel, _IgnoreRules(root, rel, ignore), skipped)
+        units = _walk(root, rel, _IgnoreRules(root, rel, ignore), charts)
     collector = _Collector()
     builds = [unit for unit in units if unit.kustomization]
     collector.problems.extend(_outside_references(root, [unit.path for unit in builds]))
@@ -85,10 +89,11 @@ def render(root: Path, path: str, revision: Revision, ignore: Sequence[str] = ()
             collector.add_text(unit, _read_file(root / unit.path, unit))
         elif unit in built:
             collector.add_text(unit, built[unit])
+    skipped = [] if helm else [_chart_skipped(chart) for chart in charts]
     result = RenderResult(revision, rel or ".", tuple(collector.resources), tuple(skipped))
     if collector.problems:
         raise RenderError(collector.problems, partial=result)
-    return result
+    return helm_expand.expand(root, result, charts, helm) if helm else result
 
 
 def _normalize(path: str, revision: Revision) -> str:
@@ -156,7 +161,7 @@ class _IgnoreRules:
         return bool(verdict)
 
 
-def _walk(root: Path, rel: str, rules: _IgnoreRules, skipped: list[str]) -> list[_Unit]:
+def _walk(root: Path, rel: str, rules: _IgnoreRules, charts: list[str]) -> list[_Unit]:
     units: list[_Unit] = []
     base = root / rel if rel else root
     for dirpath, dirnames, filenames in os.walk(base):
@@ -169,7 +174,7 @@ def _walk(root: Path, rel: str, rules: _IgnoreRules, skipped: list[str]) -> list
             if name.startswith(".") or rules.ignored(sub, is_dir=True):
                 continue
             if (full / "Chart.yaml").is_file():
-                skipped.append(_chart_skipped(sub))
+                charts.append(sub)
             elif kfile := _kustomization_in(full):
                 units.append(_Unit(sub, _join(sub, kfile)))
             else:

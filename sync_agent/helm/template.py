@@ -1,0 +1,117 @@
+"""`helm template` for one release, and its output made ready to apply.
+
+helm runs with the clean environment of `childenv`, the cluster's real version and API
+versions (helm's built-in default would be an old Kubernetes), the chart's own values plus the
+release's merged values from a file. Its output then gets what helm itself would add when
+installing: the release namespace on namespaced objects naming none, and Helm's ownership
+marks (meta.helm.sh/release-name and -namespace annotations, the managed-by label) so that
+`helm upgrade --take-ownership` or helm-controller can later adopt the objects. Hook objects
+follow `hooks.POLICY`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sync_agent.helm import childenv, hooks
+from sync_agent.helm.context import Capabilities
+from sync_agent.yaml_loader import YAMLSyntaxError, load_documents
+
+TIMEOUT = 120  # seconds per `helm template`
+RELEASE_NAME = "meta.helm.sh/release-name"
+RELEASE_NAMESPACE = "meta.helm.sh/release-namespace"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+_SOURCE = re.compile(r"^# Source: (.+)$", re.MULTILINE)
+_SEPARATOR = re.compile(r"^---[ \t]*$", re.MULTILINE)
+
+
+class TemplateError(Exception):
+    """helm could not render the chart; the message is helm's, trimmed."""
+
+
+@dataclass
+class Rendered:
+    objects: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # body, source
+    skipped_hooks: list[str] = field(default_factory=list)  # "Pod/ns/x (test)"
+
+
+def run_template(helm: Path, chart: Path, release: str, namespace: str, values: dict,
+                 include_crds: bool, caps: Capabilities, scratch: Path) -> Rendered:
+    values_file = scratch / "values.json"
+    values_file.write_text(json.dumps(values))
+    args = ["template", release, str(chart), "--namespace", namespace,
+            "--kube-version", caps.kube_version, "--values", str(values_file)]
+    if caps.api_versions:
+        args += ["--api-versions", ",".join(caps.api_versions)]
+    if include_crds:
+        args.append("--include-crds")
+    try:
+        done = childenv.run(helm, args, scratch, TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise TemplateError(f"helm template did not finish in {TIMEOUT}s") from None
+    if done.returncode != 0:
+        message = done.stderr.strip().replace(str(chart), "<chart>")
+        raise TemplateError(message[-2000:] or f"helm exited {done.returncode}")
+    return _finish(_documents(done.stdout), release, namespace, caps)
+
+
+def _documents(text: str) -> list[tuple[dict[str, Any], str]]:
+    found: list[tuple[dict[str, Any], str]] = []
+    for chunk in _SEPARATOR.split(text):
+        source = _SOURCE.search(chunk)
+        try:
+            documents = load_documents(chunk)
+        except YAMLSyntaxError as e:
+            where = source.group(1) if source else "helm output"
+            raise TemplateError(f"{where}: the chart rendered bad YAML: {e.problem}") from None
+        for doc in documents:
+            if isinstance(doc.data, dict) and doc.data:
+                found.append((doc.data, source.group(1) if source else ""))
+            elif doc.data is not None:
+                where = source.group(1) if source else "helm output"
+                raise TemplateError(f"{where}: the chart rendered something that is not an "
+                                    "object")
+    return found
+
+
+def _finish(documents: list[tuple[dict[str, Any], str]], release: str, namespace: str,
+            caps: Capabilities) -> Rendered:
+    cluster_scoped = set(caps.cluster_scoped) | _cluster_scoped_crds(documents)
+    rendered = Rendered()
+    for body, source in documents:
+        decision = hooks.decide(body)
+        if decision == hooks.SKIP:
+            rendered.skipped_hooks.append(
+                f"{body.get('kind')}/{(body.get('metadata') or {}).get('name')} "
+                f"({', '.join(hooks.hooks_of(body))} hook, from {source})")
+            continue
+        metadata = body.setdefault("metadata", {})
+        group = str(body.get("apiVersion", "")).rpartition("/")[0]
+        if not metadata.get("namespace") and (group, body.get("kind")) not in cluster_scoped:
+            metadata["namespace"] = namespace
+        if "/crds/" not in f"/{source}":  # helm leaves CRDs from crds/ unmanaged, and so do we
+            _mark(metadata, release, namespace)
+        rendered.objects.append((body, source))
+    return rendered
+
+
+def _cluster_scoped_crds(documents: list[tuple[dict[str, Any], str]]) -> set[tuple[str, str]]:
+    scoped = set()
+    for body, _ in documents:
+        spec = body.get("spec") or {}
+        if body.get("kind") == "CustomResourceDefinition" and spec.get("scope") == "Cluster":
+            scoped.add((spec.get("group", ""), (spec.get("names") or {}).get("kind", "")))
+    return scoped
+
+
+def _mark(metadata: dict[str, Any], release: str, namespace: str) -> None:
+    annotations = metadata.get("annotations")
+    metadata["annotations"] = {**(annotations if isinstance(annotations, dict) else {}),
+                               RELEASE_NAME: release, RELEASE_NAMESPACE: namespace}
+    labels = metadata.get("labels")
+    metadata["labels"] = {**(labels if isinstance(labels, dict) else {}), MANAGED_BY: "Helm"}

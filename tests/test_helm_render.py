@@ -1,0 +1,112 @@
+"""Helm rendering without a cluster: version ranges, the hook table, values, and the real helm
+rendering a chart directory of an exported tree (no API server involved in these)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from sync_agent import history, render, source
+from sync_agent.errors import RenderError
+from sync_agent.helm import capabilities, expand, hooks, semver
+from sync_agent.helm.releases import ChartRef, Release, ValuesRef
+from sync_agent.objects import ObjectRef, Origin, Resource, Revision
+from tests.helmrepo import make_chart
+from tests.testdata.gitrepos import commit, new_repo
+
+VERSIONS = ["0.1.0", "1.0.0", "1.0.7", "1.2.3", "1.9.0", "2.0.0", "2.1.0-rc.1"]
+REVISION = Revision("repo", "HEAD", "0" * 40, "", "", "")
+
+
+@pytest.mark.parametrize(("constraint", "chosen"), [
+    ("1.x", "1.9.0"), ("1.0.x", "1.0.7"), ("1.2.*", "1.2.3"), ("~1.0", "1.0.7"),
+    ("^1.2", "1.9.0"), (">=1.0.0 <2.0.0", "1.9.0"), (">=1, <2", "1.9.0"),
+    ("1.0.0 || 2.0.0", "2.0.0"), ("*", "2.0.0"), ("", "2.0.0"), ("1.2.3", "1.2.3"),
+    ("<=1.2", "1.2.3"), (">=2.1.0-0", "2.1.0-rc.1"), ("^0.1", "0.1.0"), ("3.x", None),
+])
+def test_semver_constraints_choose_as_helm_does(constraint, chosen) -> None:
+    assert semver.best(constraint, VERSIONS) == chosen
+
+
+def test_a_malformed_constraint_is_an_error() -> None:
+    with pytest.raises(ValueError, match="'1.2.3.4.5!' is not a version constraint"):
+        semver.best("1.2.3.4.5!", VERSIONS)
+
+
+@pytest.mark.parametrize(("annotation", "decision"), [
+    (None, None), ("pre-install", hooks.PRE), ("post-install,post-upgrade", hooks.WITH),
+    ("test", hooks.SKIP), ("pre-delete", hooks.SKIP), ("post-install,pre-upgrade", hooks.PRE),
+    ("something-new", hooks.SKIP),
+])
+def test_hook_policy_table(annotation, decision) -> None:
+    metadata = {"name": "x", "annotations": {hooks.HOOK_ANNOTATION: annotation}} \
+        if annotation else {"name": "x"}
+    assert hooks.decide({"metadata": metadata}) == decision
+
+
+def test_values_from_merge_in_order_with_target_path_and_values_on_top() -> None:
+    cm = Resource({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "base", "namespace": "apps"},
+                   "data": {"values.yaml": "image: {repository: nginx, tag: old}\nreplicas: 1"}},
+                  Origin("cm.yaml", 1))
+    secret = Resource({"apiVersion": "v1", "kind": "Secret",
+                       "metadata": {"name": "tag", "namespace": "apps"},
+                       "data": {"t": base64.b64encode(b"1.27").decode()}}, Origin("s.yaml", 1))
+    release = Release("HelmRelease/apps/x", "hr.yaml", "x", "apps", ChartRef("path", "c"),
+                      values={"replicas": 5},
+                      values_from=(ValuesRef("ConfigMap", "base", "apps"),
+                                   ValuesRef("Secret", "tag", "apps", "t", "image.tag"),
+                                   ValuesRef("ConfigMap", "gone", "apps", optional=True)))
+    by_ref = {r.ref: r for r in (cm, secret)}
+    values = expand._values(Path("/nonexistent"), release, Path("/nonexistent"), by_ref)
+    assert values == {"image": {"repository": "nginx", "tag": "1.27"}, "replicas": 5}
+    missing = Release("HelmRelease/apps/x", "hr.yaml", "x", "apps", ChartRef("path", "c"),
+                      values_from=(ValuesRef("ConfigMap", "gone", "apps"),))
+    with pytest.raises(expand.ReleaseError, match="ConfigMap/apps/gone is not declared"):
+        expand._values(Path("/x"), missing, Path("/x"), by_ref)
+
+
+@pytest.mark.parametrize("url", [
+    "https://github.com/org/fleet", "https://github.com/org/fleet.git",
+    "ssh://git@github.com/org/fleet.git", "git@github.com:org/fleet.git",
+    "https://user:token@github.com/org/fleet.git/",
+])
+def test_a_gitrepository_url_is_this_repository_in_any_spelling(url) -> None:
+    ctx = capabilities.HelmContext(capabilities.HelmSettings(), _caps(),
+                                   "git@github.com:org/fleet.git", "default")
+    assert expand._is_this_repo(ctx, ObjectRef("", "GitRepository", "apps", "x"), url)
+    assert not expand._is_this_repo(ctx, None, "https://github.com/org/other.git")
+    assert expand._is_this_repo(ctx, ObjectRef("", "GitRepository", "flux-system",
+                                               "flux-system"), "")
+
+
+def _caps() -> capabilities.Capabilities:
+    return capabilities.Capabilities("v1.36.3", (), frozenset(), capabilities.CLUSTER_SCOPED)
+
+
+def test_history_sees_a_chart_version_bump_in_the_rendered_objects(tmp_path) -> None:
+    repo = new_repo(tmp_path / "repo")
+    make_chart(repo / "apps", "web", "1.0.0")
+    commit(repo, {}, "web 1.0.0")
+    make_chart(repo / "apps", "web", "1.1.0", {"templates/extra.yaml": (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\n")})
+    commit(repo, {}, "web 1.1.0")
+    opened = source.open_repository(str(repo), None)
+    newest, oldest = history.history(opened, str(repo), "apps")
+    assert newest.message == "web 1.1.0" and "ConfigMap/default/extra" in newest.added
+    assert oldest.message == "web 1.0.0" and "Deployment/default/web" in oldest.added
+
+
+def test_a_template_error_names_the_chart_and_the_template(tmp_path) -> None:
+    make_chart(tmp_path / "apps", "broken", "0.3.0",
+               {"templates/bad.yaml": "value: {{ .Values.nope.missing }}\n"})
+    ctx = capabilities.without_cluster("repo")
+    with pytest.raises(RenderError) as caught:
+        render.render(tmp_path, "apps", REVISION, (), ctx)
+    (problem,) = caught.value.problems
+    assert problem.startswith("apps/broken/Chart.yaml: chart directory apps/broken (release "
+                              "default/broken): chart apps/broken 0.3.0: template: "
+                              "broken/templates/bad.yaml:1:17:")
+    assert "nil pointer" in problem
