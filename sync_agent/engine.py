@@ -21,7 +21,7 @@ from sync_agent import health as health_mod
 from sync_agent import render as render_mod
 from sync_agent.apply import Applied, ApplyError, ApplyOptions, apply_plan
 from sync_agent.changes import Action, Change, ChangeSet, Desired
-from sync_agent.helm import capabilities
+from sync_agent.helm import capabilities, upgrades
 from sync_agent.helm.context import HelmContext, HelmSettings
 from sync_agent.kube import DEFAULT_WORKERS, Kube
 from sync_agent.objects import RenderResult, Revision
@@ -166,6 +166,7 @@ def restore(kube: Kube, spec: SourceSpec, options: SyncOptions,
                         allow_mass_prune=options.allow_mass_prune, force=options.force,
                         workers=options.workers))
     report.changes = plan.change_set()
+    report.helm.extend(upgrades.chart_changes(kube, plan))
     if options.plan_only:
         return report
 

@@ -204,9 +204,16 @@ def test_flux_helmrelease_from_https_repository_with_semver_and_values_from(
     repo = new_repo(tmp_path / "repo")
     older = commit(repo, {"apps/shop.yaml": flux_release(namespace, "1.0.x", chart_repo.url)},
                    "shop on web 1.0.x")
-    commit(repo, {"apps/shop.yaml": flux_release(namespace, "1.x", chart_repo.url)},
-           "shop on web 1.x")
+    newer = commit(repo, {"apps/shop.yaml": flux_release(namespace, "1.x", chart_repo.url)},
+                   "shop on web 1.x")
     env, ca = helm_env(chart_repo), ("--ca-file", str(chart_repo.ca_file))
+    gr("restore", repo, namespace, "--path", "apps", "--ref", older, *ca, env=env)
+    assert "shop-web-extra" not in configmaps(api_client, namespace)  # chart 1.0.0
+
+    plan = gr_json("plan", repo, namespace, "--path", "apps", *ca, env=env, code=3)
+    assert actions(plan)[f"ConfigMap/{namespace}/shop-web-extra"] == "create"
+    assert f"release {namespace}/shop: chart web 1.0.0 -> web 1.1.0 (a newer chart)" \
+        in plan["helm"]
 
     report = gr_json("restore", repo, namespace, "--path", "apps", *ca, env=env)
     done = actions(report)
@@ -223,14 +230,13 @@ def test_flux_helmrelease_from_https_repository_with_semver_and_values_from(
     assert shop.spec.template.spec.containers[0].image.endswith(":1.27.3")  # targetPath
     service = client.CoreV1Api(api_client).read_namespaced_service("shop-web", namespace)
     assert service.spec.ports[0].port == 8080  # spec.values over the chart's defaults
-    gr("verify", repo, namespace, "--path", "apps", *ca, env=env)
+    gr("verify", repo, namespace, "--path", "apps", "--ref", newer, *ca, env=env)
 
-    plan = gr_json("plan", repo, namespace, "--path", "apps", "--ref", older, *ca, env=env,
-                   code=3)
-    assert actions(plan)[f"ConfigMap/{namespace}/shop-web-extra"] == "delete"
     rollback = gr_json("rollback", repo, namespace, "--path", "apps", "--to", older, *ca,
                        env=env)
     assert actions(rollback)[f"ConfigMap/{namespace}/shop-web-extra"] == "delete"
+    assert f"release {namespace}/shop: chart web 1.1.0 -> web 1.0.0 (an older chart)" \
+        in rollback["helm"]
     assert "shop-web-extra" not in configmaps(api_client, namespace)
     assert "shop-web" in deployments(api_client, namespace)
     gr("verify", repo, namespace, "--path", "apps", "--ref", older, *ca, env=env)

@@ -147,14 +147,14 @@ def _render_one(helm: Path, root: Path, release: Release, by_ref: dict[ObjectRef
     try:
         with tempfile.TemporaryDirectory(prefix="gitops-restore-helm-") as scratch:
             chart_path, version, url = _locate(root, release, ctx)
+            shown = f"{chart.name or _chart_field(chart_path, 'name')} {version}".strip()
             values = _values(root, release, chart_path, by_ref)
             out = run_template(helm, chart_path, release.name, release.namespace, values,
-                               release.include_crds, ctx.capabilities, Path(scratch))
+                               release.include_crds, ctx.capabilities, Path(scratch), shown)
     except (ReleaseError, fetch.ChartFetchError, TemplateError) as e:
         where = f"{release.owner} (release {release.namespace}/{release.name})"
         return _Outcome([], "", f"{release.declared_in}: {where}: {_chart_named(root, chart)}: "
                                 f"{_trim(str(e))}")
-    shown = f"{chart.name or _chart_field(chart_path, 'name')} {version}".strip()
     resources = [Resource(body, Origin(_origin_path(release, shown, src), n))
                  for n, (body, src) in enumerate(out.objects, 1)]
     note = (f"{release.owner}: rendered release {release.namespace}/{release.name} from "

@@ -25,6 +25,7 @@ from sync_agent.yaml_loader import YAMLSyntaxError, load_documents
 TIMEOUT = 120  # seconds per `helm template`
 RELEASE_NAME = "meta.helm.sh/release-name"
 RELEASE_NAMESPACE = "meta.helm.sh/release-namespace"
+CHART_ANNOTATION = "gitops-restore.io/helm-chart"  # "<chart> <version>", for plan's notes
 MANAGED_BY = "app.kubernetes.io/managed-by"
 _SOURCE = re.compile(r"^# Source: (.+)$", re.MULTILINE)
 _SEPARATOR = re.compile(r"^---[ \t]*$", re.MULTILINE)
@@ -41,7 +42,8 @@ class Rendered:
 
 
 def run_template(helm: Path, chart: Path, release: str, namespace: str, values: dict,
-                 include_crds: bool, caps: Capabilities, scratch: Path) -> Rendered:
+                 include_crds: bool, caps: Capabilities, scratch: Path, shown: str) -> Rendered:
+    """The release's objects; `shown` ("web 1.1.0") goes into CHART_ANNOTATION."""
     values_file = scratch / "values.json"
     values_file.write_text(json.dumps(values))
     args = ["template", release, str(chart), "--namespace", namespace,
@@ -57,7 +59,7 @@ def run_template(helm: Path, chart: Path, release: str, namespace: str, values: 
     if done.returncode != 0:
         message = done.stderr.strip().replace(str(chart), "<chart>")
         raise TemplateError(message[-2000:] or f"helm exited {done.returncode}")
-    return _finish(_documents(done.stdout), release, namespace, caps)
+    return _finish(_documents(done.stdout), (release, namespace, shown), caps)
 
 
 def _documents(text: str) -> list[tuple[dict[str, Any], str]]:
@@ -79,7 +81,7 @@ def _documents(text: str) -> list[tuple[dict[str, Any], str]]:
     return found
 
 
-def _finish(documents: list[tuple[dict[str, Any], str]], release: str, namespace: str,
+def _finish(documents: list[tuple[dict[str, Any], str]], mark: tuple[str, str, str],
             caps: Capabilities) -> Rendered:
     cluster_scoped = set(caps.cluster_scoped) | _cluster_scoped_crds(documents)
     rendered = Rendered()
@@ -93,9 +95,9 @@ def _finish(documents: list[tuple[dict[str, Any], str]], release: str, namespace
         metadata = body.setdefault("metadata", {})
         group = str(body.get("apiVersion", "")).rpartition("/")[0]
         if not metadata.get("namespace") and (group, body.get("kind")) not in cluster_scoped:
-            metadata["namespace"] = namespace
+            metadata["namespace"] = mark[1]
         if "/crds/" not in f"/{source}":  # helm leaves CRDs from crds/ unmanaged, and so do we
-            _mark(metadata, release, namespace)
+            _mark(metadata, *mark)
         rendered.objects.append((body, source))
     return rendered
 
@@ -109,9 +111,10 @@ def _cluster_scoped_crds(documents: list[tuple[dict[str, Any], str]]) -> set[tup
     return scoped
 
 
-def _mark(metadata: dict[str, Any], release: str, namespace: str) -> None:
+def _mark(metadata: dict[str, Any], release: str, namespace: str, shown: str) -> None:
     annotations = metadata.get("annotations")
     metadata["annotations"] = {**(annotations if isinstance(annotations, dict) else {}),
-                               RELEASE_NAME: release, RELEASE_NAMESPACE: namespace}
+                               RELEASE_NAME: release, RELEASE_NAMESPACE: namespace,
+                               CHART_ANNOTATION: shown}
     labels = metadata.get("labels")
     metadata["labels"] = {**(labels if isinstance(labels, dict) else {}), MANAGED_BY: "Helm"}

@@ -1,0 +1,144 @@
+"""Helm render + restore of 20 releases, side by side with the same objects as plain YAML.
+
+A repository holds one chart (`helm create web`) and 20 Flux HelmReleases of it (`--helm
+render`: the local cluster serves no HelmRelease kind); a second repository holds exactly the
+objects those releases render, as plain files (made by our own renderer, so they are the same
+objects, ownership marks included). Each round restores both into fresh namespaces of one
+local cluster, interleaved; the report gives the medians of the render phase and of the whole
+restore, and the render's share of the Helm restore: rendering must not dominate it.
+Run: `python -m bench.helm_releases --releases 20 --rounds 3`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from bench.restore_throughput import GITOPS_RESTORE, destroy, provision
+from sync_agent import engine
+from sync_agent.helm import binary, childenv
+from sync_agent.kube import Kube
+
+ROOT = Path(__file__).resolve().parent
+CLUSTER = "bench-helm"
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+
+
+def helm_repo(work: Path, namespace: str, releases: int) -> Path:
+    repo = work / f"helm-{namespace}"
+    repo.mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    helm = binary.helm_path()
+    if helm is None:
+        raise SystemExit("helm is not built: run `gitops-restore cluster-bin`")
+    (repo / "charts").mkdir()
+    childenv.run(helm, ["create", str(repo / "charts" / "web")], work, 60).check_returncode()
+    documents = [{
+        "apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+        "metadata": {"name": f"app-{n:02d}", "namespace": namespace},
+        "spec": {"interval": "10m", "values": {"replicaCount": 1},
+                 "chart": {"spec": {"chart": "./charts/web", "sourceRef": {
+                     "kind": "GitRepository", "name": "flux-system",
+                     "namespace": "flux-system"}}}},
+    } for n in range(releases)]
+    (repo / "apps").mkdir()
+    (repo / "apps" / "releases.yaml").write_text(yaml.safe_dump_all(documents))
+    _commit(repo)
+    return repo
+
+
+def plain_repo(work: Path, helm: Path, namespace: str, kubeconfig: str) -> Path:
+    """The objects the Helm repository renders to, written out as plain YAML."""
+    repo = work / f"plain-{namespace}"
+    (repo / "apps").mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    spec = engine.SourceSpec(repo=str(helm), path="apps")
+    opened, revision = engine.fetch(spec)
+    kube = Kube.from_kubeconfig(kubeconfig, None)
+    try:
+        context = engine.helm_context(kube, spec, engine.SyncOptions(namespace, namespace))
+    finally:
+        kube.close()
+    rendered = engine.render_revision(opened, revision, spec, context)
+    (repo / "apps" / "objects.yaml").write_text(
+        yaml.safe_dump_all([r.body for r in rendered.resources]))
+    _commit(repo)
+    return repo
+
+
+def _commit(repo: Path) -> None:
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit", "-q",
+        "-m", "bench")
+
+
+def restore(repo: Path, namespace: str, name: str, kubeconfig: str) -> dict:
+    started = time.monotonic()
+    done = subprocess.run([GITOPS_RESTORE, "restore", "--repo", str(repo), "--path", "apps",
+                           "-n", namespace, "--name", name, "--kubeconfig", kubeconfig,
+                           "--create-namespaces", "--output", "json"],
+                          capture_output=True, text=True)
+    wall = time.monotonic() - started
+    if done.returncode != 0:
+        raise SystemExit(f"restore of {repo} failed:\n{done.stderr[-3000:]}")
+    report = json.loads(done.stdout)
+    phases = {p["phase"]: p["seconds"] for p in report["phases"]}
+    return {"wall": wall, "render": phases.get("render", 0.0), "total": report["seconds"],
+            "objects": len(report["changes"])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--releases", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    kubeconfig = provision(CLUSTER)
+    rounds = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            for n in range(args.rounds):
+                ns_helm, ns_plain = f"helm-{n}", f"plain-{n}"
+                charts = helm_repo(work, ns_helm, args.releases)
+                plain = plain_repo(work, helm_repo(work, ns_plain, args.releases), ns_plain,
+                                   kubeconfig)
+                rounds.append({"helm": restore(charts, ns_helm, ns_helm, kubeconfig),
+                               "plain": restore(plain, ns_plain, ns_plain, kubeconfig)})
+    finally:
+        destroy(CLUSTER)
+    summary = _summary(rounds, args.releases)
+    out = ROOT / "results" / f"helm-releases-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps({"rounds": rounds, "summary": summary}, indent=2))
+    json.dump(summary, sys.stdout, indent=2)
+    print(f"\nwritten to {out}")
+
+
+def _summary(rounds: list[dict], releases: int) -> dict:
+    def median(way: str, key: str) -> float:
+        return round(statistics.median(r[way][key] for r in rounds), 3)
+
+    return {
+        "releases": releases, "rounds": len(rounds),
+        "objects": rounds[0]["helm"]["objects"],
+        "helm_render_s": median("helm", "render"), "helm_restore_s": median("helm", "total"),
+        "plain_render_s": median("plain", "render"), "plain_restore_s": median("plain", "total"),
+        "helm_wall_s": median("helm", "wall"), "plain_wall_s": median("plain", "wall"),
+        "render_share_of_helm_restore": round(median("helm", "render")
+                                              / median("helm", "total"), 3),
+        "helm_over_plain": round(median("helm", "total") / median("plain", "total"), 3),
+    }
+
+
+if __name__ == "__main__":
+    main()
