@@ -20,7 +20,7 @@ from typing import Any
 
 from sync_agent import source
 from sync_agent.errors import RenderError
-from sync_agent.helm import binary, fetch, releases
+from sync_agent.helm import binary, fetch, fetch_oci, releases
 from sync_agent.helm.context import HelmContext
 from sync_agent.helm.releases import Release, ReleaseError, ValuesRef
 from sync_agent.helm.template import TemplateError, run_template
@@ -198,9 +198,9 @@ def _locate(root: Path, release: Release, ctx: HelmContext) -> tuple[Path, str, 
                                "inside the repository")
         return path, _chart_field(path, "version"), ""
     if chart.kind == "oci":
-        raise ReleaseError("OCI chart repositories are not fetched yet; use --helm "
-                           "controller for this release")
-    fetched = fetch.fetch(chart.location, chart.name, chart.version, ctx.settings)
+        fetched = fetch_oci.fetch(chart.location, chart.version, ctx.settings, chart.plain_http)
+    else:
+        fetched = fetch.fetch(chart.location, chart.name, chart.version, ctx.settings)
     return fetched.archive, fetched.version, fetched.url
 
 

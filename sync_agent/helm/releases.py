@@ -38,6 +38,7 @@ class ChartRef:
     location: str  # path in the tree, repository URL or oci:// URL
     name: str = ""  # chart name in the repository
     version: str = ""  # semver constraint ("" = latest)
+    plain_http: bool = False  # an `insecure` OCI source: the registry speaks plain HTTP
 
 
 @dataclass(frozen=True)
@@ -110,9 +111,11 @@ def _flux_chart(hr: Resource, spec: dict, namespace: str, sources: dict[ObjectRe
         found = sources.get(source_ref)
         if source_ref.kind == "OCIRepository" and found is not None:
             source_spec = found.body.get("spec") or {}
+            url = str(source_spec.get("url", "")).rstrip("/")
             version = str((source_spec.get("ref") or {}).get("tag")
                           or (source_spec.get("ref") or {}).get("semver") or "")
-            return ChartRef("oci", str(source_spec.get("url", "")), "", version), (source_ref,)
+            return ChartRef("oci", url, url.rsplit("/", 1)[-1], version,
+                            bool(source_spec.get("insecure"))), (source_ref,)
         raise ReleaseError(f"{hr.ref}: spec.chartRef names {source_ref}, which the revision "
                            "does not declare as an OCIRepository; declare it, or use "
                            "--helm controller")
@@ -140,8 +143,10 @@ def _flux_chart(hr: Resource, spec: dict, namespace: str, sources: dict[ObjectRe
         source_spec = found.body.get("spec") or {}
         url = str(source_spec.get("url") or "")
         version = str(template.get("version") or "*")
-        kind = "oci" if source_spec.get("type") == "oci" or url.startswith("oci://") else "repo"
-        return ChartRef(kind, url, chart, version), (source_ref,)
+        if source_spec.get("type") == "oci" or url.startswith("oci://"):
+            return ChartRef("oci", f"{url.rstrip('/')}/{chart}", chart, version,
+                            bool(source_spec.get("insecure"))), (source_ref,)
+        return ChartRef("repo", url, chart, version), (source_ref,)
     raise ReleaseError(f"{hr.ref}: charts from a {source_ref.kind} are not rendered; use "
                        "--helm controller")
 
