@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import tarfile
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -78,6 +79,8 @@ def expand(root: Path, result: RenderResult, chart_dirs: list[str],
             continue
         notes.append(outcome.note)
         rendered.extend(outcome.resources)
+        if release.create_namespace:
+            rendered.extend(_namespace(release, by_ref, rendered))
         for used in release.uses:
             if used in by_ref and not ctx.capabilities.serves(by_ref[used].api_version,
                                                               used.kind):
@@ -240,12 +243,10 @@ def _values(root: Path, release: Release, chart_path: Path,
 def _values_text(ref: ValuesRef, chart_path: Path, by_ref: dict[ObjectRef, Resource]
                  ) -> str | None:
     if ref.kind == "ChartFile":
-        file = (chart_path / ref.name).resolve()
-        if chart_path.is_dir() and file.is_relative_to(chart_path.resolve()) and file.is_file():
-            return file.read_text(errors="replace")
-        if ref.optional:
-            return None
-        raise ReleaseError(f"valuesFrom chartFileRef {ref.name}: no such file in the chart")
+        text = _chart_file(chart_path, ref.name)
+        if text is None and not ref.optional:
+            raise ReleaseError(f"values file {ref.name}: no such file in the chart")
+        return text
     found = by_ref.get(ObjectRef("", ref.kind, ref.namespace, ref.name))
     body = found.body if found else None
     text = _key_of(body, ref.key) if body else None
@@ -255,6 +256,20 @@ def _values_text(ref: ValuesRef, chart_path: Path, by_ref: dict[ObjectRef, Resou
         raise ReleaseError(f"valuesFrom {ref.kind}/{ref.namespace}/{ref.name} {missing} "
                            "(declare it, or mark the entry optional)")
     return text
+
+
+def _chart_file(chart_path: Path, name: str) -> str | None:
+    """A file of the chart (a directory, or an archive whose top directory is the chart)."""
+    if chart_path.is_dir():
+        file = (chart_path / name).resolve()
+        inside = file.is_relative_to(chart_path.resolve()) and file.is_file()
+        return file.read_text(errors="replace") if inside else None
+    with tarfile.open(chart_path) as archive:
+        for member in archive.getmembers():
+            if member.isfile() and member.name.split("/", 1)[-1] == name.removeprefix("./"):
+                extracted = archive.extractfile(member)
+                return extracted.read().decode(errors="replace") if extracted else None
+    return None
 
 
 def _key_of(body: dict[str, Any], key: str) -> str | None:
@@ -287,6 +302,16 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def _namespace(release: Release, by_ref: dict[ObjectRef, Resource],
+               rendered: list[Resource]) -> list[Resource]:
+    """install.createNamespace: the target namespace, unless the revision declares it."""
+    ref = ObjectRef("", "Namespace", "", release.namespace)
+    if ref in by_ref or any(r.ref == ref for r in rendered):
+        return []
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": release.namespace}}
+    return [Resource(body, Origin(f"{release.declared_in} (install.createNamespace)", 1))]
 
 
 def _duplicates(kept: list[Resource], rendered: list[Resource]) -> list[str]:

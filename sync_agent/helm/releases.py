@@ -64,6 +64,7 @@ class Release:
     depends_on: tuple[str, ...] = ()  # "namespace/name" of other HelmReleases
     uses: tuple[ObjectRef, ...] = ()  # source objects of the revision it needs
     ref: ObjectRef | None = None  # the HelmRelease object, None for a chart directory
+    create_namespace: bool = False  # install.createNamespace: the target namespace is declared
 
 
 def is_helm_release(resource: Resource) -> bool:
@@ -93,13 +94,22 @@ def _flux(hr: Resource, spec: dict, namespace: str, sources: dict[ObjectRef, Res
     target = str(spec.get("targetNamespace") or "")
     name = str(spec.get("releaseName") or (f"{target}-{hr.name}" if target else hr.name))
     chart, uses = _flux_chart(hr, spec, namespace, sources, is_this_repo)
-    crds = str(((spec.get("install") or {}).get("crds")) or "Create")
-    values_from = tuple(_flux_values_ref(hr, item, namespace)
-                        for item in spec.get("valuesFrom") or [])
+    if spec.get("postRenderers"):
+        raise ReleaseError(f"{hr.ref}: spec.postRenderers are not applied when rendering; "
+                           "use --helm controller for this release (rendering without them "
+                           "would restore other objects than helm-controller makes)")
+    install = spec.get("install") or {}
+    crds = str(install.get("crds") or "Create")
+    template = ((spec.get("chart") or {}).get("spec")) or {}
+    files = tuple(ValuesRef("ChartFile", str(f), "", optional=bool(
+        template.get("ignoreMissingValuesFiles"))) for f in template.get("valuesFiles") or [])
+    values_from = files + tuple(_flux_values_ref(hr, item, namespace)
+                                for item in spec.get("valuesFrom") or [])
     depends = tuple(f"{d.get('namespace') or namespace}/{d.get('name')}"
                     for d in spec.get("dependsOn") or [] if isinstance(d, dict))
     return Release(str(hr.ref), str(hr.origin), name, target or namespace, chart,
-                   _values(hr, spec), values_from, crds != "Skip", depends, uses, hr.ref)
+                   _values(hr, spec), values_from, crds != "Skip", depends, uses, hr.ref,
+                   bool(install.get("createNamespace")))
 
 
 def _flux_chart(hr: Resource, spec: dict, namespace: str, sources: dict[ObjectRef, Resource],
