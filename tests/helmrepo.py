@@ -65,6 +65,13 @@ def make_chart(directory: Path, name: str, version: str, files: dict[str, str] |
     return chart
 
 
+def package(chart: Path, destination: Path) -> Path:
+    """`helm package`: the chart archive <name>-<version>.tgz in `destination`."""
+    destination.mkdir(parents=True, exist_ok=True)
+    out = run_helm("package", str(chart), "--destination", str(destination), cwd=destination)
+    return Path(out.strip().rsplit(": ", 1)[-1])
+
+
 class ChartRepoServer:
     """Static HTTPS server for a chart repository directory, with basic auth."""
 

@@ -17,7 +17,8 @@ from kubernetes import client
 
 from tests import cli
 from tests.conftest import SESSION_CLUSTER
-from tests.helmrepo import ChartRepoServer, make_chart
+from tests.helmrepo import ChartRepoServer, make_chart, package
+from tests.ociregistry import OciRegistry
 from tests.test_drill import drill_existing, phase
 from tests.testdata.gitrepos import commit, new_repo
 
@@ -385,3 +386,51 @@ def test_drill_over_a_chart_version_bump(api_client, local_cluster, namespace, t
     assert phase(report, "verify-to")["status"] == "passed"
     assert phase(report, "verify-forward")["status"] == "passed"
     assert "web-extra" in configmaps(api_client, namespace)  # rolled forward to 1.1.0
+
+
+def test_oci_helmrepository_and_ocirepository_from_a_registry_over_https(
+        api_client, namespace, tmp_path):
+    with OciRegistry(tmp_path) as registry:
+        for version, files in (("1.0.0", None), ("1.1.0", {"templates/extra.yaml": EXTRA})):
+            registry.push(package(make_chart(tmp_path / "src", "web", version, files),
+                                  tmp_path / "packages"))
+        repo = new_repo(tmp_path / "repo")
+        commit(repo, {"apps/oci.yaml": f"""apiVersion: source.toolkit.fluxcd.io/v1
+kind: HelmRepository
+metadata: {{name: registry, namespace: {namespace}}}
+spec: {{type: oci, url: "{registry.url}", interval: 10m}}
+---
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {{name: pinned, namespace: {namespace}}}
+spec:
+  chart:
+    spec: {{chart: web, version: "1.0.x", sourceRef: {{kind: HelmRepository, name: registry}}}}
+---
+apiVersion: source.toolkit.fluxcd.io/v1beta2
+kind: OCIRepository
+metadata: {{name: web, namespace: {namespace}}}
+spec:
+  url: "{registry.url}/web"
+  ref: {{semver: "1.x"}}
+  interval: 10m
+---
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {{name: latest, namespace: {namespace}}}
+spec:
+  chartRef: {{kind: OCIRepository, name: web}}
+"""}, "charts from OCI")
+        env = {"GITOPS_RESTORE_HELM_USERNAME": registry.username,
+               "GITOPS_RESTORE_HELM_PASSWORD": registry.token}
+        report = gr_json("restore", repo, namespace, "--path", "apps", "--ca-file",
+                         str(registry.ca_file), env=env)
+        assert {"pinned-web", "latest-web"} <= deployments(api_client, namespace).keys()
+        cms = configmaps(api_client, namespace)
+        assert "latest-web-extra" in cms and "pinned-web-extra" not in cms  # 1.1.0 vs 1.0.0
+        notes = "\n".join(report["helm"])
+        assert f"OCIRepository/{namespace}/web: consumed by rendering" in notes
+        assert f"from web 1.1.0 ({registry.url}/web)" in notes
+        assert registry.token not in json.dumps(report)
+        gr("verify", repo, namespace, "--path", "apps", "--ca-file", str(registry.ca_file),
+           env=env)
