@@ -60,12 +60,12 @@ def test_values_from_merge_in_order_with_target_path_and_values_on_top() -> None
                                    ValuesRef("Secret", "tag", "apps", "t", "image.tag"),
                                    ValuesRef("ConfigMap", "gone", "apps", optional=True)))
     by_ref = {r.ref: r for r in (cm, secret)}
-    values = expand._values(Path("/nonexistent"), release, Path("/nonexistent"), by_ref)
+    values = values_mod.merged(release, Path("/nonexistent"), by_ref)
     assert values == {"image": {"repository": "nginx", "tag": "1.27"}, "replicas": 5}
     missing = Release("HelmRelease/apps/x", "hr.yaml", "x", "apps", ChartRef("path", "c"),
                       values_from=(ValuesRef("ConfigMap", "gone", "apps"),))
-    with pytest.raises(expand.ReleaseError, match="ConfigMap/apps/gone is not declared"):
-        expand._values(Path("/x"), missing, Path("/x"), by_ref)
+    with pytest.raises(ReleaseError, match="ConfigMap/apps/gone is not declared"):
+        values_mod.merged(missing, Path("/x"), by_ref)
 
 
 @pytest.mark.parametrize("url", [

@@ -10,20 +10,17 @@ sentence of the RenderError naming the release, chart, version and URL: nothing 
 
 from __future__ import annotations
 
-import base64
-import copy
-import tarfile
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from sync_agent import source
 from sync_agent.errors import RenderError
 from sync_agent.helm import binary, fetch, fetch_oci, releases
+from sync_agent.helm import values as values_mod
 from sync_agent.helm.context import HelmContext
-from sync_agent.helm.releases import Release, ReleaseError, ValuesRef
+from sync_agent.helm.releases import Release, ReleaseError
 from sync_agent.helm.template import TemplateError, run_template
 from sync_agent.objects import ObjectRef, Origin, RenderResult, Resource
 from sync_agent.yaml_loader import YAMLSyntaxError, load_documents
@@ -41,59 +38,73 @@ class _Outcome:
 def expand(root: Path, result: RenderResult, chart_dirs: list[str],
            ctx: HelmContext) -> RenderResult:
     by_ref = {r.ref: r for r in result.resources}
-    notes: list[str] = []
-    problems: list[str] = []
-    wanted: list[Release] = [
-        releases.from_chart_dir(d, ctx.namespace, _chart_field(root / d, "name"))
-        for d in chart_dirs]
-    dropped: set[ObjectRef] = set()
+    plan = _Selection()
+    for directory in chart_dirs:
+        plan.wanted.append(releases.from_chart_dir(directory, ctx.namespace,
+                                                   _chart_field(root / directory, "name")))
     for resource in result.resources:
-        if not releases.is_helm_release(resource):
-            continue
-        mode = _mode(resource, ctx)
-        if mode == "controller":
-            notes.append(f"{resource.ref}: applied as-is for its controller (--helm "
-                         f"{ctx.settings.mode}; the cluster serves {resource.group} HelmRelease)")
-            continue
-        dropped.add(resource.ref)
-        try:
-            wanted.append(releases.from_resource(resource, by_ref, ctx.namespace,
-                                                 lambda ref, url: _is_this_repo(ctx, ref, url)))
-        except ReleaseError as e:
-            problems.append(f"{resource.origin}: {e}")
-    ordered, order_problems = _by_dependencies(wanted)
-    problems.extend(order_problems)
-    if not wanted:
-        return result
+        if releases.is_helm_release(resource):
+            _select(resource, by_ref, ctx, plan)
+    ordered, order_problems = _by_dependencies(plan.wanted)
+    plan.problems.extend(order_problems)
+    rendered = _render_all(root, ordered, by_ref, ctx, plan) if ordered else []
+    plan.notes.extend(f"{ref}: consumed by rendering, not applied (the cluster does not serve "
+                      f"{ref.kind})" for ref in sorted(plan.dropped) if ref.kind != "HelmRelease")
+    kept = [r for r in result.resources if r.ref not in plan.dropped]
+    plan.problems.extend(_duplicates(kept, rendered))
+    merged = replace(result, resources=tuple(kept + rendered),
+                     helm=tuple(result.helm) + tuple(plan.notes))
+    if plan.problems:
+        raise RenderError(plan.problems, partial=merged)
+    return merged
+
+
+@dataclass
+class _Selection:
+    wanted: list[Release] = field(default_factory=list)
+    dropped: set[ObjectRef] = field(default_factory=set)  # consumed, not applied
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def _select(resource: Resource, by_ref: dict[ObjectRef, Resource], ctx: HelmContext,
+            plan: _Selection) -> None:
+    """A HelmRelease: kept for its controller, or read into a Release to render."""
+    if _mode(resource, ctx) == "controller":
+        why = "--helm controller" if ctx.settings.mode == "controller" else \
+            f"the cluster serves {resource.group} HelmRelease"
+        plan.notes.append(f"{resource.ref}: applied as-is for its controller ({why})")
+        return
+    plan.dropped.add(resource.ref)
+    try:
+        plan.wanted.append(releases.from_resource(
+            resource, by_ref, ctx.namespace, lambda ref, url: _is_this_repo(ctx, ref, url)))
+    except ReleaseError as e:
+        plan.problems.append(f"{resource.origin}: {e}")
+
+
+def _render_all(root: Path, ordered: list[Release], by_ref: dict[ObjectRef, Resource],
+                ctx: HelmContext, plan: _Selection) -> list[Resource]:
     helm = binary.helm_path()
     if helm is None:
-        raise RenderError([f"{r.declared_in}: {r.owner}: helm {binary.HELM_VERSION} is needed "
-                           "to render it and is not built; run `gitops-restore cluster-bin`"
-                           for r in wanted])
+        plan.problems.extend(f"{r.declared_in}: {r.owner}: helm {binary.HELM_VERSION} is "
+                             "needed to render it and is not built; run `gitops-restore "
+                             "cluster-bin`" for r in ordered)
+        return []
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         outcomes = list(pool.map(lambda r: _render_one(helm, root, r, by_ref, ctx), ordered))
     rendered: list[Resource] = []
     for release, outcome in zip(ordered, outcomes, strict=True):
         if outcome.problem:
-            problems.append(outcome.problem)
+            plan.problems.append(outcome.problem)
             continue
-        notes.append(outcome.note)
+        plan.notes.append(outcome.note)
         rendered.extend(outcome.resources)
         if release.create_namespace:
             rendered.extend(_namespace(release, by_ref, rendered))
-        for used in release.uses:
-            if used in by_ref and not ctx.capabilities.serves(by_ref[used].api_version,
-                                                              used.kind):
-                dropped.add(used)
-    notes.extend(f"{ref}: consumed by rendering, not applied (the cluster does not serve "
-                 f"{ref.kind})" for ref in sorted(dropped) if ref.kind != "HelmRelease")
-    kept = [r for r in result.resources if r.ref not in dropped]
-    problems.extend(_duplicates(kept, rendered))
-    merged = replace(result, resources=tuple(kept + rendered),
-                     helm=tuple(result.helm) + tuple(notes))
-    if problems:
-        raise RenderError(problems, partial=merged)
-    return merged
+        plan.dropped.update(used for used in release.uses if used in by_ref and not
+                            ctx.capabilities.serves(by_ref[used].api_version, used.kind))
+    return rendered
 
 
 def _mode(resource: Resource, ctx: HelmContext) -> str:
@@ -151,7 +162,7 @@ def _render_one(helm: Path, root: Path, release: Release, by_ref: dict[ObjectRef
         with tempfile.TemporaryDirectory(prefix="gitops-restore-helm-") as scratch:
             chart_path, version, url = _locate(root, release, ctx)
             shown = f"{chart.name or _chart_field(chart_path, 'name')} {version}".strip()
-            values = _values(root, release, chart_path, by_ref)
+            values = values_mod.merged(release, chart_path, by_ref)
             out = run_template(helm, chart_path, release.name, release.namespace, values,
                                release.include_crds, ctx.capabilities, Path(scratch), shown)
     except (ReleaseError, fetch.ChartFetchError, TemplateError) as e:
@@ -214,94 +225,6 @@ def _chart_field(path: Path, name: str) -> str:
         return ""
     data = documents[0].data if documents else None
     return str(data.get(name, "")) if isinstance(data, dict) else ""
-
-
-def _values(root: Path, release: Release, chart_path: Path,
-            by_ref: dict[ObjectRef, Resource]) -> dict[str, Any]:
-    """valuesFrom in order, then spec.values on top (Flux's and the Helm Operator's order)."""
-    merged: dict[str, Any] = {}
-    for ref in release.values_from:
-        text = _values_text(ref, chart_path, by_ref)
-        if text is None:
-            continue
-        if ref.target_path:
-            _set_path(merged, ref.target_path, text)
-            continue
-        try:
-            documents = load_documents(text)
-        except YAMLSyntaxError as e:
-            raise ReleaseError(f"valuesFrom {ref.kind}/{ref.namespace}/{ref.name} key "
-                               f"{ref.key}: bad YAML: {e.problem}") from None
-        data = documents[0].data if documents else None
-        if data is not None and not isinstance(data, dict):
-            raise ReleaseError(f"valuesFrom {ref.kind}/{ref.namespace}/{ref.name} key "
-                               f"{ref.key}: not a mapping of values")
-        merged = _merge(merged, data or {})
-    return _merge(merged, copy.deepcopy(release.values))
-
-
-def _values_text(ref: ValuesRef, chart_path: Path, by_ref: dict[ObjectRef, Resource]
-                 ) -> str | None:
-    if ref.kind == "ChartFile":
-        text = _chart_file(chart_path, ref.name)
-        if text is None and not ref.optional:
-            raise ReleaseError(f"values file {ref.name}: no such file in the chart")
-        return text
-    found = by_ref.get(ObjectRef("", ref.kind, ref.namespace, ref.name))
-    body = found.body if found else None
-    text = _key_of(body, ref.key) if body else None
-    if text is None and not ref.optional:
-        missing = "is not declared in this revision" if body is None \
-            else f"has no key '{ref.key}'"
-        raise ReleaseError(f"valuesFrom {ref.kind}/{ref.namespace}/{ref.name} {missing} "
-                           "(declare it, or mark the entry optional)")
-    return text
-
-
-def _chart_file(chart_path: Path, name: str) -> str | None:
-    """A file of the chart (a directory, or an archive whose top directory is the chart)."""
-    if chart_path.is_dir():
-        file = (chart_path / name).resolve()
-        inside = file.is_relative_to(chart_path.resolve()) and file.is_file()
-        return file.read_text(errors="replace") if inside else None
-    with tarfile.open(chart_path) as archive:
-        for member in archive.getmembers():
-            if member.isfile() and member.name.split("/", 1)[-1] == name.removeprefix("./"):
-                extracted = archive.extractfile(member)
-                return extracted.read().decode(errors="replace") if extracted else None
-    return None
-
-
-def _key_of(body: dict[str, Any], key: str) -> str | None:
-    if body.get("kind") == "Secret":
-        string_data = body.get("stringData") or {}
-        if key in string_data:
-            return str(string_data[key])
-        raw = (body.get("data") or {}).get(key)
-        return base64.b64decode(str(raw)).decode(errors="replace") if raw is not None else None
-    value = (body.get("data") or {}).get(key)
-    return None if value is None else str(value)
-
-
-def _set_path(values: dict[str, Any], path: str, value: str) -> None:
-    keys = [k for k in path.split(".") if k]
-    node = values
-    for key in keys[:-1]:
-        if not isinstance(node.get(key), dict):
-            node[key] = {}
-        node = node[key]
-    if keys:
-        node[keys[-1]] = value
-
-
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def _namespace(release: Release, by_ref: dict[ObjectRef, Resource],
