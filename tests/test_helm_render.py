@@ -11,7 +11,8 @@ import pytest
 from sync_agent import history, render, source
 from sync_agent.errors import RenderError
 from sync_agent.helm import capabilities, expand, hooks, semver
-from sync_agent.helm.releases import ChartRef, Release, ValuesRef
+from sync_agent.helm import values as values_mod
+from sync_agent.helm.releases import ChartRef, Release, ReleaseError, ValuesRef
 from sync_agent.objects import ObjectRef, Origin, Resource, Revision
 from tests.helmrepo import make_chart
 from tests.testdata.gitrepos import commit, new_repo
