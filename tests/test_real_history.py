@@ -66,8 +66,22 @@ def test_guestbook_2017_removed_api_versions_are_named_and_nothing_changes(api_c
     assert names_in(api_client, namespace) == before
 
 
-def test_flux_get_started_custom_resources_without_their_crd(api_client, flux_get_started):
+def test_flux_get_started_helm_releases_whose_charts_cannot_be_had(api_client,
+                                                                  flux_get_started):
     result = gr("restore", flux_get_started, "default", code=2)
+    assert "releases/ghost.yaml, document 1 (line 2): HelmRelease/demo/ghost: spec.chart.git " \
+           "(ssh://git@github.com/fluxcd/flux-get-started, path charts/ghost) is not this " \
+           "repository" in result.stderr
+    for release, version in (("mongodb", "7.6.3"), ("redis", "10.3.1")):
+        assert f"releases/{release}.yaml, document 1 (line 2): HelmRelease/demo/{release} " \
+               f"(release demo/{release}): chart {release} {version} from " \
+               "https://kubernetes-charts.storage.googleapis.com/: " in result.stderr
+    core = client.CoreV1Api(api_client)
+    assert "demo" not in {n.metadata.name for n in core.list_namespace().items}
+
+
+def test_flux_get_started_custom_resources_without_their_crd(api_client, flux_get_started):
+    result = gr("restore", flux_get_started, "default", "--helm", "controller", code=2)
     for release in ("ghost", "mongodb", "redis"):  # redis-auth.yaml holds a Secret
         assert f"releases/{release}.yaml" in result.stderr
     assert "HelmRelease" in result.stderr and "no CustomResourceDefinition" in result.stderr

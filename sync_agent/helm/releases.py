@@ -8,7 +8,7 @@ The shapes (group, kind) -> reader:
   `install.crds`, `dependsOn`.
 - helm.fluxcd.io/v1 and flux.weave.works/v1beta1 HelmRelease (Helm Operator): `spec.chart`
   with `repository` + `name` + `version` or `git` + `path`; `values`, `valuesFrom`
-  (configMapKeyRef / secretKeyRef / chartFileRef), `releaseName` (default
+  (configMapKeyRef / secretKeyRef / chartFileRef) and `valueFileSecrets`, `releaseName` (default
   `<namespace>-<name>`), `targetNamespace`.
 Problems are raised as ReleaseError sentences starting with the HelmRelease.
 """
@@ -177,17 +177,21 @@ def _operator(hr: Resource, spec: dict, namespace: str, is_this_repo) -> Release
     chart = spec.get("chart") or {}
     if chart.get("git") is not None or chart.get("path"):
         if not is_this_repo(None, str(chart.get("git") or "")):
-            raise ReleaseError(f"{hr.ref}: spec.chart.git ({chart.get('git')}) is not this "
-                               "repository; only charts of the repository being restored "
-                               "are read")
+            raise ReleaseError(f"{hr.ref}: spec.chart.git ({chart.get('git')}, path "
+                               f"{chart.get('path')}) is not this repository; only charts of "
+                               "the repository being restored are read (restore that "
+                               "repository too, or use --helm controller)")
         ref = ChartRef("path", str(chart.get("path") or "").removeprefix("./"))
     elif chart.get("repository") and chart.get("name"):
         ref = ChartRef("repo", str(chart["repository"]), str(chart["name"]),
                        str(chart.get("version") or "*"))
     else:
         raise ReleaseError(f"{hr.ref}: spec.chart needs git + path or repository + name")
-    values_from = tuple(v for item in spec.get("valuesFrom") or []
-                        if (v := _operator_values_ref(hr, item, namespace)) is not None)
+    # valueFileSecrets: the Helm Operator's older spelling of secretKeyRef with key values.yaml
+    secrets = tuple(ValuesRef("Secret", str(item.get("name")), namespace)
+                    for item in spec.get("valueFileSecrets") or [] if isinstance(item, dict))
+    values_from = secrets + tuple(v for item in spec.get("valuesFrom") or []
+                                  if (v := _operator_values_ref(hr, item, namespace)) is not None)
     return Release(str(hr.ref), str(hr.origin), name, target or namespace, ref,
                    _values(hr, spec), values_from, True, (), (), hr.ref)
 
