@@ -24,6 +24,7 @@ import git
 
 from sync_agent import engine, history, source
 from sync_agent.errors import SourceError
+from sync_agent.helm import capabilities
 from sync_agent.objects import ObjectRef, Revision
 
 PREVIOUS = "previous change"  # how a default --to is named in reports
@@ -78,7 +79,8 @@ def resolve_targets(spec: engine.SourceSpec, to_ref: str | None,
 def _rendered(repo: git.Repo, spec: engine.SourceSpec, revision: Revision, path: str,
               asked: str | None) -> Target:
     try:
-        result = engine.render_revision(repo, revision, dataclasses.replace(spec, path=path))
+        result = engine.render_revision(repo, revision, dataclasses.replace(spec, path=path),
+                                        capabilities.without_cluster(spec.repo))
     except SourceError as e:
         hint = " If the directory moved since, give its path there with --to-path." if asked \
             else ""
