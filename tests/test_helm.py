@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -434,3 +435,44 @@ spec:
         assert registry.token not in json.dumps(report)
         gr("verify", repo, namespace, "--path", "apps", "--ca-file", str(registry.ca_file),
            env=env)
+
+
+def test_auto_leaves_helmreleases_to_the_controller_whose_crd_the_revision_declares(
+        api_client, namespace, tmp_path):
+    """Last in this module: the HelmRelease CRD it makes is removed again before others run."""
+    repo = new_repo(tmp_path / "repo")
+    make_chart(repo / "charts", "web", "1.0.0")
+    crd = (widget_crd("helm.toolkit.fluxcd.io")
+           .replace("widgets.", "helmreleases.")
+           .replace("kind: Widget, plural: widgets, singular: widget, listKind: WidgetList",
+                    "kind: HelmRelease, plural: helmreleases, singular: helmrelease, "
+                    "listKind: HelmReleaseList")
+           .replace("- name: v1\n", "- name: v2\n"))
+    release = f"""apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {{name: shop, namespace: {namespace}}}
+spec:
+  chart:
+    spec:
+      chart: ./charts/web
+      sourceRef: {{kind: GitRepository, name: flux-system, namespace: flux-system}}
+"""
+    commit(repo, {"flux/crd.yaml": crd, "flux/shop.yaml": release}, "flux and a release")
+    extensions = client.ApiextensionsV1Api(api_client)
+    try:
+        report = gr_json("restore", repo, namespace, "--path", "flux")
+        assert actions(report)[f"HelmRelease/{namespace}/shop"] == "create"
+        assert report["helm"] == [
+            f"HelmRelease/{namespace}/shop: applied as-is for its controller (this revision "
+            "declares the helm.toolkit.fluxcd.io HelmRelease CRD)"]
+        assert "shop-web" not in deployments(api_client, namespace)
+        forced = gr_json("plan", repo, namespace, "--path", "flux", "--helm", "render", code=3)
+        assert actions(forced)[f"Deployment/{namespace}/shop-web"] == "create"
+        assert f"HelmRelease/{namespace}/shop" not in actions(forced)
+    finally:
+        extensions.delete_custom_resource_definition("helmreleases.helm.toolkit.fluxcd.io")
+        for _ in range(100):
+            if not any(c.metadata.name == "helmreleases.helm.toolkit.fluxcd.io"
+                       for c in extensions.list_custom_resource_definition().items):
+                break
+            time.sleep(0.2)

@@ -42,9 +42,10 @@ def expand(root: Path, result: RenderResult, chart_dirs: list[str],
     for directory in chart_dirs:
         plan.wanted.append(releases.from_chart_dir(directory, ctx.namespace,
                                                    _chart_field(root / directory, "name")))
+    declared = _declared_kinds(result.resources)
     for resource in result.resources:
         if releases.is_helm_release(resource):
-            _select(resource, by_ref, ctx, plan)
+            _select(resource, by_ref, ctx, declared, plan)
     ordered, order_problems = _by_dependencies(plan.wanted)
     plan.problems.extend(order_problems)
     rendered = _render_all(root, ordered, by_ref, ctx, plan) if ordered else []
@@ -68,11 +69,13 @@ class _Selection:
 
 
 def _select(resource: Resource, by_ref: dict[ObjectRef, Resource], ctx: HelmContext,
-            plan: _Selection) -> None:
+            declared: set[tuple[str, str]], plan: _Selection) -> None:
     """A HelmRelease: kept for its controller, or read into a Release to render."""
-    if _mode(resource, ctx) == "controller":
+    if _mode(resource, ctx, declared) == "controller":
         why = "--helm controller" if ctx.settings.mode == "controller" else \
-            f"the cluster serves {resource.group} HelmRelease"
+            f"the cluster serves {resource.group} HelmRelease" \
+            if ctx.capabilities.serves(resource.api_version, resource.kind) else \
+            f"this revision declares the {resource.group} HelmRelease CRD"
         plan.notes.append(f"{resource.ref}: applied as-is for its controller ({why})")
         return
     plan.dropped.add(resource.ref)
@@ -107,11 +110,23 @@ def _render_all(root: Path, ordered: list[Release], by_ref: dict[ObjectRef, Reso
     return rendered
 
 
-def _mode(resource: Resource, ctx: HelmContext) -> str:
+def _mode(resource: Resource, ctx: HelmContext, declared: set[tuple[str, str]]) -> str:
+    """auto: the controller's when its CRD is served or comes with this revision (a Flux
+    installation in the repository restores the controller too), else rendered."""
     if ctx.settings.mode != "auto":
         return ctx.settings.mode
-    return "controller" if ctx.capabilities.serves(resource.api_version, "HelmRelease") \
-        else "render"
+    served = ctx.capabilities.serves(resource.api_version, resource.kind)
+    return "controller" if served or (resource.group, resource.kind) in declared else "render"
+
+
+def _declared_kinds(resources: tuple[Resource, ...]) -> set[tuple[str, str]]:
+    """(group, kind) of every CustomResourceDefinition in the revision."""
+    kinds = set()
+    for r in resources:
+        if r.kind == "CustomResourceDefinition" and isinstance(r.body.get("spec"), dict):
+            spec = r.body["spec"]
+            kinds.add((str(spec.get("group", "")), str((spec.get("names") or {}).get("kind"))))
+    return kinds
 
 
 def _is_this_repo(ctx: HelmContext, ref: ObjectRef | None, url: str) -> bool:
