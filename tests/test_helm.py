@@ -383,9 +383,13 @@ def test_drill_over_a_chart_version_bump(api_client, local_cluster, namespace, t
     commit(repo, {}, "web 1.1.0")
     report, _ = drill_existing(repo, namespace, local_cluster.kubeconfig, tmp_path,
                                "--path", "apps", code=0)
-    assert phase(report, "rollback-to")["status"] == "passed"
-    assert phase(report, "verify-to")["status"] == "passed"
-    assert phase(report, "verify-forward")["status"] == "passed"
+    assert report["result"] == "passed"
+    rollback = {c["object"]: c["result"] for c in phase(report, "rollback-to")["changes"]}
+    assert rollback[f"ConfigMap/{namespace}/web-extra"] == "deleted"  # 1.1.0 -> 1.0.0
+    forward = {c["object"]: c["result"] for c in phase(report, "roll-forward")["changes"]}
+    assert forward[f"ConfigMap/{namespace}/web-extra"] == "created"
+    for name in ("verify-from", "verify-to", "verify-forward"):
+        assert phase(report, name)["result"] == "passed"
     assert "web-extra" in configmaps(api_client, namespace)  # rolled forward to 1.1.0
 
 
