@@ -111,3 +111,19 @@ def test_a_template_error_names_the_chart_and_the_template(tmp_path) -> None:
                               "default/broken): chart apps/broken 0.3.0: template: "
                               "broken/templates/bad.yaml:1:17:")
     assert "nil pointer" in problem
+
+
+def test_a_chart_linking_outside_the_repository_is_refused(tmp_path) -> None:
+    secret = tmp_path / "operator-secret.txt"
+    secret.write_text("token=abc\n")
+    tree = tmp_path / "tree"
+    make_chart(tree / "apps", "leaky", "0.1.0", {"templates/leak.yaml": (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: leak}\n"
+        "data: {stolen: {{ .Files.Get \"files/secret.txt\" | quote }}}\n")})
+    (tree / "apps" / "leaky" / "files").mkdir()
+    (tree / "apps" / "leaky" / "files" / "secret.txt").symlink_to(secret)
+    with pytest.raises(RenderError) as caught:
+        render.render(tree, "apps", REVISION, (), capabilities.without_cluster("repo"))
+    (problem,) = caught.value.problems
+    assert "apps/leaky/files/secret.txt is a link to outside the repository" in problem
+    assert "token=abc" not in problem

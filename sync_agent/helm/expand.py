@@ -10,6 +10,7 @@ sentence of the RenderError naming the release, chart, version and URL: nothing 
 
 from __future__ import annotations
 
+import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -225,12 +226,24 @@ def _locate(root: Path, release: Release, ctx: HelmContext) -> tuple[Path, str, 
         if not path.is_relative_to(top) or not (path / "Chart.yaml").is_file():
             raise ReleaseError(f"'{chart.location}' is not a chart directory (with Chart.yaml) "
                                "inside the repository")
+        _refuse_links_out(path, top)
         return path, _chart_field(path, "version"), ""
     if chart.kind == "oci":
         fetched = fetch_oci.fetch(chart.location, chart.version, ctx.settings, chart.plain_http)
     else:
         fetched = fetch.fetch(chart.location, chart.name, chart.version, ctx.settings)
     return fetched.archive, fetched.version, fetched.url
+
+
+def _refuse_links_out(chart: Path, top: Path) -> None:
+    """helm follows symbolic links in a chart directory; one leading out of the repository
+    would let the chart read the operator's files into the cluster (`.Files.Get`)."""
+    for dirpath, dirnames, filenames in os.walk(chart):
+        for name in dirnames + filenames:
+            entry = Path(dirpath, name)
+            if entry.is_symlink() and not entry.resolve().is_relative_to(top):
+                raise ReleaseError(f"{entry.relative_to(top).as_posix()} is a link to outside "
+                                   "the repository; charts may only read files inside it")
 
 
 def _chart_field(path: Path, name: str) -> str:
