@@ -127,3 +127,17 @@ def test_a_chart_linking_outside_the_repository_is_refused(tmp_path) -> None:
     (problem,) = caught.value.problems
     assert "apps/leaky/files/secret.txt is a link to outside the repository" in problem
     assert "token=abc" not in problem
+
+
+def test_depends_on_orders_releases_and_a_cycle_is_named() -> None:
+    def release(name: str, *depends: str) -> Release:
+        return Release(f"HelmRelease/apps/{name}", f"{name}.yaml", name, "apps",
+                       ChartRef("path", "c"), depends_on=tuple(f"apps/{d}" for d in depends),
+                       ref=ObjectRef("helm.toolkit.fluxcd.io", "HelmRelease", "apps", name))
+
+    ordered, problems = expand._by_dependencies(
+        [release("web", "db", "cache"), release("db"), release("cache", "db")])
+    assert [r.name for r in ordered] == ["db", "cache", "web"] and problems == []
+    _, problems = expand._by_dependencies([release("a", "b"), release("b", "a")])
+    assert problems == ["a.yaml: HelmRelease/apps/a: dependsOn forms a cycle: "
+                        "apps/a -> apps/b -> apps/a"]
