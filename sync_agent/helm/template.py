@@ -6,7 +6,8 @@ release's merged values from a file. Its output then gets what helm itself would
 installing: the release namespace on namespaced objects naming none, and Helm's ownership
 marks (meta.helm.sh/release-name and -namespace annotations, the managed-by label) so that
 `helm upgrade --take-ownership` or helm-controller can later adopt the objects. Hook objects
-follow `hooks.POLICY`.
+follow `hooks.POLICY`. Outputs are reused from `rendercache` when nothing that shapes them
+changed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sync_agent.helm import childenv, hooks
+from sync_agent.helm import childenv, hooks, rendercache
 from sync_agent.helm.context import Capabilities
 from sync_agent.yaml_loader import YAMLSyntaxError, load_documents
 
@@ -44,13 +45,24 @@ class Rendered:
 def run_template(helm: Path, chart: Path, release: str, namespace: str, values: dict,
                  include_crds: bool, caps: Capabilities, scratch: Path, shown: str) -> Rendered:
     """The release's objects; `shown` ("web 1.1.0") goes into CHART_ANNOTATION."""
+    inputs = {"release": release, "namespace": namespace, "values": values,
+              "crds": include_crds, "kube": caps.kube_version, "apis": caps.api_versions}
+    entry = rendercache.key(chart, inputs)
+    output = rendercache.load(entry)
+    if output is None:
+        output = _helm_template(helm, chart, inputs, scratch)
+        rendercache.store(entry, output)
+    return _finish(_documents(output), (release, namespace, shown), caps)
+
+
+def _helm_template(helm: Path, chart: Path, inputs: dict, scratch: Path) -> str:
     values_file = scratch / "values.json"
-    values_file.write_text(json.dumps(values))
-    args = ["template", release, str(chart), "--namespace", namespace,
-            "--kube-version", caps.kube_version, "--values", str(values_file)]
-    if caps.api_versions:
-        args += ["--api-versions", ",".join(caps.api_versions)]
-    if include_crds:
+    values_file.write_text(json.dumps(inputs["values"]))
+    args = ["template", inputs["release"], str(chart), "--namespace", inputs["namespace"],
+            "--kube-version", inputs["kube"], "--values", str(values_file)]
+    if inputs["apis"]:
+        args += ["--api-versions", ",".join(inputs["apis"])]
+    if inputs["crds"]:
         args.append("--include-crds")
     try:
         done = childenv.run(helm, args, scratch, TIMEOUT)
@@ -59,7 +71,7 @@ def run_template(helm: Path, chart: Path, release: str, namespace: str, values: 
     if done.returncode != 0:
         message = done.stderr.strip().replace(str(chart), "<chart>")
         raise TemplateError(message[-2000:] or f"helm exited {done.returncode}")
-    return _finish(_documents(done.stdout), (release, namespace, shown), caps)
+    return done.stdout
 
 
 def _documents(text: str) -> list[tuple[dict[str, Any], str]]:
