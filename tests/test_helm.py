@@ -196,6 +196,9 @@ def test_chart_directory_renders_with_crds_hooks_and_helm_ownership(
             f"widgets.{group}")
         assert "meta.helm.sh/release-name" not in (crd.metadata.annotations or {})
         gr("verify", repo, namespace, "--path", "apps")
+        text = gr("plan", repo, namespace, "--path", "apps").stdout  # nothing to change: 0
+        assert f"helm: chart directory apps/web: rendered release {namespace}/web from web " \
+               "1.0.0: 6 objects; hooks left out: Pod/web-test-connection" in text
     finally:
         client.ApiextensionsV1Api(api_client).delete_custom_resource_definition(
             f"widgets.{group}")
