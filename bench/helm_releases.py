@@ -54,8 +54,10 @@ def helm_repo(work: Path, namespace: str, releases: int) -> Path:
                      "kind": "GitRepository", "name": "flux-system",
                      "namespace": "flux-system"}}}},
     } for n in range(releases)]
+    namespace_doc = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
     (repo / "apps").mkdir()
-    (repo / "apps" / "releases.yaml").write_text(yaml.safe_dump_all(documents))
+    (repo / "apps" / "releases.yaml").write_text(yaml.safe_dump_all([namespace_doc,
+                                                                     *documents]))
     _commit(repo)
     return repo
 
@@ -88,14 +90,14 @@ def _commit(repo: Path) -> None:
 def restore(repo: Path, namespace: str, name: str, kubeconfig: str, verb: str = "restore"
             ) -> dict:
     started = time.monotonic()
-    extra = ["--create-namespaces"] if verb == "restore" else []
     done = subprocess.run([GITOPS_RESTORE, verb, "--repo", str(repo), "--path", "apps",
                            "-n", namespace, "--name", name, "--kubeconfig", kubeconfig,
-                           *extra, "--output", "json"],
+                           "--output", "json"],
                           capture_output=True, text=True)
     wall = time.monotonic() - started
     if done.returncode != 0:
-        raise SystemExit(f"restore of {repo} failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"{verb} of {repo} failed ({done.returncode}):\n"
+                         f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     report = json.loads(done.stdout)
     phases = {p["phase"]: p["seconds"] for p in report["phases"]}
     return {"wall": wall, "render": phases.get("render", 0.0), "total": report["seconds"],
