@@ -95,10 +95,11 @@ def restore(repo: Path, namespace: str, name: str, kubeconfig: str, verb: str = 
                            "--output", "json"],
                           capture_output=True, text=True)
     wall = time.monotonic() - started
+    report = json.loads(done.stdout) if done.stdout.startswith("{") else {}
     if done.returncode != 0:
+        differing = [c for c in report.get("changes", []) if c["action"] != "unchanged"]
         raise SystemExit(f"{verb} of {repo} failed ({done.returncode}):\n"
-                         f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    report = json.loads(done.stdout)
+                         f"{json.dumps(differing, indent=1)}\n{done.stderr[-3000:]}")
     phases = {p["phase"]: p["seconds"] for p in report["phases"]}
     return {"wall": wall, "render": phases.get("render", 0.0), "total": report["seconds"],
             "objects": len(report["changes"])}
