@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import statistics
 import subprocess
 import sys
@@ -116,8 +117,9 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
+            run = secrets.token_hex(3)  # new names: no render of an earlier run is reused
             for n in range(args.rounds):
-                ns_helm, ns_plain = f"helm-{n}", f"plain-{n}"
+                ns_helm, ns_plain = f"helm-{run}-{n}", f"plain-{run}-{n}"
                 charts = helm_repo(work, ns_helm, args.releases)
                 plain = plain_repo(work, helm_repo(work, ns_plain, args.releases), ns_plain,
                                    kubeconfig)
