@@ -7,22 +7,29 @@ non-executable file is mounted over the program (sshd, apt-get); the host stays 
 
 from __future__ import annotations
 
+import ensurepip
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PREREQS = ROOT / "scripts" / "prereqs"
 
 
-def prereqs_without(programs: list[str], purpose: str, tmp_path: Path):
-    """Run `scripts/prereqs PURPOSE` where each of `programs` (absolute paths) is missing."""
-    blank = tmp_path / "not-a-program"
+def prereqs_without(programs: list[str], purpose: str, tmp_path: Path, directory: str = ""):
+    """Run `scripts/prereqs PURPOSE` where each of `programs` (absolute paths) is missing, and
+    `directory` (if given) is empty."""
+    blank, empty = tmp_path / "not-a-program", tmp_path / "empty"
     blank.write_text("")
     blank.chmod(0o644)
-    mounts = " && ".join(f"mount --bind {blank} {program}" for program in programs)
-    return subprocess.run(
-        ["unshare", "--mount", "--", "bash", "-c", f"{mounts} && exec {PREREQS} {purpose}"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60)
+    empty.mkdir()
+    mounts = [f"mount --bind {blank} {program}" for program in programs]
+    mounts += [f"mount --bind {empty} {directory}"] if directory else []
+    script = " && ".join([*mounts, f"exec {PREREQS} {purpose}"])
+    return subprocess.run(["unshare", "--mount", "--", "bash", "-c", script],
+                          env={**os.environ, "PYTHON": sys.executable},
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
 
 
 def test_prereqs_change_nothing_and_say_nothing_when_everything_is_present():
@@ -43,3 +50,13 @@ def test_without_sshd_and_no_way_to_install_it_make_test_stops_naming_the_packag
 def test_the_demo_does_not_need_an_ssh_server(tmp_path):
     done = prereqs_without(["/usr/sbin/sshd", "/usr/bin/apt-get"], "demo", tmp_path)
     assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_without_venvs_pip_bootstrap_the_demo_stops_naming_python3_venv(tmp_path):
+    # Debian ships ensurepip (what `python3 -m venv` needs for pip) in python3.X-venv.
+    done = prereqs_without(["/usr/bin/apt-get"], "demo", tmp_path,
+                           directory=ensurepip.__path__[0])
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "prereqs: missing packages: python3-venv "
+        "(on Debian/Ubuntu, as root: apt-get install python3-venv)"]
