@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install prereqs-demo prereqs-test cluster-bin demo test lint bench clean
+.PHONY: install prereqs-demo prereqs-test cluster-bin demo test lint bench bench-services clean
 
 install: $(VENV)/.installed
 
@@ -28,8 +28,13 @@ test: prereqs-test cluster-bin
 	$(BIN)/ruff check bootstrap sync_agent tests bench
 	$(BIN)/pytest
 
+# Every peer side by side at N = 1,000, 10,000 and 50,000, 3 interleaved rounds (long: see README).
 bench: prereqs-demo cluster-bin
 	$(BIN)/python -m bench.restore_throughput
+
+# Why Services get slower to create as a cluster fills (the IP allocator or the store).
+bench-services: prereqs-demo cluster-bin
+	$(BIN)/python -m bench.service_allocation
 
 clean:
 	rm -rf $(VENV) build *.egg-info
