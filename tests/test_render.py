@@ -355,7 +355,8 @@ def test_kustomization_reading_outside_the_repository_is_refused(
     # Found through app's `../base`, and named where it is written.
     assert problems_of(root, "app", revision) == [
         "base/kustomization.yaml: refers to '../../../outside.yaml', outside the repository; "
-        "kustomize may only read files inside it"
+        "kustomize may only read files inside it. Copy the file into the repository and name "
+        "it by a path relative to the kustomization"
     ]
     # Another directory's broken kustomization does not stop this one.
     assert refs(render.render(root, "fine", revision)) == ["ConfigMap/fine"]
