@@ -124,8 +124,9 @@ def fetch(spec: SourceSpec) -> tuple[object, Revision]:
 
 def render_revision(repo, revision: Revision, spec: SourceSpec) -> RenderResult:
     with tempfile.TemporaryDirectory(prefix="gitops-restore-tree-") as tree:
-        source.export_tree(repo, revision.sha, Path(tree))
-        return render_mod.render(Path(tree), spec.path, revision, spec.ignore, spec.render)
+        left_out = source.export_tree(repo, revision.sha, Path(tree))
+        return render_mod.render(Path(tree), spec.path, revision, spec.ignore, spec.render,
+                                 left_out)
 
 
 def _fetch_and_render(spec: SourceSpec, options: SyncOptions, emit: events.EventSink

@@ -106,9 +106,9 @@ def _render(
 ) -> _State:
     with tempfile.TemporaryDirectory(prefix="gitops-restore-history-") as tmp:
         root = Path(tmp)
-        source.export_tree(repo, commit.sha, root, only=exported)
+        left_out = source.export_tree(repo, commit.sha, root, only=exported)
         try:
-            result = render.render(root, path, commit, ignore, options)
+            result = render.render(root, path, commit, ignore, options, left_out)
         except SourceError:
             return _EMPTY  # the path does not exist at this commit
         except RenderError as e:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from sync_agent.errors import RenderError
 from sync_agent.render_options import RenderOptions
 from sync_agent.yaml_loader import YAMLLimitError, YAMLSyntaxError, load_documents
 
+_RAISE_SIZE = "--max-file-size (spec.maxFileSize in a Sync) if it is meant to be this large"
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 TIMEOUT = 300  # seconds; remote bases, when allowed, are fetched by kustomize itself
 
@@ -89,26 +90,29 @@ def build(root: Path, directory: str, kustomization: str, options: RenderOptions
     if done.truncated:
         return RenderError([f"{kustomization}: kustomize's output is larger than "
                             f"{options.max_file_bytes:,} bytes; nothing was read. Raise "
-                            "--max-file-size if it is meant to be this large"])
+                            f"{_RAISE_SIZE}"])
     if done.returncode != 0:
         stderr = done.stderr.strip() or f"exit status {done.returncode}"
         return RenderError([f"{kustomization}: kubectl kustomize failed: {stderr}"])
     return done.stdout
 
 
-def check(root: Path, directories: list[str], options: RenderOptions) -> list[str]:
+def check(root: Path, directories: list[str], options: RenderOptions,
+          left_out: Mapping[str, str] | None = None) -> list[str]:
     """Problems that forbid building the kustomization `directories`: references leaving the
-    tree, remote references (unless allowed), kustomization files too large or aliased."""
-    checker = _Checker(root.resolve(), options)
+    tree (also through a link `export_tree` left out), remote references (unless allowed),
+    kustomization files too large or aliased."""
+    checker = _Checker(root.resolve(), options, left_out or {})
     for directory in directories:
         checker.visit(checker.root / directory)
     return sorted(set(checker.problems))
 
 
 class _Checker:
-    def __init__(self, root: Path, options: RenderOptions):
+    def __init__(self, root: Path, options: RenderOptions, left_out: Mapping[str, str]):
         self.root = root
         self.options = options
+        self.left_out = left_out
         self.problems: list[str] = []
         self._seen: set[Path] = set()
 
@@ -164,12 +168,30 @@ class _Checker:
     def _escapes(self, shown: str, directory: Path, data: Any) -> None:
         for value in _strings(data):
             for path in _spellings(value):
+                if link := self._through_left_out(directory, path):
+                    self.problems.append(
+                        f"{shown}: refers to '{value}', through "
+                        f"{link_left_out(link, self.left_out[link])}")
+                    break
                 if not self._path_inside(directory, path):
                     self.problems.append(
                         f"{shown}: refers to '{value}', outside the repository; kustomize may "
                         "only read files inside it. Copy the file into the repository and "
                         "name it by a path relative to the kustomization")
                     break
+
+    def _through_left_out(self, directory: Path, value: str) -> str:
+        """The left-out link `value` names or goes through, if any."""
+        if value.startswith("/") or not self.left_out:
+            return ""
+        lexical = Path(os.path.normpath(directory / value))
+        if not lexical.is_relative_to(self.root):
+            return ""
+        rel = lexical.relative_to(self.root).as_posix()
+        for link in self.left_out:
+            if rel == link or rel.startswith(link + "/"):
+                return link
+        return ""
 
     def _path_inside(self, directory: Path, value: str) -> bool:
         if value.startswith("/"):
@@ -217,9 +239,14 @@ class _Checker:
         return str(file)
 
 
+def link_left_out(link: str, target: str) -> str:
+    return (f"{link}: a symbolic link to '{target}', outside the repository; it is not read. "
+            "Replace the link with the file it points to")
+
+
 def too_large(shown: str, limit: int) -> str:
     return (f"{shown}: larger than {limit:,} bytes, the most a manifest may be; nothing was "
-            "read. Raise --max-file-size if it is meant to be this large")
+            f"read. Raise {_RAISE_SIZE}")
 
 
 def _loaded_entries(data: dict[str, Any]) -> Iterator[tuple[str, str]]:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
@@ -64,17 +64,26 @@ class _Unit:
 
 
 def render(root: Path, path: str, revision: Revision, ignore: Sequence[str] = (),
-           options: RenderOptions = DEFAULTS) -> RenderResult:
-    """Every object declared under `path` of the exported tree `root` at `revision`."""
+           options: RenderOptions = DEFAULTS, left_out: Mapping[str, str] | None = None
+           ) -> RenderResult:
+    """Every object declared under `path` of the exported tree `root` at `revision`.
+
+    `left_out`: the symbolic links `source.export_tree` did not write because they lead out of
+    the tree (path -> target); one under `path` that would be read is refused, naming it.
+    """
+    left_out = left_out or {}
     rel = _normalize(path, revision)
     root = root.resolve()
     base = root / rel if rel else root
+    if rel in left_out:
+        raise RenderError([kustomize.link_left_out(rel, left_out[rel])])
     if not base.exists():
         raise SourceError(_missing_path_message(root, rel or ".", revision))
     if not _inside(root, base):
         raise RenderError([f"{rel}: a symbolic link to outside the repository; only files "
                            "inside it are read. Replace the link with what it points to"])
     skipped: list[str] = []
+    walked = False
     if base.is_file():
         units = [_Unit(rel)]
     elif kfile := kustomize.kustomization_in(base):
@@ -83,9 +92,12 @@ def render(root: Path, path: str, revision: Revision, ignore: Sequence[str] = ()
         units, skipped = [], [_chart_skipped(rel or ".")]
     else:
         units = _walk(root, rel, _IgnoreRules(root, rel, ignore), skipped)
+        walked = True
     collector = _Collector(options.max_yaml_nodes)
     builds = [unit for unit in units if unit.kustomization]
-    collector.problems.extend(kustomize.check(root, [unit.path for unit in builds], options))
+    collector.problems.extend(kustomize.check(root, [u.path for u in builds], options, left_out))
+    if walked:
+        collector.problems.extend(_links_left_out(rel, left_out))
     built = {} if collector.problems else _build_all(root, builds, options)
     for unit in units:
         if not unit.kustomization:
@@ -196,6 +208,19 @@ def _build_all(root: Path, units: list[_Unit], options: RenderOptions
     with ThreadPoolExecutor(max_workers=min(4, len(units))) as pool:
         built = pool.map(lambda u: kustomize.build(root, u.path, u.kustomization, options), units)
         return dict(zip(units, built, strict=True))
+
+
+def _links_left_out(rel: str, left_out: Mapping[str, str]) -> list[str]:
+    """Problems for links out of the tree that the walk under `rel` would have read."""
+    problems = []
+    for link, target in sorted(left_out.items()):
+        parts = PurePosixPath(link).parts
+        under = not rel or link == rel or link.startswith(rel + "/")
+        hidden = any(part.startswith(".") for part in parts)
+        manifest_or_dir = link.endswith(MANIFEST_SUFFIXES) or "." not in parts[-1]
+        if under and not hidden and manifest_or_dir:
+            problems.append(kustomize.link_left_out(link, target))
+    return problems
 
 
 def _inside(root: Path, path: Path) -> bool:

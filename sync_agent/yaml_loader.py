@@ -197,8 +197,8 @@ def _check_nodes(nodes: int, max_nodes: int, document: int, line: int) -> None:
     if nodes > max_nodes:
         raise YAMLLimitError(
             f"more than {max_nodes:,} YAML nodes once its aliases are expanded (a \"billion "
-            "laughs\"?); write the values out, or raise --max-yaml-nodes if the file is meant "
-            "to be this large", document, line)
+            "laughs\"?); write the values out, or raise --max-yaml-nodes (spec.maxYAMLNodes "
+            "in a Sync) if the file is meant to be this large", document, line)
 
 
 def _documents(text: str, max_nodes: int) -> Iterator[Document]:
