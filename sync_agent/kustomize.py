@@ -139,7 +139,7 @@ class _Checker:
             if field in _PLUGIN_LISTS:
                 self._plugin_config(shown, directory, value, shown)
             return
-        if _REMOTE.search(value):
+        if any(_REMOTE.search(spelling) for spelling in _spellings(value)):
             if not self.options.allow_remote_bases:
                 self.problems.append(
                     f"{shown}: {field} entry '{source.redact(value)}' is remote; kustomize "
@@ -277,14 +277,24 @@ def _as_list(value: Any) -> list[Any]:
     return [] if value is None else [value]
 
 
+# Fields that hold values, never paths: left out of the generic check, so that `literals:
+# [LOG_DIR=/var/log]` or a label value `/tmp` is not taken for a file on this machine.
+_VALUE_FIELDS = frozenset((
+    "literals", "commonLabels", "commonAnnotations", "labels", "annotations", "images",
+    "namePrefix", "nameSuffix", "namespace", "replicas", "target", "metadata", "options",
+))
+
+
 def _strings(data: Any) -> Iterator[str]:
+    """Every one-line string in `data` that may name a path (keys, values, list items)."""
     if isinstance(data, str):
         if "\n" not in data and "://" not in data:
             yield data
     elif isinstance(data, dict):
         for key, value in data.items():
             yield from _strings(key)
-            yield from _strings(value)
+            if key not in _VALUE_FIELDS:
+                yield from _strings(value)
     elif isinstance(data, list):
         for value in data:
             yield from _strings(value)

@@ -150,7 +150,7 @@ class _IgnoreRules:
 
     def load(self, directory: str) -> None:
         file = self._root / directory / SOURCEIGNORE
-        if file.is_file():
+        if file.is_file() and _inside(self._root, file):
             lines = file.read_text(encoding="utf-8", errors="replace").splitlines()
             self._rules.append((directory, pathspec.GitIgnoreSpec.from_lines(lines)))
 
