@@ -149,12 +149,14 @@ def test_remote_bases_are_fetched_only_when_allowed_and_without_our_credentials(
     repo = new_repo(tmp_path / "repo")
     commit(repo, {"app/kustomization.yaml":
                   f"resources:\n- file://{places['outside_repo']}//base?ref=main\n"}, "remote")
-    recorded = tmp_path / "git-env"
+    recorded = tmp_path / "git-calls"
+    recorded.mkdir()
     spy = tmp_path / "bin"
     spy.mkdir()
     real_git = subprocess.run(["which", "git"], capture_output=True, text=True,
                               check=True).stdout.strip()
-    (spy / "git").write_text(f"#!/bin/sh\nenv >> {recorded}\nexec {real_git} \"$@\"\n")
+    (spy / "git").write_text(f"#!/bin/sh\n{{ echo \"$*\"; env; }} > {recorded}/$$\n"
+                             f"exec {real_git} \"$@\"\n")
     (spy / "git").chmod(0o755)
     env = {"PATH": f"{spy}:{os.environ['PATH']}", "GITOPS_RESTORE_GIT_PASSWORD": SECRET,
            "GITOPS_RESTORE_GIT_USERNAME": "operator", "GITHUB_TOKEN": SECRET,
@@ -168,9 +170,13 @@ def test_remote_bases_are_fetched_only_when_allowed_and_without_our_credentials(
                       "--allow-remote-bases", env=env)
     assert allowed.returncode == 0, allowed.stderr
     assert names_in(api_client, namespace)["configmaps"] == ["remote"]
-    seen = recorded.read_text()
-    assert "GIT_CONFIG_NOSYSTEM=1" in seen  # the environment kustomize's git really got
-    assert SECRET not in seen
-    for name in ("GITOPS_RESTORE_GIT_PASSWORD", "GITOPS_RESTORE_GIT_USERNAME", "KUBECONFIG",
-                 "GITHUB_TOKEN"):
-        assert f"{name}=" not in seen
+    calls = [call.read_text() for call in recorded.iterdir()]
+    # kustomize's own git: the fetch of the remote base (ours reads the local repository).
+    fetches = [call for call in calls if call.startswith("fetch") and "outside-repo" in call]
+    assert fetches, "\n".join(call.splitlines()[0] for call in calls)
+    for call in fetches:
+        assert "GIT_CONFIG_NOSYSTEM=1" in call  # the environment child_process built
+        assert SECRET not in call
+        for name in ("GITOPS_RESTORE_GIT_PASSWORD", "GITOPS_RESTORE_GIT_USERNAME",
+                     "KUBECONFIG", "GITHUB_TOKEN"):
+            assert f"\n{name}=" not in call
