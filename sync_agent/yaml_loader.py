@@ -160,36 +160,46 @@ _SCALAR_TAGS = frozenset(
 )
 
 
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.SequenceNode):
-        return node.value
-    if isinstance(node, yaml.MappingNode):
-        return [child for pair in node.value for child in pair]
-    return []
+def _collections(node: yaml.Node) -> list[yaml.Node]:
+    """The sequences and mappings directly inside `node` (scalars count 1 and need no visit)."""
+    if type(node) is yaml.SequenceNode:
+        children = node.value
+    else:
+        children = [child for pair in node.value for child in pair]
+    return [child for child in children if type(child) is not yaml.ScalarNode]
 
 
 def _expanded_size(root: yaml.Node, limit: int, document: int) -> int:
     """Nodes in `root` with every alias expanded (capped just past `limit`), without recursion:
-    a depth-first walk that counts each shared node once and multiplies it by its uses."""
+    a depth-first walk that sizes each shared node once, however often it is used."""
+    if type(root) is yaml.ScalarNode:
+        return 1
     sizes: dict[int, int] = {}
-    path: set[int] = set()  # ancestors of the node being visited
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    path: set[int] = set()  # the node on top of the stack and its ancestors
+    stack = [root]
     while stack:
-        node, finished = stack.pop()
+        node = stack[-1]
         key = id(node)
-        if finished:
-            path.discard(key)
-            total = 1 + sum(sizes[id(child)] for child in _children(node))
-            sizes[key] = min(total, limit + 1)
-        elif key in path:
-            line = node.start_mark.line + 1
-            raise YAMLLimitError(
-                f"an alias at or below line {line} refers to a node that contains it, a "
-                "structure without end; write the value out instead", document, line)
-        elif key not in sizes:
+        if key in sizes:
+            stack.pop()
+        elif key not in path:  # first visit: size the children first
             path.add(key)
-            stack.append((node, True))
-            stack.extend((child, False) for child in _children(node))
+            for child in _collections(node):
+                if id(child) in path:
+                    line = child.start_mark.line + 1
+                    raise YAMLLimitError(
+                        f"an alias at line {line} or below refers to a node that contains "
+                        "it, a structure without end; write the value out instead",
+                        document, line)
+                stack.append(child)
+        else:  # second visit: every child is sized
+            path.discard(key)
+            nested = _collections(node)
+            scalars = (len(node.value) * (1 if type(node) is yaml.SequenceNode else 2)
+                       - len(nested))
+            total = 1 + scalars + sum(sizes[id(child)] for child in nested)
+            sizes[key] = min(total, limit + 1)
+            stack.pop()
     return sizes[id(root)]
 
 
