@@ -72,7 +72,9 @@ def drill_command(
         ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
         ca_file: opt.CaFile = None, workers: opt.Workers = DEFAULT_WORKERS, junit: Junit = None,
         report: ReportFile = None, summary: Summary = None,
-        output: opt.OutputOpt = Output.text) -> None:
+        output: opt.OutputOpt = Output.text, allow_remote_bases: opt.AllowRemoteBases = False,
+        max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
+        max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES) -> None:
     """Rehearse a recovery in a throwaway cluster: restore, roll back, roll forward, verify.
 
     Provisions a cluster, restores --from, rolls back to --to, rolls forward to --from,
@@ -85,7 +87,9 @@ def drill_command(
     --report drill.json --summary drill.md
     """
     spec = drill.DrillSpec(
-        source=opt.source_spec(repo, from_ref, None, path, ignore, ssh_key, known_hosts, ca_file),
+        source=opt.source_spec(repo, from_ref, None, path, ignore, ssh_key, known_hosts, ca_file,
+                               opt.render_options(allow_remote_bases, max_file_size,
+                                                  max_yaml_nodes)),
         to_ref=to_ref, to_path=to_path,
         cluster=drill.ClusterRequest(provider, cluster_name or "", nodes, kubeconfig, context,
                                      keep),

@@ -23,14 +23,18 @@ def history(repo: opt.Repo, path: opt.PathOpt = "", ref: opt.Ref = None,
             ignore: opt.Ignore = None,
             limit: Annotated[int, typer.Option(help="Show at most this many commits.")] = 20,
             ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
-            ca_file: opt.CaFile = None, output: opt.OutputOpt = Output.text) -> None:
+            ca_file: opt.CaFile = None, output: opt.OutputOpt = Output.text,
+            allow_remote_bases: opt.AllowRemoteBases = False,
+            max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
+            max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES) -> None:
     """Commits that changed the declared state under --path, with the objects each changed.
 
     Example: gitops-restore history --repo ./fleet --path apps --limit 10
     """
     repository = source.open_repository(repo, opt.git_auth(ssh_key, known_hosts, ca_file))
-    entries = history_mod.history(repository, repo, path, ref=ref, limit=limit,
-                                  ignore=tuple(ignore or ()))
+    entries = history_mod.history(
+        repository, repo, path, ref=ref, limit=limit, ignore=tuple(ignore or ()),
+        options=opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes))
     if output is Output.json:
         emit_json([vars(e) for e in entries])
         return

@@ -14,8 +14,10 @@ from bootstrap import clusters
 from bootstrap.errors import UserError
 from bootstrap.output import Output
 from sync_agent import git_https, source
+from sync_agent import render_options as render_options_mod
 from sync_agent.engine import SourceSpec
 from sync_agent.kube import Kube
+from sync_agent.render_options import DEFAULTS, RenderOptions
 
 Repo = Annotated[str, typer.Option("--repo", help="Git URL or local path of the GitOps repo.")]
 Ref = Annotated[str | None, typer.Option(
@@ -44,14 +46,39 @@ Namespace = Annotated[str, typer.Option(
     "--namespace", "-n", help="Namespace for namespaced objects that name none.")]
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text or json")]
 Workers = Annotated[int, typer.Option("--workers", help="Concurrent API requests.")]
+AllowRemoteBases = Annotated[bool, typer.Option(
+    "--allow-remote-bases", help="Let kustomize fetch remote bases and files (https://…, "
+                                 "github.com/…//dir, git@…) with your own git setup; refused "
+                                 "by default.")]
+MaxFileSize = Annotated[str, typer.Option(
+    "--max-file-size", help="Largest manifest, kustomization or kustomize output read, "
+                            "e.g. 64Mi (the default) or 200Mi.")]
+MaxYamlNodes = Annotated[int, typer.Option(
+    "--max-yaml-nodes", help="Most YAML nodes one file may hold once its aliases are "
+                             "expanded.")]
+DEFAULT_MAX_FILE_SIZE = "64Mi"
+DEFAULT_MAX_YAML_NODES = DEFAULTS.max_yaml_nodes
 
 
 def source_spec(repo: str, ref: str | None, at: str | None, path: str,
                 ignore: list[str] | None, ssh_key: Path | None,
-                known_hosts: Path | None, ca_file: Path | None = None) -> SourceSpec:
+                known_hosts: Path | None, ca_file: Path | None = None,
+                render: RenderOptions = DEFAULTS) -> SourceSpec:
     return SourceSpec(repo=repo, ref=ref, at=source.parse_time(at) if at else None,
                       path=path, ignore=tuple(ignore or ()),
-                      auth=git_auth(ssh_key, known_hosts, ca_file))
+                      auth=git_auth(ssh_key, known_hosts, ca_file), render=render)
+
+
+def render_options(allow_remote_bases: bool, max_file_size: str,
+                   max_yaml_nodes: int) -> RenderOptions:
+    if max_yaml_nodes < 1:
+        raise UserError(f"--max-yaml-nodes {max_yaml_nodes}: give a positive number")
+    try:
+        max_file_bytes = render_options_mod.parse_size(max_file_size)
+    except ValueError as e:
+        raise UserError(f"--max-file-size {e}") from None
+    return RenderOptions(allow_remote_bases=allow_remote_bases, max_file_bytes=max_file_bytes,
+                         max_yaml_nodes=max_yaml_nodes)
 
 
 def git_auth(ssh_key: Path | None, known_hosts: Path | None,

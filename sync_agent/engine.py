@@ -33,6 +33,7 @@ from sync_agent.plan import (
     make_plan,
 )
 from sync_agent.prune import PruneError, prune
+from sync_agent.render_options import DEFAULTS, RenderOptions
 from sync_agent.validate import NAMESPACE_RT, ValidateOptions, prepare
 
 
@@ -46,6 +47,7 @@ class SourceSpec:
     path: str = ""
     ignore: tuple[str, ...] = ()
     auth: source.GitAuth | None = None
+    render: RenderOptions = DEFAULTS  # bounds, and whether remote kustomize bases may be fetched
 
 
 @dataclass(frozen=True)
@@ -122,8 +124,9 @@ def fetch(spec: SourceSpec) -> tuple[object, Revision]:
 
 def render_revision(repo, revision: Revision, spec: SourceSpec) -> RenderResult:
     with tempfile.TemporaryDirectory(prefix="gitops-restore-tree-") as tree:
-        source.export_tree(repo, revision.sha, Path(tree))
-        return render_mod.render(Path(tree), spec.path, revision, spec.ignore)
+        left_out = source.export_tree(repo, revision.sha, Path(tree))
+        return render_mod.render(Path(tree), spec.path, revision, spec.ignore, spec.render,
+                                 left_out)
 
 
 def _fetch_and_render(spec: SourceSpec, options: SyncOptions, emit: events.EventSink

@@ -324,11 +324,13 @@ def path_commits(
         yield Revision(redact(url), sha, sha, date, author, subject)
 
 
-def export_tree(repo: git.Repo, sha: str, dest: Path, only: Sequence[str] = ()) -> None:
+def export_tree(repo: git.Repo, sha: str, dest: Path, only: Sequence[str] = ()
+                ) -> dict[str, str]:
     """Write the tree of commit `sha` into `dest` (or just the paths in `only`), from Git objects.
 
     No working tree or index is involved, and no attributes or filters apply: files are written
-    byte for byte as committed. Symlinks are kept only if they resolve inside `dest`.
+    byte for byte as committed. Symlinks are kept only if they resolve inside `dest`; the ones
+    left out are returned (path in the tree -> where the link points), for `render` to report.
     """
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
@@ -361,14 +363,19 @@ def export_tree(repo: git.Repo, sha: str, dest: Path, only: Sequence[str] = ()) 
         target.write_bytes(data)
         if mode == "100755":
             target.chmod(0o755)
-    _write_links(root, links)
+    return _write_links(root, links)
 
 
-def _write_links(root: Path, links: list[tuple[Path, str]]) -> None:
+def _write_links(root: Path, links: list[tuple[Path, str]]) -> dict[str, str]:
+    left_out = {}
     for link, pointee in links:
-        if not os.path.isabs(pointee):
+        if os.path.isabs(pointee):
+            left_out[link.relative_to(root).as_posix()] = pointee
+        else:
             os.symlink(pointee, link)
     # Checked once all exist: a link may point through another link.
-    for link, _ in links:
+    for link, pointee in links:
         if link.is_symlink() and not Path(os.path.realpath(link)).is_relative_to(root):
             link.unlink()
+            left_out[link.relative_to(root).as_posix()] = pointee
+    return left_out

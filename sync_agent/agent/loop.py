@@ -165,7 +165,7 @@ class Loop:
                  auth: source.GitAuth | None) -> engine.Report:
         spec = obj.spec
         source_spec = engine.SourceSpec(repo=spec.repo, ref=spec.target, path=spec.path,
-                                        ignore=spec.ignore, auth=auth)
+                                        ignore=spec.ignore, auth=auth, render=spec.render)
         options = engine.SyncOptions(sync_name=obj.name, namespace=spec.default_namespace,
                                      prune=spec.prune, workers=self.config.workers)
         return engine.restore(self.kube, source_spec, options, self._emit)
