@@ -84,6 +84,7 @@ class InstallRequest:
     ignore: tuple[str, ...] = ()
     default_namespace: str = "default"
     deploy_key: str = ""  # deploy-key name (Secret <name>-deploy-key); "" when none is needed
+    ca_file: Path | None = None  # HTTPS: the CA of the Git server, kept in the credentials Secret
     image: str = DEFAULT_IMAGE
 
 
@@ -158,7 +159,7 @@ def sync_object(request: InstallRequest) -> dict[str, Any]:
     if request.deploy_key:
         secret = deploykey.secret_name(request.deploy_key)
     else:
-        secret = credentials_secret_name(request.sync) if _has_credentials(request.repo) else ""
+        secret = credentials_secret_name(request.sync) if _needs_secret(request) else ""
     return syncobject.body(request.sync, NAMESPACE,
                            git_https.without_credentials(request.repo), request.branch,
                            request.path, request.interval, request.prune, request.ignore,
@@ -169,19 +170,25 @@ def credentials_secret_name(sync: str) -> str:
     return f"{sync}-git-credentials"
 
 
-def _has_credentials(repo: str) -> bool:
-    return git_https.without_credentials(repo) != repo
+def _needs_secret(request: InstallRequest) -> bool:
+    return git_https.without_credentials(request.repo) != request.repo or bool(request.ca_file)
 
 
 def store_credentials(kube: Kube, request: InstallRequest) -> tuple[str, bool] | None:
     """The username and token of an https://USER:TOKEN@ (or TOKEN@) repo URL, in a Secret
-    beside the Sync (keys `username` and `password`, as the agent reads them), so the Sync
-    object, readable by more people than Secrets are, holds the URL without them."""
-    if not _has_credentials(request.repo):
+    beside the Sync (keys `username` and `password`, as the agent reads them, and `ca.crt`
+    with a CA file), so the Sync object, readable by more people than Secrets are, holds the
+    URL without them."""
+    if not _needs_secret(request):
         return None
     username, password = git_https.credentials(request.repo, None, None)
     name = credentials_secret_name(request.sync)
     data = {deploykey.USERNAME: username or "", deploykey.PASSWORD: password or ""}
+    if request.ca_file:
+        try:
+            data[deploykey.CA] = Path(request.ca_file).read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"--ca-file {request.ca_file}: cannot read it ({e})") from None
     body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {"name": name, "namespace": NAMESPACE,
                          "labels": {"app.kubernetes.io/managed-by": "gitops-restore"}},
