@@ -68,14 +68,22 @@ def run(args: Sequence[str], env: Mapping[str, str], shown: str, doing: str,
         out, err = process.communicate(timeout=deadline)
     except subprocess.TimeoutExpired:
         _kill_group(process)
-        raise GitTimeout(
-            f"{shown}: cannot {doing}: the Git server did not answer within {deadline:g}s "
-            f"(it accepted the connection, or none was made, but sent nothing). Check that the "
-            f"server is up; raise {TIMEOUT_ENV} for a very large repository") from None
+        raise GitTimeout(f"{shown}: cannot {doing}: no answer from the Git server within "
+                         f"{deadline:g}s. Check that it is up and reachable (a very large "
+                         f"repository may need a higher {TIMEOUT_ENV})") from None
     except BaseException:
         _kill_group(process)
         raise
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def timed_out(shown: str, doing: str, detail: str) -> GitTimeout | None:
+    """The error for git's or ssh's own timeout (ConnectTimeout, ServerAlive, the HTTPS
+    low-speed limit) reported as `detail`; None if `detail` is no timeout."""
+    if "timed out" not in detail.lower() and "timeout" not in detail.lower():
+        return None
+    return GitTimeout(f"{shown}: cannot {doing}: {detail} (no answer from the Git server). "
+                      f"Check that it is up and reachable (or raise {TIMEOUT_ENV})")
 
 
 def _kill_group(process: subprocess.Popen[str]) -> None:

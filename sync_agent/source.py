@@ -179,6 +179,9 @@ def _run_git(args: Sequence[str], env: dict[str, str], remote: _Remote, doing: s
     result = git_process.run(args, env, remote.shown, doing)
     if result.returncode != 0:
         detail = git_failure(result.stderr) or f"exit {result.returncode}"
+        hung = git_process.timed_out(remote.shown, doing, detail)
+        if hung:
+            raise hung
         fix = git_https.advice(detail) if remote.url.lower().startswith("http") else None
         raise SourceError(
             f"{remote.shown}: cannot {doing}: {redact(detail)}. "

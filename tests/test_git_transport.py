@@ -260,8 +260,8 @@ def test_a_server_that_never_answers_fails_the_run_and_frees_the_clone_cache(
         source.open_repository(url, source.GitAuth(key.private, hosts))
     assert silent_server.accepted  # the server did take the connection
     message = str(caught.value)
-    assert message.startswith(f"{source.redact(url)}: cannot clone: the Git server did not "
-                              "answer within 3s")
+    assert message.startswith(f"{source.redact(url)}: cannot clone: ")
+    assert "no answer from the Git server" in message
     assert git_process.TIMEOUT_ENV in message and "tok3n" not in message
     lock = source.cache_path(url).with_suffix(".lock")
     with open(lock, "w") as handle:  # a second writer gets the lock at once
@@ -271,5 +271,5 @@ def test_a_server_that_never_answers_fails_the_run_and_frees_the_clone_cache(
     result = cli.run("history", "--repo", url, "--ssh-key", str(key.private), "--known-hosts",
                      str(hosts), env={git_process.TIMEOUT_ENV: "3"}, timeout=120,
                      check_code=1)  # a failure to retry, not bad input
-    assert "did not answer within 3s" in result.stderr
+    assert "no answer from the Git server" in result.stderr
     assert "tok3n" not in result.stdout + result.stderr
