@@ -74,14 +74,14 @@ def is_remote(url: str) -> bool:
     return not os.path.exists(url) and bool(_SCP_LIKE.match(url))
 
 
-def ssh_command(auth: GitAuth | None, deadline: float | None = None) -> str:
+def ssh_command(auth: GitAuth | None) -> str:
     """GIT_SSH_COMMAND for a remote: the user's ~/.ssh/config and /etc/ssh/ssh_config are not
     read (they could switch on agent forwarding, a multiplexed connection that skips host key
     checks, other identities or other known_hosts); host keys are checked against the pinned
     known_hosts only (else the user's ~/.ssh/known_hosts); a given key is the only identity
     offered, without the agent; nothing is forwarded; prompts never wait; a silent server is
     given up on (ConnectTimeout covers the handshake, ServerAlive probes the transfer)."""
-    connect = min(_SSH_CONNECT_TIMEOUT, git_process.timeout() if deadline is None else deadline)
+    connect = min(_SSH_CONNECT_TIMEOUT, git_process.timeout())
     parts = ["ssh", "-F", "/dev/null"]
     if auth and auth.ssh_key:
         parts += ["-i", str(auth.ssh_key), "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"]
