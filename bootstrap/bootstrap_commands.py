@@ -36,7 +36,7 @@ from bootstrap import sync_options as opt
 from bootstrap.errors import OperationFailed, UserError
 from bootstrap.output import Output, emit_json, exits_cleanly, progress_printer, stderr, stdout
 from bootstrap.progress import PhaseProgress
-from sync_agent import engine
+from sync_agent import engine, source
 from sync_agent.agent import syncobject
 from sync_agent.apply import ApplyError
 
@@ -146,7 +146,7 @@ def _deploy_key(t: agent.Target, request: agent.InstallRequest, private_key_file
                 known_hosts: Path | None, accept_host_key: str | None, yes: bool,
                 wait: float):
     if not request.deploy_key:
-        return None, False, f"not needed for {request.repo}"
+        return None, False, f"not needed for {source.redact(request.repo)}"
     secret = dk.secret_name(request.deploy_key)
     existing = None if agent.deploykey_missing(t.kube, request.deploy_key) else \
         dk.load_deploy_key(t.kube, request.deploy_key)

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from bootstrap import deploy_key_forge as forges
 from bootstrap.errors import OperationFailed, UserError
-from sync_agent import source
+from sync_agent import git_process, source
 from sync_agent.kube import ApiError, Kube, ResourceType
 
 AGENT_NAMESPACE = "gitops-restore-system"
@@ -310,11 +310,10 @@ def wait_until_accepted(url: str, key: DeployKey, timeout: float = 600, interval
     """
     deadline = time.monotonic() + timeout
     with key.git_auth() as auth:
-        env = {**os.environ, "GIT_SSH_COMMAND": source.ssh_command(auth),
-               "GIT_TERMINAL_PROMPT": "0"}
+        env = {"GIT_SSH_COMMAND": source.ssh_command(auth), "GIT_TERMINAL_PROMPT": "0"}
         while True:
-            done = subprocess.run(["git", "ls-remote", "--", url, "HEAD"], env=env,
-                                  capture_output=True, text=True, stdin=subprocess.DEVNULL)
+            done = git_process.run(["ls-remote", "--", url, "HEAD"], env, source.redact(url),
+                                   "read HEAD of")
             if done.returncode == 0:
                 return
             reason = ssh_failure(done.stderr)

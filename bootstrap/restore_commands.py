@@ -139,9 +139,10 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
     conn_args = dict(kubeconfig=kubeconfig, context=context, cluster=cluster)
     read_auth = opt.source_spec(**spec_args).auth
     if revert and push_key is None and source.is_remote(repo) \
-            and not repo.startswith("file://"):
+            and not repo.startswith(("file://", "http://", "https://")):
         raise UserError("--revert pushes a commit: give --push-key FILE, a key with write "
-                        "access to the repository (the agent's deploy key is read-only)")
+                        "access to the repository (the agent's deploy key is read-only; over "
+                        "HTTPS the token pushes)")
     push_auth = opt.git_auth(push_key, known_hosts, ca_file) if push_key else read_auth
     kube = opt.connect(**conn_args)
     try:
