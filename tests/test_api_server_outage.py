@@ -22,6 +22,7 @@ from sync_agent import inventory, paths
 from sync_agent.kube import Kube, ResourceType
 from tests import cli
 from tests import manifests as m
+from tests.test_bootstrap import pid_alive
 from tests.testdata.gitrepos import commit, new_repo
 
 CLUSTER = "apiserver-outage"
@@ -50,9 +51,9 @@ def stop_api_server() -> None:
     pid = int(pidfile.read_text())
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 60
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not Path(f"/proc/{pid}").exists(), "kube-apiserver did not stop"
+    assert not pid_alive(pid), "kube-apiserver did not stop"
 
 
 def start_api_server() -> None:
