@@ -62,9 +62,10 @@ def _run_with(kube: Kube, spec_args: dict, options: SyncOptions,
         raise OperationFailed("apply failed; objects applied before the failure stay applied "
                               "and owned (re-run to converge):\n" + str(e)) from None
     except Unreachable as e:
-        raise OperationFailed(f"{e}: stopped. Objects applied before it went away stay applied "
-                              "and owned by the inventory; re-run once the API server answers "
-                              "again to converge") from None
+        kept = "" if verify_only or options.plan_only else (
+            " Objects applied before it went away stay applied and owned by the inventory:")
+        raise OperationFailed(f"{e}: the run stopped.{kept} re-run once the API server "
+                              "answers again") from None
 
 
 @exits_cleanly
