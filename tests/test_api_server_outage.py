@@ -2,9 +2,9 @@
 bounded time with a sentence that says what happened, nothing is lost, and the re-run after
 the server is back converges with `verify` clean.
 
-The real kube-apiserver process of a local cluster of this test's own is stopped (SIGTERM, as
-kwokctl stops it) and started again with `kwokctl start cluster`, which starts only what is
-not running.
+The real kube-apiserver process of a local cluster of this test's own is stopped as
+`kwokctl stop` stops it (SIGKILL: a graceful SIGTERM lets it drain for a minute or more) and
+started again with `kwokctl start cluster`, which starts only what is not running.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def kwok_env() -> dict[str, str]:
 def stop_api_server() -> None:
     pidfile = paths.state_root() / "kwok" / "clusters" / CLUSTER / "pids" / "kube-apiserver.pid"
     pid = int(pidfile.read_text())
-    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 60
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
