@@ -57,7 +57,18 @@ class PortHolder:
     def __init__(self, port: int):
         self._socket = socket.socket()
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # over TIME_WAIT
-        self._socket.bind(("127.0.0.1", port))
+        # Taken the moment the dying server lets go of it, before anyone else can.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self._socket.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    holders = subprocess.run(["ss", "-ltnp", f"sport = :{port}"],
+                                             capture_output=True, text=True).stdout
+                    pytest.fail(f"port {port} stayed taken:\n{holders}", pytrace=False)
+                time.sleep(0.001)
         self._socket.listen(64)
         threading.Thread(target=self._refuse, daemon=True).start()
 
@@ -81,11 +92,11 @@ def stop_api_server(host: str) -> None:
     pidfile = paths.state_root() / "kwok" / "clusters" / CLUSTER / "pids" / "kube-apiserver.pid"
     pid = int(pidfile.read_text())
     os.kill(pid, signal.SIGKILL)
+    HELD.append(PortHolder(urlsplit(host).port))
     deadline = time.monotonic() + 60
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not pid_alive(pid), "kube-apiserver did not stop"
-    HELD.append(PortHolder(urlsplit(host).port))
 
 
 def start_api_server() -> None:
