@@ -249,8 +249,16 @@ def apply(kube: Kube, doc: dict[str, Any]) -> tuple[str, bool]:
                               content_type="application/apply-patch+yaml")
     except ApiError as e:
         raise OperationFailed(f"{label}: cannot apply it: {e}") from e
-    version = (before or {}).get("metadata", {}).get("resourceVersion")
-    return label, version != stored["metadata"].get("resourceVersion")
+    return label, before is None or _settled(before) != _settled(stored)
+
+
+def _settled(body: dict[str, Any]) -> dict[str, Any]:
+    """What an apply can change: not the status or bookkeeping that others (the agent's
+    status writes, controllers) move between our read and our write, which would otherwise
+    make an unchanged object read as configured."""
+    meta = {k: v for k, v in body.get("metadata", {}).items()
+            if k not in ("resourceVersion", "managedFields", "generation")}
+    return {**{k: v for k, v in body.items() if k != "status"}, "metadata": meta}
 
 
 def _wait_established(kube: Kube, name: str, timeout: float = 60) -> None:

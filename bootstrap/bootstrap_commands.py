@@ -29,7 +29,7 @@ from typing import Annotated
 
 import typer
 
-from bootstrap import agent, agent_commands
+from bootstrap import agent, agent_commands, clusters
 from bootstrap import deploy_key as dk
 from bootstrap import provision as provisioning
 from bootstrap import sync_options as opt
@@ -58,6 +58,7 @@ class Run:
     phases: list[Phase] = field(default_factory=list)
     report: engine.Report | None = None
     where: agent.Placement | None = None
+    cluster: clusters.ClusterRecord | None = None
 
     def timed(self, name: str, step) -> object:
         """Run `step()` -> (value, changed, note) and record it as a phase."""
@@ -119,11 +120,12 @@ def bootstrap(
         default_namespace=namespace, deploy_key=agent_commands.default_key_name(None, repo),
         image=image)
     wait = opt.parse_duration(timeout)
-    if request.deploy_key and (known_hosts or accept_host_key):
-        dk.pin_host_key(repo, known_hosts, accept_host_key)  # a wrong host key: change nothing
+    accept_host_key = _check_inputs(provider, name, nodes, kubeconfig, request,
+                                    private_key_file, known_hosts, accept_host_key, yes)
     run = Run()
     provisioned = run.timed("provision", lambda: _provision(provider, name, nodes,
                                                             kubeconfig, context))
+    run.cluster = provisioned.record
     t = agent.target(None, None, provisioned.record.name)
     key = run.timed("deploy-key", lambda: _deploy_key(
         t, request, private_key_file, known_hosts, accept_host_key, yes, wait))
@@ -132,6 +134,29 @@ def bootstrap(
     run.where = run.timed("agent-start", lambda: _start(t, request))
     run.timed("agent-ready", lambda: _agent_ready(t, sync_name, run.report, wait))
     _summary(run, name, sync_name, output)
+
+
+def _check_inputs(provider: str, name: str, nodes: int, kubeconfig: str | None,
+                  request: agent.InstallRequest, private_key_file: Path | None,
+                  known_hosts: Path | None, accept_host_key: str | None, yes: bool
+                  ) -> str | None:
+    """Refuse bad input before anything is made. Returns the host key fingerprint to pin
+    (the one given, or the one the user confirmed now), so no later phase asks again."""
+    provisioning.check_request(provider, name, nodes, kubeconfig)
+    if not request.deploy_key:
+        return accept_host_key
+    dk.parse_ssh_url(request.repo)
+    if private_key_file is not None:
+        dk.load_key_file(request.deploy_key, private_key_file)  # unreadable or no key: exit 2
+    if known_hosts or accept_host_key:
+        dk.pin_host_key(request.repo, known_hosts, accept_host_key)  # a wrong one: exit 2
+        return accept_host_key
+    if provisioning.is_recorded(name):
+        return None  # the cluster may already hold the deploy key: it is reused, unasked
+    # A new cluster needs the host key pinned: with --yes nobody can confirm it, so the
+    # error names the fingerprint to pass; else the user confirms it now, not after minutes.
+    pinned = dk.pin_host_key(request.repo, None, None, None if yes else _confirm_host_key)
+    return dk.host_fingerprints(pinned)[0]
 
 
 def _provision(provider: str, name: str, nodes: int, kubeconfig: str | None,
@@ -212,6 +237,8 @@ def _restore(t: agent.Target, request: agent.InstallRequest, key: dk.DeployKey |
     if report.unhealthy:
         raise OperationFailed("not healthy within the timeout:\n" + "\n".join(
             f"  {h.ref}: {h.reason}" for h in report.unhealthy))
+    for health in report.warnings:
+        stderr.print(f"warning: {health}", markup=False)
     counts = ", ".join(f"{n} {a}" for a, n in report.changes.count().items() if n)
     pinned = f" (pinned: {obj.spec.revision})" if obj.spec.revision else ""
     return report, report.changes.changed, (f"{obj.spec.target}{pinned} -> "
@@ -248,7 +275,10 @@ def _agent_ready(t: agent.Target, sync: str, report: engine.Report | None, wait:
 def _summary(run: Run, cluster: str, sync: str, output: Output) -> None:
     report, total = run.report, sum(p.seconds for p in run.phases)
     if output is Output.json:
-        emit_json({"cluster": cluster, "sync": sync, "changed": run.changed,
+        record = run.cluster.to_json() if run.cluster else {}
+        emit_json({"cluster": cluster, "kubeconfig": record.get("kubeconfig"),
+                   "context": record.get("context"), "provider": record.get("provider"),
+                   "sync": sync, "changed": run.changed,
                    "sha": report.revision.sha if report else None,
                    "counts": report.changes.count() if report else None,
                    "phases": [{"phase": p.name, "seconds": round(p.seconds, 3),
@@ -261,6 +291,8 @@ def _summary(run: Run, cluster: str, sync: str, output: Output) -> None:
     for p in run.phases:
         stdout.print(f"  {p.name:<14} {p.seconds:7.2f}s  {p.note}", markup=False)
     stdout.print(f"[bold]recovery time {total:.2f}s[/bold]")
+    if run.cluster:
+        stdout.print(f"kubeconfig: {run.cluster.kubeconfig}", markup=False)
     if not run.changed:
         stdout.print(f"cluster {cluster} already matches Git and its agent is running: "
                      "nothing changed")

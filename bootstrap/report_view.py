@@ -38,6 +38,8 @@ def show(report: Report, verb: str) -> None:
         stdout.print(f"skipped: {note}")
     for health in report.unhealthy:
         stdout.print(f"[red]not ready[/red] {health.ref}: {health.reason}")
+    for health in report.warnings:
+        stdout.print(f"[yellow]warning[/yellow] {health.ref}: {health.reason}")
     for error in report.errors:
         stdout.print(f"[red]error[/red] {error}")
     phases = "  ".join(f"{name} {seconds:.2f}s" for name, seconds in report.phases)

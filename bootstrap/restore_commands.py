@@ -16,7 +16,7 @@ from sync_agent import engine, source
 from sync_agent.apply import ApplyError
 from sync_agent.engine import SyncOptions
 from sync_agent.errors import SyncError
-from sync_agent.kube import DEFAULT_WORKERS, Kube
+from sync_agent.kube import DEFAULT_WORKERS, Kube, Unreachable
 
 EXIT_DIFFERENCES = 3
 
@@ -61,6 +61,11 @@ def _run_with(kube: Kube, spec_args: dict, options: SyncOptions,
     except ApplyError as e:
         raise OperationFailed("apply failed; objects applied before the failure stay applied "
                               "and owned (re-run to converge):\n" + str(e)) from None
+    except Unreachable as e:
+        kept = "" if verify_only or options.plan_only else (
+            " Objects applied before it went away stay applied and owned by the inventory:")
+        raise OperationFailed(f"{e}: the run stopped.{kept} re-run once the API server "
+                              "answers again") from None
 
 
 @exits_cleanly

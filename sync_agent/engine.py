@@ -76,6 +76,9 @@ class Report:
     phases: list[tuple[str, float]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     unhealthy: list[health_mod.Health] = field(default_factory=list)
+    # Not ready for want of a controller the cluster lacks (health.State.UNSERVED): reported,
+    # never a failure.
+    warnings: list[health_mod.Health] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -97,6 +100,7 @@ class Report:
             "seconds": round(self.seconds, 3),
             "skipped": self.skipped,
             "unhealthy": [{"object": str(h.ref), "reason": h.reason} for h in self.unhealthy],
+            "warnings": [{"object": str(h.ref), "reason": h.reason} for h in self.warnings],
             "errors": self.errors,
         }
 
@@ -227,10 +231,11 @@ def verify(kube: Kube, spec: SourceSpec, options: SyncOptions,
 def _wait_healthy(kube: Kube, desired: list[Desired], options: SyncOptions, report: Report,
                   emit: events.EventSink) -> list[health_mod.Health]:
     started = time.monotonic()  # health.wait emits its own phase events
-    unhealthy = health_mod.wait(kube, [(d.rt, d.ref) for d in desired], options.timeout,
+    not_ready = health_mod.wait(kube, [(d.rt, d.ref) for d in desired], options.timeout,
                                 emit=emit, phase="health")
     report.phases.append(("health", time.monotonic() - started))
-    return unhealthy
+    report.warnings = [h for h in not_ready if h.warning]
+    return [h for h in not_ready if not h.warning]
 
 
 def _add_unlisted_extras(kube: Kube, plan: Plan, desired: list[Desired], changes: ChangeSet,
