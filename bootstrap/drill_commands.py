@@ -72,7 +72,7 @@ def drill_command(
         ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
         ca_file: opt.CaFile = None, workers: opt.Workers = DEFAULT_WORKERS, junit: Junit = None,
         report: ReportFile = None, summary: Summary = None,
-        output: opt.OutputOpt = Output.text) -> None:
+        lock_timeout: opt.LockTimeout = "2m", output: opt.OutputOpt = Output.text) -> None:
     """Rehearse a recovery in a throwaway cluster: restore, roll back, roll forward, verify.
 
     Provisions a cluster, restores --from, rolls back to --to, rolls forward to --from,
@@ -91,7 +91,8 @@ def drill_command(
                                      keep),
         sync=SyncOptions(sync_name=opt.sync_name(name, repo, path), namespace=namespace,
                          create_namespaces=create_namespaces, prune_data=prune_data,
-                         timeout=opt.parse_duration(timeout), workers=workers))
+                         timeout=opt.parse_duration(timeout), workers=workers,
+                         lock_timeout=opt.parse_duration(lock_timeout, "--lock-timeout")))
     _drill(spec, junit, report, summary, output)
 
 

@@ -72,7 +72,8 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
             ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
             ca_file: opt.CaFile = None, kubeconfig: opt.Kubeconfig = None,
             context: opt.Context = None, cluster: opt.ClusterName = None,
-            workers: opt.Workers = DEFAULT_WORKERS, output: opt.OutputOpt = Output.text) -> None:
+            workers: opt.Workers = DEFAULT_WORKERS, lock_timeout: opt.LockTimeout = "2m",
+            output: opt.OutputOpt = Output.text) -> None:
     """Make the cluster match the repo at a revision: validate, apply in stages, prune, wait.
 
     Example: gitops-restore restore --repo git@github.com:org/fleet.git --path clusters/prod
@@ -82,7 +83,8 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
         sync_name=opt.sync_name(name, repo, path), namespace=namespace, prune=prune,
         prune_data=prune_data, allow_mass_prune=allow_mass_prune,
         create_namespaces=create_namespaces, force=force, wait=wait,
-        timeout=opt.parse_duration(timeout), workers=workers)
+        timeout=opt.parse_duration(timeout), workers=workers,
+        lock_timeout=opt.parse_duration(lock_timeout, "--lock-timeout"))
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
                        known_hosts=known_hosts, ca_file=ca_file),
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options)
@@ -102,7 +104,7 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
              known_hosts: opt.KnownHosts = None, ca_file: opt.CaFile = None,
              kubeconfig: opt.Kubeconfig = None, context: opt.Context = None,
              cluster: opt.ClusterName = None, workers: opt.Workers = DEFAULT_WORKERS,
-             output: opt.OutputOpt = Output.text,
+             lock_timeout: opt.LockTimeout = "2m", output: opt.OutputOpt = Output.text,
              revert: Annotated[bool, typer.Option(
                  "--revert", help="Push a commit reverting --path to --to on the branch "
                                   "(instead of pinning the agent).")] = False,
@@ -126,7 +128,8 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
         sync_name=sync, namespace=namespace, prune=True,
         prune_data=prune_data, allow_mass_prune=allow_mass_prune,
         create_namespaces=create_namespaces, force=force, wait=wait,
-        timeout=opt.parse_duration(timeout), workers=workers)
+        timeout=opt.parse_duration(timeout), workers=workers,
+        lock_timeout=opt.parse_duration(lock_timeout, "--lock-timeout"))
     spec_args = dict(repo=repo, ref=to, at=None, path=path, ignore=ignore, ssh_key=ssh_key,
                      known_hosts=known_hosts, ca_file=ca_file)
     conn_args = dict(kubeconfig=kubeconfig, context=context, cluster=cluster)
