@@ -103,6 +103,7 @@ def bootstrap(
     image: agent_commands.Image = agent.DEFAULT_IMAGE,
     timeout: Annotated[str, typer.Option(help="How long to wait for health and the "
                                          "deploy key.")] = "10m",
+    lock_timeout: opt.LockTimeout = "2m",
     output: opt.OutputOpt = Output.text,
 ) -> None:
     """Provision a cluster, give it a deploy key, install the agent, restore from Git, wait.
@@ -122,6 +123,7 @@ def bootstrap(
     wait = opt.parse_duration(timeout)
     accept_host_key = _check_inputs(provider, name, nodes, kubeconfig, request,
                                     private_key_file, known_hosts, accept_host_key, yes)
+    waits = (wait, opt.parse_duration(lock_timeout, "--lock-timeout"))
     run = Run()
     provisioned = run.timed("provision", lambda: _provision(provider, name, nodes,
                                                             kubeconfig, context))
@@ -130,7 +132,7 @@ def bootstrap(
     key = run.timed("deploy-key", lambda: _deploy_key(
         t, request, private_key_file, known_hosts, accept_host_key, yes, wait))
     run.timed("agent-install", lambda: _install(t, request))
-    run.report = run.timed("restore", lambda: _restore(t, request, key, wait, output))
+    run.report = run.timed("restore", lambda: _restore(t, request, key, waits, output))
     run.where = run.timed("agent-start", lambda: _start(t, request))
     run.timed("agent-ready", lambda: _agent_ready(t, sync_name, run.report, wait))
     _summary(run, name, sync_name, output)
@@ -210,14 +212,15 @@ def _install(t: agent.Target, request: agent.InstallRequest):
 
 
 def _restore(t: agent.Target, request: agent.InstallRequest, key: dk.DeployKey | None,
-             wait: float, output: Output):
+             waits: tuple[float, float], output: Output):
     obj = agent.read_sync(t.kube, request.sync)
     if obj is None:
         raise OperationFailed(f"Sync {agent.NAMESPACE}/{request.sync}: missing after install")
     if obj.spec.suspend:
         return None, False, "skipped: the Sync is suspended (gitops-restore agent resume)"
     options = engine.SyncOptions(sync_name=request.sync, namespace=request.default_namespace,
-                                 prune=obj.spec.prune, wait=True, timeout=wait)
+                                 prune=obj.spec.prune, wait=True, timeout=waits[0],
+                                 lock_timeout=waits[1])
 
     def restore(auth) -> engine.Report:
         spec = engine.SourceSpec(repo=request.repo, ref=obj.spec.target, path=request.path,

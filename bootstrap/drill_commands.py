@@ -72,6 +72,7 @@ def drill_command(
         ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
         ca_file: opt.CaFile = None, workers: opt.Workers = DEFAULT_WORKERS, junit: Junit = None,
         report: ReportFile = None, summary: Summary = None,
+        lock_timeout: opt.LockTimeout = "2m",
         output: opt.OutputOpt = Output.text, allow_remote_bases: opt.AllowRemoteBases = False,
         max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
         max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES) -> None:
@@ -95,7 +96,8 @@ def drill_command(
                                      keep),
         sync=SyncOptions(sync_name=opt.sync_name(name, repo, path), namespace=namespace,
                          create_namespaces=create_namespaces, prune_data=prune_data,
-                         timeout=opt.parse_duration(timeout), workers=workers))
+                         timeout=opt.parse_duration(timeout), workers=workers,
+                         lock_timeout=opt.parse_duration(lock_timeout, "--lock-timeout")))
     _drill(spec, junit, report, summary, output)
 
 

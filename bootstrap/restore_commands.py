@@ -77,7 +77,8 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
             ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
             ca_file: opt.CaFile = None, kubeconfig: opt.Kubeconfig = None,
             context: opt.Context = None, cluster: opt.ClusterName = None,
-            workers: opt.Workers = DEFAULT_WORKERS, output: opt.OutputOpt = Output.text,
+            workers: opt.Workers = DEFAULT_WORKERS, lock_timeout: opt.LockTimeout = "2m",
+            output: opt.OutputOpt = Output.text,
             allow_remote_bases: opt.AllowRemoteBases = False,
             max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
             max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES) -> None:
@@ -90,7 +91,8 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
         sync_name=opt.sync_name(name, repo, path), namespace=namespace, prune=prune,
         prune_data=prune_data, allow_mass_prune=allow_mass_prune,
         create_namespaces=create_namespaces, force=force, wait=wait,
-        timeout=opt.parse_duration(timeout), workers=workers)
+        timeout=opt.parse_duration(timeout), workers=workers,
+        lock_timeout=opt.parse_duration(lock_timeout, "--lock-timeout"))
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
                        known_hosts=known_hosts, ca_file=ca_file, render=opt.render_options(
                            allow_remote_bases, max_file_size, max_yaml_nodes)),
@@ -111,7 +113,7 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
              known_hosts: opt.KnownHosts = None, ca_file: opt.CaFile = None,
              kubeconfig: opt.Kubeconfig = None, context: opt.Context = None,
              cluster: opt.ClusterName = None, workers: opt.Workers = DEFAULT_WORKERS,
-             output: opt.OutputOpt = Output.text,
+             lock_timeout: opt.LockTimeout = "2m", output: opt.OutputOpt = Output.text,
              revert: Annotated[bool, typer.Option(
                  "--revert", help="Push a commit reverting --path to --to on the branch "
                                   "(instead of pinning the agent).")] = False,
@@ -137,7 +139,8 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
         sync_name=sync, namespace=namespace, prune=True,
         prune_data=prune_data, allow_mass_prune=allow_mass_prune,
         create_namespaces=create_namespaces, force=force, wait=wait,
-        timeout=opt.parse_duration(timeout), workers=workers)
+        timeout=opt.parse_duration(timeout), workers=workers,
+        lock_timeout=opt.parse_duration(lock_timeout, "--lock-timeout"))
     spec_args = dict(repo=repo, ref=to, at=None, path=path, ignore=ignore, ssh_key=ssh_key,
                      known_hosts=known_hosts, ca_file=ca_file,
                      render=opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes))

@@ -58,6 +58,9 @@ MaxYamlNodes = Annotated[int, typer.Option(
                              "expanded.")]
 DEFAULT_MAX_FILE_SIZE = "64Mi"
 DEFAULT_MAX_YAML_NODES = DEFAULTS.max_yaml_nodes
+LockTimeout = Annotated[str, typer.Option(
+    "--lock-timeout", help="How long to wait while another writer (a command or the sync "
+                           "agent) holds the sync's lock, e.g. 30s; then exit 2 naming it.")]
 
 
 def source_spec(repo: str, ref: str | None, at: str | None, path: str,
@@ -114,9 +117,9 @@ def sync_name(name: str | None, repo: str, path: str) -> str:
     return slug or "default"
 
 
-def parse_duration(text: str) -> float:
+def parse_duration(text: str, option: str = "--timeout") -> float:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
     if not match:
-        raise UserError(f"--timeout {text!r}: use a duration such as 90s, 10m or 1h")
+        raise UserError(f"{option} {text!r}: use a duration such as 90s, 10m or 1h")
     value, unit = float(match.group(1)), match.group(2) or "s"
     return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sync_agent import discovery, events, inventory, source
+from sync_agent import discovery, events, inventory, lock, source
 from sync_agent import health as health_mod
 from sync_agent import render as render_mod
 from sync_agent.apply import Applied, ApplyError, ApplyOptions, apply_plan
@@ -63,6 +63,7 @@ class SyncOptions:
     timeout: float = 600.0  # for --wait
     workers: int = DEFAULT_WORKERS
     plan_only: bool = False
+    lock_timeout: float = 120.0  # how long to wait for another writer of the sync (lock.py)
 
 
 @dataclass
@@ -149,9 +150,30 @@ def _fetch_and_render(spec: SourceSpec, options: SyncOptions, emit: events.Event
 
 
 def restore(kube: Kube, spec: SourceSpec, options: SyncOptions,
-            emit: events.EventSink = events.ignore) -> Report:
-    """Restore (or, with plan_only, plan) the cluster to the declared state of `spec`."""
+            emit: events.EventSink = events.ignore, guard: lock.Guard | None = None) -> Report:
+    """Restore (or, with plan_only, plan) the cluster to the declared state of `spec`.
+
+    Everything after rendering runs under the sync's one-writer lock: taken here (waiting up
+    to options.lock_timeout), unless the caller holds it and passes its `guard` (the agent).
+    """
     report, timer, rendered = _fetch_and_render(spec, options, emit)
+    if options.plan_only:
+        return _restore(kube, spec, options, emit, report, timer, rendered, None)
+    if guard is not None:
+        return _restore(kube, spec, options, lock.checked(emit, guard), report, timer,
+                        rendered, guard)
+    with timer.phase("lock"):
+        held = lock.acquire(kube, options.sync_name, options.lock_timeout, emit)
+    try:
+        return _restore(kube, spec, options, lock.checked(emit, held), report, timer,
+                        rendered, held)
+    finally:
+        held.release()
+
+
+def _restore(kube: Kube, spec: SourceSpec, options: SyncOptions, emit: events.EventSink,
+             report: Report, timer: _Timer, rendered: RenderResult,
+             guard: lock.Guard | None) -> Report:
     revision = report.revision
     with timer.phase("validate", len(rendered.resources)):
         plan, old, namespaces = _validate_and_plan(
@@ -165,15 +187,15 @@ def restore(kube: Kube, spec: SourceSpec, options: SyncOptions,
 
     previous = _previous(old)
     pending = _pending_entries(plan, previous)
+    book = _InventoryWriter(kube, options, spec, revision, old, guard)
     if pending != previous:
-        _save_inventory(kube, options, spec, revision, old, pending, keep_revision=True)
+        book.save(pending, keep_revision=True)
     try:
         applied, timings = apply_plan(kube, plan, namespaces,
                                       ApplyOptions(workers=options.workers), emit)
     except ApplyError as e:
         report.phases.extend((t.phase, t.seconds) for t in e.timings)
-        _save_inventory(kube, options, spec, revision, old,
-                        {**previous, **_entries_of(e.applied)}, keep_revision=True)
+        book.save({**previous, **_entries_of(e.applied)}, keep_revision=True)
         raise
     report.phases.extend((t.phase, t.seconds) for t in timings)
     report.changes = _change_set(plan, applied)
@@ -188,7 +210,7 @@ def restore(kube: Kube, spec: SourceSpec, options: SyncOptions,
         report.changes.add(change)
     entries = _final_entries(plan, applied, previous, pruned)
     with timer.phase("inventory"):
-        _save_inventory(kube, options, spec, revision, old, entries, keep_revision=False)
+        book.save(entries, keep_revision=False)
     if options.wait:
         report.unhealthy = _wait_healthy(kube, plan.desired, options, report, emit)
     return report
@@ -296,17 +318,35 @@ def _change_set(plan: Plan, applied: list[Applied]) -> ChangeSet:
     return changes
 
 
-def _save_inventory(kube: Kube, options: SyncOptions, spec: SourceSpec, revision: Revision,
-                    old: inventory.Inventory | None, entries: Previous,
-                    keep_revision: bool) -> None:
-    if keep_revision:  # nothing of the new revision is complete yet
-        sha, ref = (old.revision, old.ref) if old else ("", "")
-    else:
-        sha, ref = revision.sha, revision.ref
-    inventory.save(kube, inventory.Inventory(
-        name=options.sync_name, revision=sha, ref=ref,
-        applied_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        entries=tuple(inventory.Entry(ref=r, version=v, digest=dg, owned=ow)
-                      for r, (v, dg, ow) in sorted(entries.items())),
-        path=spec.path, repo=source.redact(spec.repo), complete=not keep_revision))
+@dataclass
+class _InventoryWriter:
+    """Writes a run's inventory records while the run holds the sync's lock, each on the
+    version the load or the previous write left: a record another writer changed meanwhile
+    is a conflict (inventory.InventoryConflict), never overwritten."""
+
+    kube: Kube
+    options: SyncOptions
+    spec: SourceSpec
+    revision: Revision
+    old: inventory.Inventory | None
+    guard: lock.Guard
+    version: str = ""
+
+    def __post_init__(self) -> None:
+        self.version = self.old.resource_version if self.old else ""
+
+    def save(self, entries: Previous, keep_revision: bool) -> None:
+        self.guard.check("writing the inventory")
+        old, revision, spec = self.old, self.revision, self.spec
+        if keep_revision:  # nothing of the new revision is complete yet
+            sha, ref = (old.revision, old.ref) if old else ("", "")
+        else:
+            sha, ref = revision.sha, revision.ref
+        self.version = inventory.save(self.kube, inventory.Inventory(
+            name=self.options.sync_name, revision=sha, ref=ref,
+            applied_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            entries=tuple(inventory.Entry(ref=r, version=v, digest=dg, owned=ow)
+                          for r, (v, dg, ow) in sorted(entries.items())),
+            path=spec.path, repo=source.redact(spec.repo), complete=not keep_revision),
+            expected=self.version)
 
