@@ -72,7 +72,9 @@ def drill_command(
         ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
         ca_file: opt.CaFile = None, workers: opt.Workers = DEFAULT_WORKERS, junit: Junit = None,
         report: ReportFile = None, summary: Summary = None,
-        output: opt.OutputOpt = Output.text) -> None:
+        output: opt.OutputOpt = Output.text, verify_signatures: opt.VerifySignatures = None,
+        allowed_signers: opt.AllowedSigners = None,
+        trusted_keys: opt.TrustedKeys = None) -> None:
     """Rehearse a recovery in a throwaway cluster: restore, roll back, roll forward, verify.
 
     Provisions a cluster, restores --from, rolls back to --to, rolls forward to --from,
@@ -85,7 +87,9 @@ def drill_command(
     --report drill.json --summary drill.md
     """
     spec = drill.DrillSpec(
-        source=opt.source_spec(repo, from_ref, None, path, ignore, ssh_key, known_hosts, ca_file),
+        source=opt.source_spec(repo, from_ref, None, path, ignore, ssh_key, known_hosts, ca_file,
+                               opt.signature_policy(verify_signatures, allowed_signers,
+                                                    trusted_keys)),
         to_ref=to_ref, to_path=to_path,
         cluster=drill.ClusterRequest(provider, cluster_name or "", nodes, kubeconfig, context,
                                      keep),
@@ -152,6 +156,8 @@ def _show_plan(plan: drill.DrillPlan) -> None:
         stderr.print(f"{label:<4} {escape(rev.ref)} -> [bold]{rev.sha[:12]}[/bold] "
                      f"{escape(target.path or '.')} ({target.objects} objects; "
                      f"{rev.committed_at[:10]} {escape(rev.message)})")
+        for signed in plan.signed.get(label, ()):
+            stderr.print(f"     signed: {signed}", markup=False)
 
 
 class _ProgressSink:

@@ -72,7 +72,10 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
             ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
             ca_file: opt.CaFile = None, kubeconfig: opt.Kubeconfig = None,
             context: opt.Context = None, cluster: opt.ClusterName = None,
-            workers: opt.Workers = DEFAULT_WORKERS, output: opt.OutputOpt = Output.text) -> None:
+            workers: opt.Workers = DEFAULT_WORKERS, output: opt.OutputOpt = Output.text,
+            verify_signatures: opt.VerifySignatures = None,
+            allowed_signers: opt.AllowedSigners = None,
+            trusted_keys: opt.TrustedKeys = None) -> None:
     """Make the cluster match the repo at a revision: validate, apply in stages, prune, wait.
 
     Example: gitops-restore restore --repo git@github.com:org/fleet.git --path clusters/prod
@@ -83,8 +86,9 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
         prune_data=prune_data, allow_mass_prune=allow_mass_prune,
         create_namespaces=create_namespaces, force=force, wait=wait,
         timeout=opt.parse_duration(timeout), workers=workers)
+    verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
-                       known_hosts=known_hosts, ca_file=ca_file),
+                       known_hosts=known_hosts, ca_file=ca_file, verify=verify),
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options)
     _present(report, output, "restore")
     if report.errors or report.unhealthy:
@@ -111,7 +115,9 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
              ] = None,
              branch: Annotated[str, typer.Option(
                  "--branch", help="For --revert without a Sync: the branch to revert on.")
-             ] = "main") -> None:
+             ] = "main", verify_signatures: opt.VerifySignatures = None,
+             allowed_signers: opt.AllowedSigners = None,
+             trusted_keys: opt.TrustedKeys = None) -> None:
     """Return the cluster exactly to an earlier revision (restore with prune).
 
     If the sync agent serves this sync name, it is first pinned to that commit so it does not
@@ -128,7 +134,9 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
         create_namespaces=create_namespaces, force=force, wait=wait,
         timeout=opt.parse_duration(timeout), workers=workers)
     spec_args = dict(repo=repo, ref=to, at=None, path=path, ignore=ignore, ssh_key=ssh_key,
-                     known_hosts=known_hosts, ca_file=ca_file)
+                     known_hosts=known_hosts, ca_file=ca_file,
+                     verify=opt.signature_policy(verify_signatures, allowed_signers,
+                                                 trusted_keys))
     conn_args = dict(kubeconfig=kubeconfig, context=context, cluster=cluster)
     read_auth = opt.source_spec(**spec_args).auth
     if revert and push_key is None and source.is_remote(repo) \
@@ -166,7 +174,9 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
          known_hosts: opt.KnownHosts = None, ca_file: opt.CaFile = None,
          kubeconfig: opt.Kubeconfig = None, context: opt.Context = None,
          cluster: opt.ClusterName = None, workers: opt.Workers = DEFAULT_WORKERS,
-         output: opt.OutputOpt = Output.text) -> None:
+         output: opt.OutputOpt = Output.text, verify_signatures: opt.VerifySignatures = None,
+         allowed_signers: opt.AllowedSigners = None,
+         trusted_keys: opt.TrustedKeys = None) -> None:
     """Show what restore would do, per object, using server-side dry-run. Exit 3 if anything.
 
     Example: gitops-restore plan --repo ./fleet --path apps --ref main --prune
@@ -175,8 +185,9 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
         sync_name=opt.sync_name(name, repo, path), namespace=namespace, prune=prune,
         prune_data=prune_data, allow_mass_prune=allow_mass_prune,
         create_namespaces=create_namespaces, force=force, workers=workers, plan_only=True)
+    verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
-                       known_hosts=known_hosts, ca_file=ca_file),
+                       known_hosts=known_hosts, ca_file=ca_file, verify=verify),
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options)
     _present(report, output, "plan")
     if report.changes.changed:

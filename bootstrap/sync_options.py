@@ -13,7 +13,7 @@ import typer
 from bootstrap import clusters
 from bootstrap.errors import UserError
 from bootstrap.output import Output
-from sync_agent import git_https, source
+from sync_agent import git_https, signatures, source
 from sync_agent.engine import SourceSpec
 from sync_agent.kube import Kube
 
@@ -44,14 +44,34 @@ Namespace = Annotated[str, typer.Option(
     "--namespace", "-n", help="Namespace for namespaced objects that name none.")]
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text or json")]
 Workers = Annotated[int, typer.Option("--workers", help="Concurrent API requests.")]
+VerifySignatures = Annotated[str | None, typer.Option(
+    "--verify-signatures", help="Refuse unless signed by a trusted key: head (the resolved "
+                                "commit, or its signed tag) or chain (also every first-parent "
+                                "commit since the last applied one).")]
+AllowedSigners = Annotated[Path | None, typer.Option(
+    "--allowed-signers", help="Trusted SSH signing keys (OpenSSH allowed_signers file).")]
+TrustedKeys = Annotated[Path | None, typer.Option(
+    "--trusted-keys", help="Trusted OpenPGP public keys: an .asc file or a directory of them.")]
 
 
 def source_spec(repo: str, ref: str | None, at: str | None, path: str,
                 ignore: list[str] | None, ssh_key: Path | None,
-                known_hosts: Path | None, ca_file: Path | None = None) -> SourceSpec:
+                known_hosts: Path | None, ca_file: Path | None = None,
+                verify: signatures.Policy | None = None) -> SourceSpec:
     return SourceSpec(repo=repo, ref=ref, at=source.parse_time(at) if at else None,
                       path=path, ignore=tuple(ignore or ()),
-                      auth=git_auth(ssh_key, known_hosts, ca_file))
+                      auth=git_auth(ssh_key, known_hosts, ca_file), verify=verify)
+
+
+def signature_policy(mode: str | None, allowed_signers: Path | None,
+                     trusted_keys: Path | None) -> signatures.Policy | None:
+    """--verify-signatures and its keys; keys without a mode are a mistake, not a default."""
+    if mode is None:
+        if allowed_signers or trusted_keys:
+            raise UserError("--allowed-signers/--trusted-keys are used only with "
+                            "--verify-signatures head|chain: add it")
+        return None
+    return signatures.Policy(mode, signatures.Keys.from_files(allowed_signers, trusted_keys))
 
 
 def git_auth(ssh_key: Path | None, known_hosts: Path | None,

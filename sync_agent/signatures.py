@@ -55,6 +55,7 @@ _LOG_FORMAT = _SEP.join(("%H", "%G?", "%GS", "%GK", "%GF", "%an <%ae>", "%s"))
 _SSH_GOOD = re.compile(r'Good "git" signature for (\S+) with \S+ key (\S+)')
 _PGP_VALID = re.compile(r"^\[GNUPG:\] VALIDSIG (\S+)", re.MULTILINE)
 _PGP_GOOD = re.compile(r"^\[GNUPG:\] GOODSIG \S+ (.*)$", re.MULTILINE)
+_KEY = re.compile(r"(^|\s)((?:ssh-|ecdsa-|sk-)\S+\s+[A-Za-z0-9+/=]{20,})")
 _SIGNATURE_BLOCK = re.compile(r"-----BEGIN (PGP|SSH) SIGNATURE-----")
 
 
@@ -103,10 +104,32 @@ class Keys:
                 lines += [f"{principal} {k.strip()}" for k in text.splitlines()
                           if k.strip() and not k.lstrip().startswith("#")]
         keys = cls(tuple(pgp), tuple(lines))
-        if not keys.pgp and not keys.allowed_signers:
+        if not keys:
             raise SourceError(f"Secret {name}: no `*{PGP_SUFFIX}` or `*{SSH_SUFFIX}` keys; add "
                               "the trusted public keys under such names")
         return keys
+
+    def __bool__(self) -> bool:
+        return bool(self.pgp or self.allowed_signers)
+
+    def secret_data(self) -> dict[str, str]:
+        """The keys in Flux's Secret shape (`from_secret` reads them back): an SSH key's
+        principal becomes its entry's name, so the agent reports the same signer."""
+        data: dict[str, str] = {}
+        for number, (name, text) in enumerate(self.pgp, 1):
+            data[f"{_entry_name(Path(name).stem, number)}{PGP_SUFFIX}"] = text
+        for number, line in enumerate(self.allowed_signers, 1):
+            key = _KEY.search(line)
+            if key is None:
+                continue  # only lines that _signer_lines checked reach here
+            entry = f"{_entry_name(line.split()[0].split(',')[0], number)}{SSH_SUFFIX}"
+            data[entry] = data.get(entry, "") + key.group(2) + "\n"
+        return data
+
+
+def _entry_name(stem: str, number: int) -> str:
+    """A Secret data key (letters, digits, `-`, `_`, `.`) for a key's name."""
+    return re.sub(r"[^-._a-zA-Z0-9]", "_", stem).strip(".") or f"key{number}"
 
 
 @dataclass(frozen=True)
@@ -119,7 +142,7 @@ class Policy:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise SourceError(f"--verify-signatures {self.mode!r}: use one of {', '.join(MODES)}")
-        if not self.keys.pgp and not self.keys.allowed_signers:
+        if not self.keys:
             raise SourceError(f"--verify-signatures {self.mode}: no trusted keys; give "
                               "--allowed-signers FILE (SSH) and/or --trusted-keys DIR|FILE "
                               "(OpenPGP .asc)")
@@ -231,8 +254,8 @@ class Keyring:
                 "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
 
     def _import(self, name: str, text: str) -> None:
-        done = subprocess.run(["gpg", "--batch", "--status-fd", "1", "--import"], input=text,
-                              env=self._env(), capture_output=True, text=True)
+        done = subprocess.run(["gpg", "--batch", "--no-autostart", "--status-fd", "1", "--import"],
+                              input=text, env=self._env(), capture_output=True, text=True)
         if done.returncode != 0 or "IMPORT_OK" not in done.stdout:
             detail = (done.stderr.strip().splitlines() or ["no key found"])[-1]
             raise SourceError(f"{name}: not an OpenPGP public key ({detail}); export one with "
@@ -350,8 +373,7 @@ def _signer_lines(text: str, where: str) -> tuple[str, ...]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        if not re.search(r"(^|\s)(ssh-|ecdsa-|sk-)\S+\s+[A-Za-z0-9+/=]{20,}", line) \
-                or len(line.split()) < 3:
+        if not _KEY.search(line) or len(line.split()) < 3:
             raise SourceError(f"--allowed-signers {where}, line {number}: not an allowed_signers "
                               "line; write `PRINCIPAL KEYTYPE KEY`, e.g. "
                               "`dana@example.com ssh-ed25519 AAAA...` (man ssh-keygen)")
