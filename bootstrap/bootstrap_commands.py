@@ -102,7 +102,8 @@ def bootstrap(
     image: agent_commands.Image = agent.DEFAULT_IMAGE,
     timeout: Annotated[str, typer.Option(help="How long to wait for health and the "
                                          "deploy key.")] = "10m",
-    output: opt.OutputOpt = Output.text,
+    output: opt.OutputOpt = Output.text, verify_signatures: opt.VerifySignatures = None,
+    allowed_signers: opt.AllowedSigners = None, trusted_keys: opt.TrustedKeys = None,
 ) -> None:
     """Provision a cluster, give it a deploy key, install the agent, restore from Git, wait.
 
@@ -117,7 +118,8 @@ def bootstrap(
         sync=sync_name, repo=repo, branch=branch, path=path,
         interval=agent_commands.check_interval(interval), ignore=tuple(ignore or ()),
         default_namespace=namespace, deploy_key=agent_commands.default_key_name(None, repo),
-        image=image)
+        image=image, verify=opt.signature_policy(verify_signatures, allowed_signers,
+                                                 trusted_keys))
     wait = opt.parse_duration(timeout)
     if request.deploy_key and (known_hosts or accept_host_key):
         dk.pin_host_key(repo, known_hosts, accept_host_key)  # a wrong host key: change nothing
@@ -196,7 +198,7 @@ def _restore(t: agent.Target, request: agent.InstallRequest, key: dk.DeployKey |
 
     def restore(auth) -> engine.Report:
         spec = engine.SourceSpec(repo=request.repo, ref=obj.spec.target, path=request.path,
-                                 ignore=request.ignore, auth=auth)
+                                 ignore=request.ignore, auth=auth, verify=request.verify)
         with PhaseProgress(enabled=output is Output.text) as progress:
             return engine.restore(t.kube, spec, options, progress.emit)
 
@@ -214,8 +216,10 @@ def _restore(t: agent.Target, request: agent.InstallRequest, key: dk.DeployKey |
             f"  {h.ref}: {h.reason}" for h in report.unhealthy))
     counts = ", ".join(f"{n} {a}" for a, n in report.changes.count().items() if n)
     pinned = f" (pinned: {obj.spec.revision})" if obj.spec.revision else ""
+    signed = f"; {report.signatures[0]}" if report.signatures else ""
     return report, report.changes.changed, (f"{obj.spec.target}{pinned} -> "
-                                            f"{report.revision.sha[:12]}: {counts or 'empty'}")
+                                            f"{report.revision.sha[:12]}: {counts or 'empty'}"
+                                            f"{signed}")
 
 
 def _start(t: agent.Target, request: agent.InstallRequest):

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 
 from sync_agent import engine, events, source
-from sync_agent.agent import attempts, deploykey, syncobject
+from sync_agent.agent import attempts, deploykey, syncobject, verifykeys
 from sync_agent.agent.config import AgentConfig
 from sync_agent.agent.lease import Elector
 from sync_agent.agent.metrics import Metrics
@@ -35,7 +35,7 @@ from sync_agent.agent.recorder import NORMAL, WARNING, Recorder
 from sync_agent.kube import ApiError, Kube
 
 log = logging.getLogger(__name__)
-_BEFORE_WRITES = ("render", "validate")  # phases a shutdown may interrupt
+_BEFORE_WRITES = ("signatures", "render", "validate")  # phases a shutdown may interrupt
 _BACKOFF_BASE = 1.0
 
 
@@ -165,7 +165,8 @@ class Loop:
                  auth: source.GitAuth | None) -> engine.Report:
         spec = obj.spec
         source_spec = engine.SourceSpec(repo=spec.repo, ref=spec.target, path=spec.path,
-                                        ignore=spec.ignore, auth=auth)
+                                        ignore=spec.ignore, auth=auth,
+                                        verify=verifykeys.policy(self.kube, obj.namespace, spec))
         options = engine.SyncOptions(sync_name=obj.name, namespace=spec.default_namespace,
                                      prune=spec.prune, workers=self.config.workers)
         return engine.restore(self.kube, source_spec, options, self._emit)
@@ -206,7 +207,7 @@ class Loop:
             if news:
                 self.recorder.record(obj, NORMAL, outcome.reason, outcome.message)
         else:
-            self.metrics.failed(seconds, finished, outcome.reason)
+            self.metrics.failed(seconds, finished, outcome.reason, outcome.refused)
             log.warning("sync failed", extra={"sync": obj.name, "reason": outcome.reason,
                                               "error": outcome.message,
                                               "retry_in": round(self._due - time.monotonic(), 1)})
