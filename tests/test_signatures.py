@@ -230,3 +230,15 @@ def test_signers_for_history(signers, tmp_path):
     assert found[good].startswith("dana@example.com (SHA256:")
     assert found[plain] == "unsigned"
     assert found[other].startswith("untrusted key SHA256:")
+
+
+def test_secret_data_round_trips_through_the_flux_shape(signers, tmp_path):
+    repo = new_repo(tmp_path / "repo")
+    sha = signing.signed_commit(repo, signers["ssh"], FILE, "ssh")
+    allowed = signers["ssh"].allowed_signers(tmp_path / "allowed")
+    keys = Keys.from_files(allowed, None)
+    data = keys.secret_data()
+    assert list(data) == ["dana_example.com.sshpub"]
+    back = Keys.from_secret("s", {k: v.encode() for k, v in data.items()})
+    [signed] = signatures.verify(_git_dir(repo), sha, Policy("head", back))
+    assert signed.signer == "dana_example.com"
