@@ -191,3 +191,19 @@ def test_drill_refuses_an_unsigned_target_before_provisioning(state_root, tmp_pa
                      "head", "--allowed-signers", str(keys["allowed"]), check_code=2)
     assert f"commit {second[:12]}" in result.stderr and "unsigned" in result.stderr
     assert "provision" not in result.stderr
+
+
+def test_bootstrap_and_agent_install_check_the_keys_before_changing_anything(
+        state_root, tmp_path, keys):
+    repo = new_repo(tmp_path / "repo")
+    signing.signed_commit(repo, keys["dana"], settings("blue"), "v1")
+    missing = tmp_path / "nowhere.asc"
+    result = cli.run("bootstrap", "--name", "signed-boot", "--repo", str(repo), "--path", "app",
+                     "--verify-signatures", "head", "--trusted-keys", str(missing),
+                     check_code=2)
+    assert f"--trusted-keys {missing}: no such file" in result.stderr
+    assert "provision" not in result.stderr
+    assert not (state_root / "clusters" / "signed-boot").exists()
+    result = cli.run("agent", "install", "--repo", str(repo), "--verify-signatures", "chain",
+                     "--kubeconfig", str(tmp_path / "no-kubeconfig"), check_code=2)
+    assert "no trusted keys" in result.stderr
