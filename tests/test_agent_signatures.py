@@ -101,3 +101,43 @@ def test_agent_applies_signed_commits_and_refuses_an_unsigned_one_keeping_state(
         "settings", color="green")}, "signed again")
     sync.wait(lambda: sync.applied(signed), "the next signed commit (head mode)")
     assert configmap(api_client, namespace, "settings") == {"color": "green"}
+
+
+def test_agent_install_cli_chain_mode_refuses_an_unsigned_commit_under_a_signed_head(
+        api_client, namespace, tmp_path):
+    """`agent install --verify-signatures chain` (the local provider runs the agent as a local
+    process): a signed head does not carry an unsigned commit below it into the cluster."""
+    from bootstrap import clusters
+    from sync_agent.agent import localproc
+    from tests import cli
+    from tests.conftest import SESSION_CLUSTER
+    dana = signing.ssh_signer(tmp_path / "keys", "dana@example.com")
+    work = new_repo(tmp_path / "work")
+    v1 = signing.signed_commit(work, dana, {"app/settings.yaml": m.configmap(
+        "settings", color="blue")}, "v1")
+    args = ("agent", "install", "--repo", str(work), "--path", "app", "--interval", "2s",
+            "--cluster", SESSION_CLUSTER, "--name", namespace, "-n", namespace,
+            "--verify-signatures", "chain",
+            "--allowed-signers", str(dana.allowed_signers(tmp_path / "allowed")))
+    kube = Kube.from_kubeconfig(clusters.load(SESSION_CLUSTER).kubeconfig)
+    sync = Sync(namespace, kube, "", LocalFleet(work), Path(), Path())
+    try:
+        cli.run_json(*args, check_code=0)
+        sync.wait(lambda: sync.applied(v1), "the signed v1")
+        sneaked = signing.signed_commit(work, None, {"app/settings.yaml": m.configmap(
+            "settings", color="evil")}, "unsigned, hidden under a signed head")
+        signing.signed_commit(work, dana, {"app/more.yaml": m.configmap("more")}, "signed")
+        ready = sync.wait(lambda: (r := sync.ready()).get("status") == "False" and r,
+                          "the chain to be refused")
+        assert ready["reason"] == "SignatureVerificationFailed"
+        assert f"commit {sneaked[:12]}" in ready["message"]
+        assert sync.obj().status["lastAppliedRevision"] == v1
+        assert configmap(api_client, namespace, "settings") == {"color": "blue"}
+        assert configmap(api_client, namespace, "more") is None
+    finally:
+        localproc.stop(clusters.cluster_dir(SESSION_CLUSTER), namespace)
+        for rt, obj in ((syncobject.SYNC_RT, namespace), (LEASE_RT, f"agent-{namespace}"),
+                        (agent.deploykey.SECRET_RT, verifykeys.secret_name(namespace))):
+            kube.delete(rt, NS, obj)
+        inventory.delete(kube, namespace)
+        kube.close()
