@@ -226,6 +226,7 @@ class Keyring:
         self.keys = keys
 
     def __enter__(self) -> Keyring:
+        _need_programs(self.keys)
         # gpg's sockets live in GNUPGHOME, whose path must stay short: use /tmp, not TMPDIR.
         self.home = Path(tempfile.mkdtemp(prefix="gr-sig-", dir="/tmp"))
         self.gnupg = self.home / "gnupg"
@@ -243,8 +244,9 @@ class Keyring:
         return self
 
     def __exit__(self, *_: object) -> None:
-        subprocess.run(["gpgconf", "--kill", "all"], env=self._env(), capture_output=True,
-                       stdin=subprocess.DEVNULL)
+        if shutil.which("gpgconf"):  # no agent should run (--no-autostart); never leave one
+            subprocess.run(["gpgconf", "--kill", "all"], env=self._env(), capture_output=True,
+                           stdin=subprocess.DEVNULL)
         shutil.rmtree(self.home, ignore_errors=True)
 
     def _env(self) -> dict[str, str]:
@@ -314,6 +316,16 @@ class Keyring:
                 "nothing was applied. Fix: sign the tag with a trusted key "
                 "(git tag -s), or add its signer to --allowed-signers/--trusted-keys"])
         return Signed(target, author, signer, key, subject, tag=name)
+
+
+def _need_programs(keys: Keys) -> None:
+    needed = [("gpg", "--trusted-keys", "gpg")] if keys.pgp else []
+    if keys.allowed_signers:
+        needed.append(("ssh-keygen", "--allowed-signers", "openssh-client"))
+    for program, option, package in needed:
+        if shutil.which(program) is None:
+            raise SourceError(f"{option}: verifying signatures needs `{program}` on PATH; "
+                              f"install it (Debian: apt-get install {package})")
 
 
 def _tag_signer(output: str) -> tuple[str, str]:
