@@ -134,9 +134,8 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
         create_namespaces=create_namespaces, force=force, wait=wait,
         timeout=opt.parse_duration(timeout), workers=workers)
     spec_args = dict(repo=repo, ref=to, at=None, path=path, ignore=ignore, ssh_key=ssh_key,
-                     known_hosts=known_hosts, ca_file=ca_file,
-                     verify=opt.signature_policy(verify_signatures, allowed_signers,
-                                                 trusted_keys))
+                     known_hosts=known_hosts, ca_file=ca_file)
+    verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
     conn_args = dict(kubeconfig=kubeconfig, context=context, cluster=cluster)
     read_auth = opt.source_spec(**spec_args).auth
     if revert and push_key is None and source.is_remote(repo) \
@@ -146,10 +145,15 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
     push_auth = opt.git_auth(push_key, known_hosts, ca_file) if push_key else read_auth
     kube = opt.connect(**conn_args)
     try:
+        # --to as asked (a signed tag counts), before the pin or a revert commit changes
+        # anything; the run then pins the SHA, which was just verified.
+        signed = _verify_first(kube, opt.source_spec(**spec_args, verify=verify), sync) \
+            if verify else []
         handoff = rollback_handoff.rollback_handoff(kube, sync, repo, to, path, read_auth,
                                                     revert, branch, push_auth)
         try:
             report = _run_with(kube, {**spec_args, "ref": handoff.ref}, options)
+            report.signatures = signed
         except SyncError as e:
             if e.exit_code == 2:  # refused before any write: the pin goes too
                 rollback_handoff.undo_pin(kube, handoff)
@@ -163,6 +167,11 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
         stdout.print(f"agent: {handoff.note}", markup=False)
     if report.errors or report.unhealthy:
         raise typer.Exit(code=1)
+
+
+def _verify_first(kube: Kube, spec: engine.SourceSpec, sync: str) -> list:
+    repo, revision = engine.fetch(spec)
+    return engine.verify_signatures(kube, repo, revision, spec, sync)
 
 
 @exits_cleanly

@@ -131,6 +131,13 @@ def test_rollback_verifies_its_target(local_cluster, api_client, namespace, tmp_
     result = gr("rollback", repo, namespace, "--path", "app", "--to", first, *verify, code=2)
     assert f"commit {first[:12]}" in result.stderr and "unsigned" in result.stderr
     assert color(api_client, namespace) == "green"
+    # A signed release tag on that commit vouches for it: the rollback by tag goes through.
+    signing.signed_tag(repo, keys["dana"], "v1", first)
+    report = json.loads(gr("rollback", repo, namespace, "--path", "app", "--to", "v1",
+                           *verify, "--output", "json").stdout)
+    assert [(s["tag"], s["sha"], s["signer"]) for s in report["signatures"]] == [
+        ("v1", first, "dana@example.com")]
+    assert color(api_client, namespace) == "blue"
 
 
 def test_key_options_without_a_mode_or_with_a_bad_file_are_refused(tmp_path, keys):
