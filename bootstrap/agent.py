@@ -30,9 +30,9 @@ import yaml
 from bootstrap import clusters
 from bootstrap.errors import OperationFailed, UserError
 from bootstrap.resources import resource
-from sync_agent import git_https, source
+from sync_agent import git_https, signatures, source
 from sync_agent.agent import config as agent_config
-from sync_agent.agent import deploykey, localproc, syncobject
+from sync_agent.agent import deploykey, localproc, syncobject, verifykeys
 from sync_agent.inventory import NAMESPACE
 from sync_agent.kube import ApiError, Kube, ResourceType
 
@@ -45,7 +45,7 @@ CRD_RT = ResourceType("apiextensions.k8s.io", "v1", "CustomResourceDefinition",
                       "customresourcedefinitions", namespaced=False)
 DEPLOYMENT_RT = ResourceType("apps", "v1", "Deployment", "deployments", namespaced=True)
 _TYPES = {(rt.api_version, rt.kind): rt for rt in (
-    CRD_RT, DEPLOYMENT_RT, syncobject.SYNC_RT,
+    CRD_RT, DEPLOYMENT_RT, syncobject.SYNC_RT, deploykey.SECRET_RT,
     ResourceType("", "v1", "Namespace", "namespaces", namespaced=False),
     ResourceType("", "v1", "ServiceAccount", "serviceaccounts", namespaced=True),
     ResourceType("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),
@@ -86,6 +86,7 @@ class InstallRequest:
     deploy_key: str = ""  # deploy-key name (Secret <name>-deploy-key); "" when none is needed
     ca_file: Path | None = None  # HTTPS: the CA of the Git server, kept in the credentials Secret
     image: str = DEFAULT_IMAGE
+    verify: signatures.Policy | None = None  # spec.verify, its keys in a Secret of their own
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,9 @@ def sync_object(request: InstallRequest) -> dict[str, Any]:
     return syncobject.body(request.sync, NAMESPACE,
                            git_https.without_credentials(request.repo), request.branch,
                            request.path, request.interval, request.prune, request.ignore,
-                           request.default_namespace, secret)
+                           request.default_namespace, secret,
+                           (request.verify.mode, verifykeys.secret_name(request.sync))
+                           if request.verify else None)
 
 
 def credentials_secret_name(sync: str) -> str:
@@ -219,6 +222,9 @@ def install(t: Target, request: InstallRequest, start: bool = True) -> list[tupl
             _wait_established(t.kube, doc["metadata"]["name"])
     stored = store_credentials(t.kube, request)
     results += [stored] if stored else []
+    if request.verify:  # the keys before the Sync that names them
+        results.append(apply(t.kube, verifykeys.secret_body(request.sync, NAMESPACE,
+                                                            request.verify.keys)))
     results.append(apply(t.kube, sync_object(request)))
     return results
 

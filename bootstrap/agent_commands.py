@@ -69,7 +69,9 @@ def install(repo: opt.Repo, branch: Branch = "main", path: opt.PathOpt = "",
             no_prune: NoPrune = False, ca_file: opt.CaFile = None,
             kubeconfig: opt.Kubeconfig = None,
             context: opt.Context = None, cluster: opt.ClusterName = None,
-            output: opt.OutputOpt = Output.text) -> None:
+            output: opt.OutputOpt = Output.text, verify_signatures: opt.VerifySignatures = None,
+            allowed_signers: opt.AllowedSigners = None,
+            trusted_keys: opt.TrustedKeys = None) -> None:
     """Install the agent and its Sync object, and start it (idempotent).
 
     Applies Namespace gitops-restore-system, the Sync CRD, ServiceAccount and RBAC, the
@@ -87,7 +89,8 @@ def install(repo: opt.Repo, branch: Branch = "main", path: opt.PathOpt = "",
     request = agent.InstallRequest(
         sync=sync, repo=repo, branch=branch, path=path, interval=check_interval(interval),
         prune=not no_prune, ignore=tuple(ignore or ()), default_namespace=namespace,
-        deploy_key=default_key_name(deploy_key, repo), image=image, ca_file=ca_file)
+        deploy_key=default_key_name(deploy_key, repo), image=image, ca_file=ca_file,
+        verify=opt.signature_policy(verify_signatures, allowed_signers, trusted_keys))
     t = agent.target(kubeconfig, context, cluster)
     results = agent.install(t, request)
     where, started = agent.start_agent(t, request)

@@ -104,7 +104,8 @@ def bootstrap(
     timeout: Annotated[str, typer.Option(help="How long to wait for health and the "
                                          "deploy key.")] = "10m",
     lock_timeout: opt.LockTimeout = "2m",
-    output: opt.OutputOpt = Output.text,
+    output: opt.OutputOpt = Output.text, verify_signatures: opt.VerifySignatures = None,
+    allowed_signers: opt.AllowedSigners = None, trusted_keys: opt.TrustedKeys = None,
 ) -> None:
     """Provision a cluster, give it a deploy key, install the agent, restore from Git, wait.
 
@@ -119,7 +120,8 @@ def bootstrap(
         sync=sync_name, repo=repo, branch=branch, path=path,
         interval=agent_commands.check_interval(interval), ignore=tuple(ignore or ()),
         default_namespace=namespace, deploy_key=agent_commands.default_key_name(None, repo),
-        image=image)
+        image=image, verify=opt.signature_policy(verify_signatures, allowed_signers,
+                                                 trusted_keys))
     wait = opt.parse_duration(timeout)
     accept_host_key = _check_inputs(provider, name, nodes, kubeconfig, request,
                                     private_key_file, known_hosts, accept_host_key, yes)
@@ -224,7 +226,7 @@ def _restore(t: agent.Target, request: agent.InstallRequest, key: dk.DeployKey |
 
     def restore(auth) -> engine.Report:
         spec = engine.SourceSpec(repo=request.repo, ref=obj.spec.target, path=request.path,
-                                 ignore=request.ignore, auth=auth)
+                                 ignore=request.ignore, auth=auth, verify=request.verify)
         with PhaseProgress(enabled=output is Output.text) as progress:
             return engine.restore(t.kube, spec, options, progress.emit)
 
@@ -244,8 +246,10 @@ def _restore(t: agent.Target, request: agent.InstallRequest, key: dk.DeployKey |
         stderr.print(f"warning: {health}", markup=False)
     counts = ", ".join(f"{n} {a}" for a, n in report.changes.count().items() if n)
     pinned = f" (pinned: {obj.spec.revision})" if obj.spec.revision else ""
+    signed = f"; {report.signatures[0]}" if report.signatures else ""
     return report, report.changes.changed, (f"{obj.spec.target}{pinned} -> "
-                                            f"{report.revision.sha[:12]}: {counts or 'empty'}")
+                                            f"{report.revision.sha[:12]}: {counts or 'empty'}"
+                                            f"{signed}")
 
 
 def _start(t: agent.Target, request: agent.InstallRequest):

@@ -23,6 +23,8 @@ def show(report: Report, verb: str) -> None:
                  f"[bold]{rev.sha}[/bold] ({rev.committed_at}, {rev.message})")
     if report.path:
         stdout.print(f"path: {report.path}")
+    for signed in report.signatures:
+        stdout.print(f"signed: {signed}", markup=False)
     table = Table(show_header=True, header_style="bold", box=None)
     table.add_column("object")
     table.add_column("result")

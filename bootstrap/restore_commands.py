@@ -81,7 +81,10 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
             output: opt.OutputOpt = Output.text,
             allow_remote_bases: opt.AllowRemoteBases = False,
             max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
-            max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES) -> None:
+            max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
+            verify_signatures: opt.VerifySignatures = None,
+            allowed_signers: opt.AllowedSigners = None,
+            trusted_keys: opt.TrustedKeys = None) -> None:
     """Make the cluster match the repo at a revision: validate, apply in stages, prune, wait.
 
     Example: gitops-restore restore --repo git@github.com:org/fleet.git --path clusters/prod
@@ -93,9 +96,11 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
         create_namespaces=create_namespaces, force=force, wait=wait,
         timeout=opt.parse_duration(timeout), workers=workers,
         lock_timeout=opt.parse_duration(lock_timeout, "--lock-timeout"))
+    verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
-                       known_hosts=known_hosts, ca_file=ca_file, render=opt.render_options(
-                           allow_remote_bases, max_file_size, max_yaml_nodes)),
+                       known_hosts=known_hosts, ca_file=ca_file, verify=verify,
+                       render=opt.render_options(allow_remote_bases, max_file_size,
+                                                 max_yaml_nodes)),
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options)
     _present(report, output, "restore")
     if report.errors or report.unhealthy:
@@ -124,7 +129,10 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
                  "--branch", help="For --revert without a Sync: the branch to revert on.")
              ] = "main", allow_remote_bases: opt.AllowRemoteBases = False,
              max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
-             max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES) -> None:
+             max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
+             verify_signatures: opt.VerifySignatures = None,
+             allowed_signers: opt.AllowedSigners = None,
+             trusted_keys: opt.TrustedKeys = None) -> None:
     """Return the cluster exactly to an earlier revision (restore with prune).
 
     If the sync agent serves this sync name, it is first pinned to that commit so it does not
@@ -144,6 +152,7 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
     spec_args = dict(repo=repo, ref=to, at=None, path=path, ignore=ignore, ssh_key=ssh_key,
                      known_hosts=known_hosts, ca_file=ca_file,
                      render=opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes))
+    verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
     conn_args = dict(kubeconfig=kubeconfig, context=context, cluster=cluster)
     read_auth = opt.source_spec(**spec_args).auth
     if revert and push_key is None and source.is_remote(repo) \
@@ -154,10 +163,15 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
     push_auth = opt.git_auth(push_key, known_hosts, ca_file) if push_key else read_auth
     kube = opt.connect(**conn_args)
     try:
+        # --to as asked (a signed tag counts), before the pin or a revert commit changes
+        # anything; the run then pins the SHA, which was just verified.
+        signed = _verify_first(kube, opt.source_spec(**spec_args, verify=verify), sync) \
+            if verify else []
         handoff = rollback_handoff.rollback_handoff(kube, sync, repo, to, path, read_auth,
                                                     revert, branch, push_auth)
         try:
             report = _run_with(kube, {**spec_args, "ref": handoff.ref}, options)
+            report.signatures = signed
         except SyncError as e:
             if e.exit_code == 2:  # refused before any write: the pin goes too
                 rollback_handoff.undo_pin(kube, handoff)
@@ -173,6 +187,11 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
         raise typer.Exit(code=1)
 
 
+def _verify_first(kube: Kube, spec: engine.SourceSpec, sync: str) -> list:
+    repo, revision = engine.fetch(spec)
+    return engine.verify_signatures(kube, repo, revision, spec, sync)
+
+
 @exits_cleanly
 def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathOpt = "",
          ignore: opt.Ignore = None, prune: Prune = False, prune_data: PruneData = False,
@@ -184,7 +203,10 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
          cluster: opt.ClusterName = None, workers: opt.Workers = DEFAULT_WORKERS,
          output: opt.OutputOpt = Output.text, allow_remote_bases: opt.AllowRemoteBases = False,
          max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
-         max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES) -> None:
+         max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
+         verify_signatures: opt.VerifySignatures = None,
+         allowed_signers: opt.AllowedSigners = None,
+         trusted_keys: opt.TrustedKeys = None) -> None:
     """Show what restore would do, per object, using server-side dry-run. Exit 3 if anything.
 
     Example: gitops-restore plan --repo ./fleet --path apps --ref main --prune
@@ -193,9 +215,11 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
         sync_name=opt.sync_name(name, repo, path), namespace=namespace, prune=prune,
         prune_data=prune_data, allow_mass_prune=allow_mass_prune,
         create_namespaces=create_namespaces, force=force, workers=workers, plan_only=True)
+    verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
-                       known_hosts=known_hosts, ca_file=ca_file, render=opt.render_options(
-                           allow_remote_bases, max_file_size, max_yaml_nodes)),
+                       known_hosts=known_hosts, ca_file=ca_file, verify=verify,
+                       render=opt.render_options(allow_remote_bases, max_file_size,
+                                                 max_yaml_nodes)),
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options)
     _present(report, output, "plan")
     if report.changes.changed:

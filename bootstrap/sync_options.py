@@ -13,7 +13,7 @@ import typer
 from bootstrap import clusters
 from bootstrap.errors import UserError
 from bootstrap.output import Output
-from sync_agent import git_https, source
+from sync_agent import git_https, signatures, source
 from sync_agent import render_options as render_options_mod
 from sync_agent.engine import SourceSpec
 from sync_agent.kube import Kube
@@ -61,15 +61,25 @@ DEFAULT_MAX_YAML_NODES = DEFAULTS.max_yaml_nodes
 LockTimeout = Annotated[str, typer.Option(
     "--lock-timeout", help="How long to wait while another writer (a command or the sync "
                            "agent) holds the sync's lock, e.g. 30s; then exit 2 naming it.")]
+VerifySignatures = Annotated[str | None, typer.Option(
+    "--verify-signatures", help="Refuse unless signed by a trusted key: head (the resolved "
+                                "commit, or its signed tag) or chain (also every first-parent "
+                                "commit since the last applied one).")]
+AllowedSigners = Annotated[Path | None, typer.Option(
+    "--allowed-signers", help="Trusted SSH signing keys (OpenSSH allowed_signers file).")]
+TrustedKeys = Annotated[Path | None, typer.Option(
+    "--trusted-keys", help="Trusted OpenPGP public keys: an .asc file or a directory of them.")]
 
 
 def source_spec(repo: str, ref: str | None, at: str | None, path: str,
                 ignore: list[str] | None, ssh_key: Path | None,
                 known_hosts: Path | None, ca_file: Path | None = None,
-                render: RenderOptions = DEFAULTS) -> SourceSpec:
+                render: RenderOptions = DEFAULTS,
+                verify: signatures.Policy | None = None) -> SourceSpec:
     return SourceSpec(repo=repo, ref=ref, at=source.parse_time(at) if at else None,
                       path=path, ignore=tuple(ignore or ()),
-                      auth=git_auth(ssh_key, known_hosts, ca_file), render=render)
+                      auth=git_auth(ssh_key, known_hosts, ca_file), render=render,
+                      verify=verify)
 
 
 def render_options(allow_remote_bases: bool, max_file_size: str,
@@ -82,6 +92,17 @@ def render_options(allow_remote_bases: bool, max_file_size: str,
         raise UserError(f"--max-file-size {e}") from None
     return RenderOptions(allow_remote_bases=allow_remote_bases, max_file_bytes=max_file_bytes,
                          max_yaml_nodes=max_yaml_nodes)
+
+
+def signature_policy(mode: str | None, allowed_signers: Path | None,
+                     trusted_keys: Path | None) -> signatures.Policy | None:
+    """--verify-signatures and its keys; keys without a mode are a mistake, not a default."""
+    if mode is None:
+        if allowed_signers or trusted_keys:
+            raise UserError("--allowed-signers/--trusted-keys are used only with "
+                            "--verify-signatures head|chain: add it")
+        return None
+    return signatures.Policy(mode, signatures.Keys.from_files(allowed_signers, trusted_keys))
 
 
 def git_auth(ssh_key: Path | None, known_hosts: Path | None,

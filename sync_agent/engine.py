@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sync_agent import discovery, events, inventory, lock, source
+from sync_agent import discovery, events, inventory, lock, signatures, source
 from sync_agent import health as health_mod
 from sync_agent import render as render_mod
 from sync_agent.apply import Applied, ApplyError, ApplyOptions, apply_plan
@@ -48,6 +48,7 @@ class SourceSpec:
     ignore: tuple[str, ...] = ()
     auth: source.GitAuth | None = None
     render: RenderOptions = DEFAULTS  # bounds, and whether remote kustomize bases may be fetched
+    verify: signatures.Policy | None = None  # --verify-signatures: checked before rendering
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class Report:
     # never a failure.
     warnings: list[health_mod.Health] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    signatures: list[signatures.Signed] = field(default_factory=list)  # verified, target first
 
     @property
     def seconds(self) -> float:
@@ -103,6 +105,7 @@ class Report:
             "unhealthy": [{"object": str(h.ref), "reason": h.reason} for h in self.unhealthy],
             "warnings": [{"object": str(h.ref), "reason": h.reason} for h in self.warnings],
             "errors": self.errors,
+            "signatures": [s.to_json() for s in self.signatures],
         }
 
 
@@ -134,8 +137,8 @@ def render_revision(repo, revision: Revision, spec: SourceSpec) -> RenderResult:
                                  left_out)
 
 
-def _fetch_and_render(spec: SourceSpec, options: SyncOptions, emit: events.EventSink
-                      ) -> tuple[Report, _Timer, RenderResult]:
+def _fetch_and_render(spec: SourceSpec, options: SyncOptions, emit: events.EventSink,
+                      kube: Kube) -> tuple[Report, _Timer, RenderResult]:
     started = time.monotonic()
     emit(events.PhaseStarted("fetch"))
     repo, revision = fetch(spec)
@@ -143,10 +146,22 @@ def _fetch_and_render(spec: SourceSpec, options: SyncOptions, emit: events.Event
     report.phases.append(("fetch", time.monotonic() - started))
     emit(events.PhaseFinished("fetch", report.phases[-1][1]))
     timer = _Timer(report, emit)
+    if spec.verify is not None:
+        with timer.phase("signatures"):
+            report.signatures = verify_signatures(kube, repo, revision, spec, options.sync_name)
     with timer.phase("render"):
         rendered = render_revision(repo, revision, spec)
         report.skipped = list(rendered.skipped)
     return report, timer, rendered
+
+
+def verify_signatures(kube: Kube, repo, revision: Revision, spec: SourceSpec,
+                      sync_name: str) -> list[signatures.Signed]:
+    """Raises signatures.SignatureError (exit 2) before anything is rendered or applied."""
+    old = inventory.load(kube, sync_name) if spec.verify.mode == "chain" else None
+    return signatures.verify(str(repo.git_dir), revision.sha, spec.verify,
+                             ref=spec.ref if spec.at is None else None,
+                             last_applied=old.revision if old else "")
 
 
 def restore(kube: Kube, spec: SourceSpec, options: SyncOptions,
@@ -156,7 +171,7 @@ def restore(kube: Kube, spec: SourceSpec, options: SyncOptions,
     Everything after rendering runs under the sync's one-writer lock: taken here (waiting up
     to options.lock_timeout), unless the caller holds it and passes its `guard` (the agent).
     """
-    report, timer, rendered = _fetch_and_render(spec, options, emit)
+    report, timer, rendered = _fetch_and_render(spec, options, emit, kube)
     if options.plan_only:
         return _restore(kube, spec, options, emit, report, timer, rendered, None)
     if guard is not None:
@@ -236,7 +251,7 @@ def verify(kube: Kube, spec: SourceSpec, options: SyncOptions,
     Every declared object is dry-run (nothing is trusted from the inventory): CREATE means
     missing, UPDATE drifted (the detail names the fields), DELETE/KEEP an extra owned object.
     """
-    report, timer, rendered = _fetch_and_render(spec, options, emit)
+    report, timer, rendered = _fetch_and_render(spec, options, emit, kube)
     with timer.phase("verify", len(rendered.resources)):
         plan, _, _ = _validate_and_plan(
             kube, rendered, options, emit,

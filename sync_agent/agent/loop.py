@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 
 from sync_agent import engine, events, lock, source
-from sync_agent.agent import attempts, deploykey, syncobject
+from sync_agent.agent import attempts, deploykey, syncobject, verifykeys
 from sync_agent.agent.config import AgentConfig
 from sync_agent.agent.lease import Elector
 from sync_agent.agent.metrics import Metrics
@@ -41,7 +41,7 @@ from sync_agent.agent.recorder import NORMAL, WARNING, Recorder
 from sync_agent.kube import ApiError, Kube
 
 log = logging.getLogger(__name__)
-_BEFORE_WRITES = ("render", "validate")  # phases a shutdown may interrupt
+_BEFORE_WRITES = ("signatures", "render", "validate")  # phases a shutdown may interrupt
 _BACKOFF_BASE = 1.0
 
 
@@ -174,7 +174,8 @@ class Loop:
                  auth: source.GitAuth | None) -> engine.Report:
         spec = obj.spec
         source_spec = engine.SourceSpec(repo=spec.repo, ref=spec.target, path=spec.path,
-                                        ignore=spec.ignore, auth=auth, render=spec.render)
+                                        ignore=spec.ignore, auth=auth, render=spec.render,
+                                        verify=verifykeys.policy(self.kube, obj.namespace, spec))
         options = engine.SyncOptions(sync_name=obj.name, namespace=spec.default_namespace,
                                      prune=spec.prune, workers=self.config.workers)
         return engine.restore(self.kube, source_spec, options, self._emit, guard=self.elector)
@@ -214,7 +215,7 @@ class Loop:
             if news:
                 self.recorder.record(obj, NORMAL, outcome.reason, outcome.message)
         else:
-            self.metrics.failed(seconds, finished, outcome.reason)
+            self.metrics.failed(seconds, finished, outcome.reason, outcome.refused)
             log.warning("sync failed", extra={"sync": obj.name, "reason": outcome.reason,
                                               "error": outcome.message,
                                               "retry_in": round(self._due - time.monotonic(), 1)})

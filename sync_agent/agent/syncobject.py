@@ -53,6 +53,8 @@ class SyncSpec:
     default_namespace: str = "default"  # for namespaced objects that name none
     secret_name: str = ""  # deploy-key Secret beside the Sync; "" for none
     render: RenderOptions = DEFAULTS  # allowRemoteBases, maxFileSize, maxYAMLNodes
+    verify_mode: str = ""  # spec.verify.mode: head or chain; "" verifies nothing
+    verify_secret: str = ""  # spec.verify.secretRef.name: the trusted keys (*.asc, *.sshpub)
 
     @property
     def target(self) -> str:
@@ -109,7 +111,8 @@ def parse(body: dict[str, Any]) -> SyncObject:
         suspend=bool(raw.get("suspend", False)), revision=raw.get("revision") or "",
         ignore=tuple(raw.get("ignore") or ()),
         default_namespace=raw.get("defaultNamespace") or "default",
-        secret_name=(raw.get("secretRef") or {}).get("name", ""), render=render)
+        secret_name=(raw.get("secretRef") or {}).get("name", ""), render=render,
+        **_verify(raw.get("verify"), where))
     return SyncObject(name=meta["name"], namespace=meta["namespace"], uid=meta.get("uid", ""),
                       generation=int(meta.get("generation") or 0), spec=spec,
                       status=body.get("status") or {})
@@ -126,6 +129,18 @@ def _render_options(raw: dict[str, Any]) -> RenderOptions:
         max_yaml_nodes=nodes or DEFAULTS.max_yaml_nodes)
 
 
+def _verify(raw: Any, where: str) -> dict[str, str]:
+    if not raw:
+        return {}
+    mode, secret = raw.get("mode") or "", (raw.get("secretRef") or {}).get("name") or ""
+    if mode not in ("head", "chain"):
+        raise InvalidSpec(f"{where}: spec.verify.mode {mode!r}: use head or chain")
+    if not secret:
+        raise InvalidSpec(f"{where}: spec.verify.secretRef.name is empty; name the Secret "
+                          "holding the trusted public keys (*.asc, *.sshpub)")
+    return {"verify_mode": mode, "verify_secret": secret}
+
+
 def read(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
     """The Sync object as stored, or None when there is none."""
     return kube.get(SYNC_RT, namespace, name)
@@ -133,13 +148,16 @@ def read(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
 
 def body(name: str, namespace: str, repo: str, branch: str = "main", path: str = "",
          interval: str = "1m", prune: bool = True, ignore: tuple[str, ...] = (),
-         default_namespace: str = "default", secret_name: str = "") -> dict[str, Any]:
+         default_namespace: str = "default", secret_name: str = "",
+         verify: tuple[str, str] | None = None) -> dict[str, Any]:
     """A Sync object as `agent install` applies it (pin and suspend are left to patches)."""
     spec: dict[str, Any] = {"repo": repo, "branch": branch, "path": path,
                             "interval": interval, "prune": prune, "ignore": list(ignore),
                             "defaultNamespace": default_namespace}
     if secret_name:
         spec["secretRef"] = {"name": secret_name}
+    if verify:  # (mode, Secret name)
+        spec["verify"] = {"mode": verify[0], "secretRef": {"name": verify[1]}}
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
             "metadata": {"name": name, "namespace": namespace,
                          "labels": {"app.kubernetes.io/managed-by": "gitops-restore"}},
