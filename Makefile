@@ -1,9 +1,10 @@
-# The README's two commands are `make demo` and `make test`; both install what they need.
+# The README's two commands are `make demo` and `make test`; both install what they need
+# (scripts/prereqs: Debian packages when run as root, else one line naming what is missing).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install cluster-bin demo test lint bench clean
+.PHONY: install prereqs-demo prereqs-test cluster-bin demo test lint bench bench-services clean
 
 install: $(VENV)/.installed
 
@@ -17,15 +18,23 @@ $(VENV)/.installed: pyproject.toml
 cluster-bin: install
 	$(BIN)/gitops-restore cluster-bin
 
-demo: cluster-bin
+prereqs-demo prereqs-test: prereqs-%:
+	PYTHON=$(PYTHON) scripts/prereqs $*
+
+demo: prereqs-demo cluster-bin
 	$(BIN)/gitops-restore demo
 
-test: cluster-bin
+test: prereqs-test cluster-bin
 	$(BIN)/ruff check bootstrap sync_agent tests bench
 	$(BIN)/pytest
 
-bench: cluster-bin
+# Every peer side by side at N = 1,000, 10,000 and 50,000, 3 interleaved rounds (long: see README).
+bench: prereqs-demo cluster-bin
 	$(BIN)/python -m bench.restore_throughput
+
+# Why Services get slower to create as a cluster fills (the IP allocator or the store).
+bench-services: prereqs-demo cluster-bin
+	$(BIN)/python -m bench.service_allocation
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -66,23 +66,31 @@ def install(repo: opt.Repo, branch: Branch = "main", path: opt.PathOpt = "",
             interval: Interval = "1m", ignore: opt.Ignore = None,
             image: Image = agent.DEFAULT_IMAGE, name: opt.SyncName = None,
             namespace: opt.Namespace = "default", deploy_key: DeployKey = None,
-            no_prune: NoPrune = False, kubeconfig: opt.Kubeconfig = None,
+            no_prune: NoPrune = False, ca_file: opt.CaFile = None,
+            kubeconfig: opt.Kubeconfig = None,
             context: opt.Context = None, cluster: opt.ClusterName = None,
-            output: opt.OutputOpt = Output.text) -> None:
+            output: opt.OutputOpt = Output.text, verify_signatures: opt.VerifySignatures = None,
+            allowed_signers: opt.AllowedSigners = None,
+            trusted_keys: opt.TrustedKeys = None) -> None:
     """Install the agent and its Sync object, and start it (idempotent).
 
     Applies Namespace gitops-restore-system, the Sync CRD, ServiceAccount and RBAC, the
-    Deployment agent-<sync> and the Sync. On the local provider the Deployment is kept at 0
-    replicas and the agent runs as a local process instead (pods there run nothing).
+    Deployment agent-<sync> and the Sync. HTTPS credentials in --repo (https://USER:TOKEN@…)
+    and --ca-file go to the Secret <sync>-git-credentials, never into the Sync. On the local
+    provider the Deployment is kept at 0 replicas and the agent runs as a local process
+    instead (pods there run nothing).
 
     Example: gitops-restore agent install --cluster demo --repo ssh://git@git.example/fleet.git
     --branch main --path clusters/demo --interval 1m
     """
     sync = opt.sync_name(name, repo, path)
+    if ca_file and not ca_file.is_file():
+        raise UserError(f"--ca-file {ca_file}: no such file (nothing was changed)")
     request = agent.InstallRequest(
         sync=sync, repo=repo, branch=branch, path=path, interval=check_interval(interval),
         prune=not no_prune, ignore=tuple(ignore or ()), default_namespace=namespace,
-        deploy_key=default_key_name(deploy_key, repo), image=image)
+        deploy_key=default_key_name(deploy_key, repo), image=image, ca_file=ca_file,
+        verify=opt.signature_policy(verify_signatures, allowed_signers, trusted_keys))
     t = agent.target(kubeconfig, context, cluster)
     results = agent.install(t, request)
     where, started = agent.start_agent(t, request)

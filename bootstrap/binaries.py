@@ -6,7 +6,9 @@ reachable: kube-apiserver, kube-controller-manager, kube-scheduler and kubectl c
 `sigs.k8s.io/kwok`, helm from `helm.sh/helm/v3` (into its own versioned directory: it renders
 charts for any cluster, so it is not tied to the control plane's version). Each tool gets its
 own module directory so that Go's version selection never mixes their dependencies. Called
-by `gitops-restore cluster-bin` and `make cluster-bin`.
+by `gitops-restore cluster-bin` and `make cluster-bin`, and by `scripts/engine-programs`,
+which builds the engine's programs (kubectl, helm) the same way into the agent's image
+(Dockerfile).
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ import shutil
 import subprocess
 import tempfile
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bootstrap.errors import UserError
+from sync_agent import paths
 from sync_agent.helm import binary as helm_binary
 from sync_agent.paths import K8S_VERSION, cache_root, k8s_bin_dir
 
+GO_VERSION = "1.26"  # the `go` line of every generated go.mod; the image's Go toolchain matches
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
 
@@ -147,7 +152,7 @@ def ensure_helm(log=print) -> Path:
 def build_tool(tool: GoTool, target: Path, log=print) -> None:
     tool.build_dir.mkdir(parents=True, exist_ok=True)
     (tool.build_dir / "go.mod").write_text(
-        f"module gitops-restore.local/build\n\ngo 1.26\n\n"
+        f"module gitops-restore.local/build\n\ngo {GO_VERSION}\n\n"
         f"require {tool.module} {tool.version}\n\n{tool.go_mod_extra}\n"
     )
     env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0", "GOTOOLCHAIN": "local"}
@@ -164,17 +169,51 @@ def build_tool(tool: GoTool, target: Path, log=print) -> None:
             os.replace(Path(out) / name, target / name)
 
 
-def ensure_binaries(log=print) -> Path:
-    """Build whatever of the control plane is missing from the cache; return the bin dir."""
+def go_tools() -> list[GoTool]:
+    """Every Go module we build, at its pinned version."""
+    return [_kubernetes_tool(), *_other_tools()]
+
+
+def engine_tools(programs: Iterable[str] | None = None) -> list[GoTool]:
+    """The tools (from `go_tools`) that build `programs` (default: the engine's Go programs,
+    `sync_agent.paths.GO_PROGRAMS`), each cut down to those commands."""
+    wanted = set(paths.GO_PROGRAMS if programs is None else programs)
+    tools = go_tools()
+    unknown = wanted - {name for tool in tools for name in tool.packages}
+    if unknown:
+        raise UserError(f"{', '.join(sorted(unknown))}: the engine runs it, but no Go module in "
+                        "bootstrap/binaries.py builds it; add a GoTool for it")
+    return [replace(tool, packages={name: package for name, package in tool.packages.items()
+                                    if name in wanted})
+            for tool in tools if tool.packages.keys() & wanted]
+
+
+def build_engine_programs(target: Path, log=print) -> list[str]:
+    """Build every Go program the engine runs into `target` (the agent image's bin dir)."""
+    _need_go()
+    target.mkdir(parents=True, exist_ok=True)
+    built = []
+    for tool in engine_tools():
+        build_tool(tool, target, log)
+        built.extend(tool.packages)
+    return built
+
+
+def _need_go() -> None:
     if shutil.which("go") is None:
         raise UserError("`go` is not on PATH: the control plane is built from Go modules; "
-                        "install Go 1.26 or newer")
+                        f"install Go {GO_VERSION} or newer")
+
+
+def ensure_binaries(log=print) -> Path:
+    """Build whatever of the control plane is missing from the cache; return the bin dir."""
+    _need_go()
     target = k8s_bin_dir()
     target.mkdir(parents=True, exist_ok=True)
     missing = set(missing_binaries(target))
     if not missing:
         log(f"control plane binaries cached in {target}")
-    for tool in [_kubernetes_tool(), *_other_tools()] if missing else []:
+    for tool in go_tools() if missing else []:
         if missing & tool.packages.keys():
             build_tool(tool, target, log)
     ensure_helm(log)

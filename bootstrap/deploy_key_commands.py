@@ -84,7 +84,8 @@ def create(repo: SshRepo, name: KeyName = None, known_hosts: KnownHostsFile = No
         emit_json(result.to_json())
         return
     stdout.print(result.key.public_key, markup=False)
-    stderr.print(f"deploy key {result.key.fingerprint} stored in Secret {result.secret}"
+    stored = "stored in" if result.stored else "already in"
+    stderr.print(f"deploy key {result.key.fingerprint} {stored} Secret {result.secret}"
                  f"{' (replacing the previous key)' if result.replaced else ''}; "
                  f"host key pinned: {', '.join(result.host_fingerprints)}", markup=False)
     if result.registration is None and private_key_file is None:

@@ -32,7 +32,7 @@ from bootstrap import binaries, clusters
 from bootstrap import provision as provisioning
 from bootstrap.errors import UserError
 from bootstrap.resources import resource
-from sync_agent import engine, events, rollback_target
+from sync_agent import engine, events, rollback_target, signatures
 from sync_agent.changes import Action, ChangeSet
 from sync_agent.errors import SyncError
 from sync_agent.kube import Kube
@@ -81,6 +81,8 @@ class DrillPlan:
     to_target: Target
     cluster_name: str
     prepare_seconds: float
+    # "from"/"to": the verified signatures (--verify-signatures), checked before provisioning
+    signed: dict[str, tuple[signatures.Signed, ...]] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,24 @@ def prepare(spec: DrillSpec) -> DrillPlan:
                         "an existing cluster with --provider existing --kubeconfig PATH")
     from_target, to_target = rollback_target.resolve_targets(spec.source, spec.to_ref,
                                                              spec.to_path)
-    return DrillPlan(spec, from_target, to_target, name, time.monotonic() - started)
+    signed = _verify_signatures(spec, from_target, to_target)
+    if signed:  # verified by the refs asked for; the restores then pin bare SHAs
+        spec = dataclasses.replace(spec, source=dataclasses.replace(spec.source, verify=None))
+    return DrillPlan(spec, from_target, to_target, name, time.monotonic() - started, signed)
+
+
+def _verify_signatures(spec: DrillSpec, frm: Target, to: Target
+                       ) -> dict[str, tuple[signatures.Signed, ...]]:
+    """Both targets, each as `head` would (a drill's cluster starts empty, so a chain is the
+    target alone); a refusal is bad input: exit 2 before anything is provisioned."""
+    policy = spec.source.verify
+    if policy is None:
+        return {}
+    repo, _ = engine.fetch(spec.source)
+    asked = {"from": spec.source.ref, "to": spec.to_ref}
+    return {label: tuple(signatures.verify(str(repo.git_dir), target.revision.sha, policy,
+                                           ref=asked[label]))
+            for label, target in (("from", frm), ("to", to))}
 
 
 def run(plan: DrillPlan, emit: Sink = events.ignore) -> DrillResult:

@@ -73,7 +73,13 @@ def drill_command(
         ca_file: opt.CaFile = None, helm: opt.HelmMode = "auto", offline: opt.Offline = False,
         workers: opt.Workers = DEFAULT_WORKERS, junit: Junit = None,
         report: ReportFile = None, summary: Summary = None,
-        output: opt.OutputOpt = Output.text) -> None:
+        lock_timeout: opt.LockTimeout = "2m",
+        output: opt.OutputOpt = Output.text, allow_remote_bases: opt.AllowRemoteBases = False,
+        max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
+        max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
+        verify_signatures: opt.VerifySignatures = None,
+        allowed_signers: opt.AllowedSigners = None,
+        trusted_keys: opt.TrustedKeys = None) -> None:
     """Rehearse a recovery in a throwaway cluster: restore, roll back, roll forward, verify.
 
     Provisions a cluster, restores --from, rolls back to --to, rolls forward to --from,
@@ -87,13 +93,18 @@ def drill_command(
     """
     spec = drill.DrillSpec(
         source=opt.source_spec(repo, from_ref, None, path, ignore, ssh_key, known_hosts, ca_file,
+                               opt.render_options(allow_remote_bases, max_file_size,
+                                                  max_yaml_nodes),
+                               opt.signature_policy(verify_signatures, allowed_signers,
+                                                    trusted_keys),
                                helm, offline),
         to_ref=to_ref, to_path=to_path,
         cluster=drill.ClusterRequest(provider, cluster_name or "", nodes, kubeconfig, context,
                                      keep),
         sync=SyncOptions(sync_name=opt.sync_name(name, repo, path), namespace=namespace,
                          create_namespaces=create_namespaces, prune_data=prune_data,
-                         timeout=opt.parse_duration(timeout), workers=workers))
+                         timeout=opt.parse_duration(timeout), workers=workers,
+                         lock_timeout=opt.parse_duration(lock_timeout, "--lock-timeout")))
     _drill(spec, junit, report, summary, output)
 
 
@@ -154,6 +165,8 @@ def _show_plan(plan: drill.DrillPlan) -> None:
         stderr.print(f"{label:<4} {escape(rev.ref)} -> [bold]{rev.sha[:12]}[/bold] "
                      f"{escape(target.path or '.')} ({target.objects} objects; "
                      f"{rev.committed_at[:10]} {escape(rev.message)})")
+        for signed in plan.signed.get(label, ()):
+            stderr.print(f"     signed: {signed}", markup=False)
 
 
 class _ProgressSink:

@@ -14,6 +14,7 @@ from typing import Any
 from bootstrap.drill import DrillResult, PhaseResult
 from bootstrap.resources import resource
 from sync_agent.rollback_target import Target
+from sync_agent.signatures import Signed
 
 SCHEMA = resource("schemas") / "drill-report.schema.json"
 SCHEMA_ID = "https://gitops-restore.io/schemas/drill-report/v1"
@@ -31,8 +32,8 @@ def to_json(result: DrillResult) -> dict[str, Any]:
         "started_at": result.started_at,
         "repo": plan.from_target.revision.repo,
         "sync": spec.sync.sync_name,
-        "from": _target(plan.from_target),
-        "to": _target(plan.to_target),
+        "from": _target(plan.from_target, plan.signed.get("from", ())),
+        "to": _target(plan.to_target, plan.signed.get("to", ())),
         "cluster": {"name": result.cluster.name, "provider": result.cluster.provider,
                     "kubeconfig": result.cluster.kubeconfig, "context": result.cluster.context,
                     "kept": result.cluster.kept},
@@ -55,11 +56,11 @@ def json_text(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2) + "\n"
 
 
-def _target(target: Target) -> dict[str, Any]:
+def _target(target: Target, signed: tuple[Signed, ...]) -> dict[str, Any]:
     rev = target.revision
     return {"ref": rev.ref, "sha": rev.sha, "path": target.path, "committed_at":
             rev.committed_at, "author": rev.author, "message": rev.message,
-            "objects": target.objects}
+            "objects": target.objects, "signatures": [s.to_json() for s in signed]}
 
 
 def _phase(phase: PhaseResult) -> dict[str, Any]:
@@ -141,6 +142,10 @@ def markdown(result: DrillResult) -> str:
         rev = target.revision
         lines.append(f"| {label} | {_cell(rev.ref)} | `{rev.sha}` | `{target.path or '.'}` | "
                      f"{target.objects} | {rev.committed_at} | {_cell(rev.message)} |")
+    signers = [f"- {label}: {_cell(str(s))}" for label in ("from", "to")
+               for s in plan.signed.get(label, ())]
+    if signers:
+        lines += ["", "Signatures verified:", "", *signers]
     lines += ["", "| phase | kind | result | time | detail |", "|---|---|---|---:|---|"]
     for phase in result.phases:
         kind = "recovery" if phase.recovery else "overhead"

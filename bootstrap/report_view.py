@@ -23,6 +23,8 @@ def show(report: Report, verb: str) -> None:
                  f"[bold]{rev.sha}[/bold] ({rev.committed_at}, {rev.message})")
     if report.path:
         stdout.print(f"path: {report.path}")
+    for signed in report.signatures:
+        stdout.print(f"signed: {signed}", markup=False)
     table = Table(show_header=True, header_style="bold", box=None)
     table.add_column("object")
     table.add_column("result")
@@ -40,6 +42,8 @@ def show(report: Report, verb: str) -> None:
         stdout.print(f"helm: {note}", markup=False)
     for health in report.unhealthy:
         stdout.print(f"[red]not ready[/red] {health.ref}: {health.reason}")
+    for health in report.warnings:
+        stdout.print(f"[yellow]warning[/yellow] {health.ref}: {health.reason}")
     for error in report.errors:
         stdout.print(f"[red]error[/red] {error}")
     phases = "  ".join(f"{name} {seconds:.2f}s" for name, seconds in report.phases)

@@ -16,7 +16,7 @@ from sync_agent import engine, source
 from sync_agent.apply import ApplyError
 from sync_agent.engine import SyncOptions
 from sync_agent.errors import SyncError
-from sync_agent.kube import DEFAULT_WORKERS, Kube
+from sync_agent.kube import DEFAULT_WORKERS, Kube, Unreachable
 
 EXIT_DIFFERENCES = 3
 
@@ -61,6 +61,11 @@ def _run_with(kube: Kube, spec_args: dict, options: SyncOptions,
     except ApplyError as e:
         raise OperationFailed("apply failed; objects applied before the failure stay applied "
                               "and owned (re-run to converge):\n" + str(e)) from None
+    except Unreachable as e:
+        kept = "" if verify_only or options.plan_only else (
+            " Objects applied before it went away stay applied and owned by the inventory:")
+        raise OperationFailed(f"{e}: the run stopped.{kept} re-run once the API server "
+                              "answers again") from None
 
 
 @exits_cleanly
@@ -74,7 +79,14 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
             helm: opt.HelmMode = "auto", offline: opt.Offline = False,
             kubeconfig: opt.Kubeconfig = None,
             context: opt.Context = None, cluster: opt.ClusterName = None,
-            workers: opt.Workers = DEFAULT_WORKERS, output: opt.OutputOpt = Output.text) -> None:
+            workers: opt.Workers = DEFAULT_WORKERS, lock_timeout: opt.LockTimeout = "2m",
+            output: opt.OutputOpt = Output.text,
+            allow_remote_bases: opt.AllowRemoteBases = False,
+            max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
+            max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
+            verify_signatures: opt.VerifySignatures = None,
+            allowed_signers: opt.AllowedSigners = None,
+            trusted_keys: opt.TrustedKeys = None) -> None:
     """Make the cluster match the repo at a revision: validate, apply in stages, prune, wait.
 
     Example: gitops-restore restore --repo git@github.com:org/fleet.git --path clusters/prod
@@ -84,9 +96,13 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
         sync_name=opt.sync_name(name, repo, path), namespace=namespace, prune=prune,
         prune_data=prune_data, allow_mass_prune=allow_mass_prune,
         create_namespaces=create_namespaces, force=force, wait=wait,
-        timeout=opt.parse_duration(timeout), workers=workers)
+        timeout=opt.parse_duration(timeout), workers=workers,
+        lock_timeout=opt.parse_duration(lock_timeout, "--lock-timeout"))
+    verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
-                       known_hosts=known_hosts, ca_file=ca_file, helm=helm, offline=offline),
+                       known_hosts=known_hosts, ca_file=ca_file, verify=verify,
+                       render=opt.render_options(allow_remote_bases, max_file_size,
+                                                 max_yaml_nodes), helm=helm, offline=offline),
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options)
     _present(report, output, "restore")
     if report.errors or report.unhealthy:
@@ -105,7 +121,7 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
              helm: opt.HelmMode = "auto", offline: opt.Offline = False,
              kubeconfig: opt.Kubeconfig = None, context: opt.Context = None,
              cluster: opt.ClusterName = None, workers: opt.Workers = DEFAULT_WORKERS,
-             output: opt.OutputOpt = Output.text,
+             lock_timeout: opt.LockTimeout = "2m", output: opt.OutputOpt = Output.text,
              revert: Annotated[bool, typer.Option(
                  "--revert", help="Push a commit reverting --path to --to on the branch "
                                   "(instead of pinning the agent).")] = False,
@@ -114,7 +130,12 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
              ] = None,
              branch: Annotated[str, typer.Option(
                  "--branch", help="For --revert without a Sync: the branch to revert on.")
-             ] = "main") -> None:
+             ] = "main", allow_remote_bases: opt.AllowRemoteBases = False,
+             max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
+             max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
+             verify_signatures: opt.VerifySignatures = None,
+             allowed_signers: opt.AllowedSigners = None,
+             trusted_keys: opt.TrustedKeys = None) -> None:
     """Return the cluster exactly to an earlier revision (restore with prune).
 
     If the sync agent serves this sync name, it is first pinned to that commit so it does not
@@ -129,22 +150,32 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
         sync_name=sync, namespace=namespace, prune=True,
         prune_data=prune_data, allow_mass_prune=allow_mass_prune,
         create_namespaces=create_namespaces, force=force, wait=wait,
-        timeout=opt.parse_duration(timeout), workers=workers)
+        timeout=opt.parse_duration(timeout), workers=workers,
+        lock_timeout=opt.parse_duration(lock_timeout, "--lock-timeout"))
     spec_args = dict(repo=repo, ref=to, at=None, path=path, ignore=ignore, ssh_key=ssh_key,
-                     known_hosts=known_hosts, ca_file=ca_file, helm=helm, offline=offline)
+                     known_hosts=known_hosts, ca_file=ca_file,
+                     render=opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes),
+                     helm=helm, offline=offline)
+    verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
     conn_args = dict(kubeconfig=kubeconfig, context=context, cluster=cluster)
     read_auth = opt.source_spec(**spec_args).auth
     if revert and push_key is None and source.is_remote(repo) \
-            and not repo.startswith("file://"):
+            and not repo.startswith(("file://", "http://", "https://")):
         raise UserError("--revert pushes a commit: give --push-key FILE, a key with write "
-                        "access to the repository (the agent's deploy key is read-only)")
+                        "access to the repository (the agent's deploy key is read-only; over "
+                        "HTTPS the token pushes)")
     push_auth = opt.git_auth(push_key, known_hosts, ca_file) if push_key else read_auth
     kube = opt.connect(**conn_args)
     try:
+        # --to as asked (a signed tag counts), before the pin or a revert commit changes
+        # anything; the run then pins the SHA, which was just verified.
+        signed = _verify_first(kube, opt.source_spec(**spec_args, verify=verify), sync) \
+            if verify else []
         handoff = rollback_handoff.rollback_handoff(kube, sync, repo, to, path, read_auth,
                                                     revert, branch, push_auth)
         try:
             report = _run_with(kube, {**spec_args, "ref": handoff.ref}, options)
+            report.signatures = signed
         except SyncError as e:
             if e.exit_code == 2:  # refused before any write: the pin goes too
                 rollback_handoff.undo_pin(kube, handoff)
@@ -160,6 +191,11 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
         raise typer.Exit(code=1)
 
 
+def _verify_first(kube: Kube, spec: engine.SourceSpec, sync: str) -> list:
+    repo, revision = engine.fetch(spec)
+    return engine.verify_signatures(kube, repo, revision, spec, sync)
+
+
 @exits_cleanly
 def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathOpt = "",
          ignore: opt.Ignore = None, prune: Prune = False, prune_data: PruneData = False,
@@ -170,7 +206,12 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
          helm: opt.HelmMode = "auto", offline: opt.Offline = False,
          kubeconfig: opt.Kubeconfig = None, context: opt.Context = None,
          cluster: opt.ClusterName = None, workers: opt.Workers = DEFAULT_WORKERS,
-         output: opt.OutputOpt = Output.text) -> None:
+         output: opt.OutputOpt = Output.text, allow_remote_bases: opt.AllowRemoteBases = False,
+         max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
+         max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
+         verify_signatures: opt.VerifySignatures = None,
+         allowed_signers: opt.AllowedSigners = None,
+         trusted_keys: opt.TrustedKeys = None) -> None:
     """Show what restore would do, per object, using server-side dry-run. Exit 3 if anything.
 
     Example: gitops-restore plan --repo ./fleet --path apps --ref main --prune
@@ -179,8 +220,11 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
         sync_name=opt.sync_name(name, repo, path), namespace=namespace, prune=prune,
         prune_data=prune_data, allow_mass_prune=allow_mass_prune,
         create_namespaces=create_namespaces, force=force, workers=workers, plan_only=True)
+    verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
-                       known_hosts=known_hosts, ca_file=ca_file, helm=helm, offline=offline),
+                       known_hosts=known_hosts, ca_file=ca_file, verify=verify,
+                       render=opt.render_options(allow_remote_bases, max_file_size,
+                                                 max_yaml_nodes), helm=helm, offline=offline),
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options)
     _present(report, output, "plan")
     if report.changes.changed:
@@ -196,7 +240,10 @@ def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pat
            helm: opt.HelmMode = "auto", offline: opt.Offline = False,
            kubeconfig: opt.Kubeconfig = None,
            context: opt.Context = None, cluster: opt.ClusterName = None,
-           workers: opt.Workers = DEFAULT_WORKERS, output: opt.OutputOpt = Output.text) -> None:
+           workers: opt.Workers = DEFAULT_WORKERS, output: opt.OutputOpt = Output.text,
+           allow_remote_bases: opt.AllowRemoteBases = False,
+           max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
+           max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES) -> None:
     """Check that the live cluster matches a revision: drifted, missing and extra objects.
 
     Exit 0 when it matches, 3 when anything differs (1 with --wait if unhealthy).
@@ -205,7 +252,9 @@ def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pat
     options = SyncOptions(sync_name=opt.sync_name(name, repo, path), namespace=namespace,
                           wait=wait, timeout=opt.parse_duration(timeout), workers=workers)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
-                       known_hosts=known_hosts, ca_file=ca_file, helm=helm, offline=offline),
+                       known_hosts=known_hosts, ca_file=ca_file, render=opt.render_options(
+                           allow_remote_bases, max_file_size, max_yaml_nodes),
+                       helm=helm, offline=offline),
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options,
                   verify_only=True)
     _present(report, output, "verify")

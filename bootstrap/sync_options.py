@@ -13,10 +13,12 @@ import typer
 from bootstrap import clusters
 from bootstrap.errors import UserError
 from bootstrap.output import Output
-from sync_agent import git_https, source
+from sync_agent import git_https, signatures, source
+from sync_agent import render_options as render_options_mod
 from sync_agent.engine import SourceSpec
 from sync_agent.helm.context import MODES, HelmSettings
 from sync_agent.kube import Kube
+from sync_agent.render_options import DEFAULTS, RenderOptions
 
 Repo = Annotated[str, typer.Option("--repo", help="Git URL or local path of the GitOps repo.")]
 Ref = Annotated[str | None, typer.Option(
@@ -54,16 +56,41 @@ Namespace = Annotated[str, typer.Option(
     "--namespace", "-n", help="Namespace for namespaced objects that name none.")]
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text or json")]
 Workers = Annotated[int, typer.Option("--workers", help="Concurrent API requests.")]
+AllowRemoteBases = Annotated[bool, typer.Option(
+    "--allow-remote-bases", help="Let kustomize fetch remote bases and files (https://…, "
+                                 "github.com/…//dir, git@…) with your own git setup; refused "
+                                 "by default.")]
+MaxFileSize = Annotated[str, typer.Option(
+    "--max-file-size", help="Largest manifest, kustomization or kustomize output read, "
+                            "e.g. 64Mi (the default) or 200Mi.")]
+MaxYamlNodes = Annotated[int, typer.Option(
+    "--max-yaml-nodes", help="Most YAML nodes one file may hold once its aliases are "
+                             "expanded.")]
+DEFAULT_MAX_FILE_SIZE = "64Mi"
+DEFAULT_MAX_YAML_NODES = DEFAULTS.max_yaml_nodes
+LockTimeout = Annotated[str, typer.Option(
+    "--lock-timeout", help="How long to wait while another writer (a command or the sync "
+                           "agent) holds the sync's lock, e.g. 30s; then exit 2 naming it.")]
+VerifySignatures = Annotated[str | None, typer.Option(
+    "--verify-signatures", help="Refuse unless signed by a trusted key: head (the resolved "
+                                "commit, or its signed tag) or chain (also every first-parent "
+                                "commit since the last applied one).")]
+AllowedSigners = Annotated[Path | None, typer.Option(
+    "--allowed-signers", help="Trusted SSH signing keys (OpenSSH allowed_signers file).")]
+TrustedKeys = Annotated[Path | None, typer.Option(
+    "--trusted-keys", help="Trusted OpenPGP public keys: an .asc file or a directory of them.")]
 
 
 def source_spec(repo: str, ref: str | None, at: str | None, path: str,
                 ignore: list[str] | None, ssh_key: Path | None,
-                known_hosts: Path | None, ca_file: Path | None = None, helm: str = "auto",
+                known_hosts: Path | None, ca_file: Path | None = None,
+                render: RenderOptions = DEFAULTS,
+                verify: signatures.Policy | None = None, helm: str = "auto",
                 offline: bool = False) -> SourceSpec:
     return SourceSpec(repo=repo, ref=ref, at=source.parse_time(at) if at else None,
                       path=path, ignore=tuple(ignore or ()),
-                      auth=git_auth(ssh_key, known_hosts, ca_file),
-                      helm=helm_settings(helm, offline, ca_file))
+                      auth=git_auth(ssh_key, known_hosts, ca_file), render=render,
+                      verify=verify, helm=helm_settings(helm, offline, ca_file))
 
 
 def helm_settings(mode: str, offline: bool, ca_file: Path | None) -> HelmSettings:
@@ -73,6 +100,29 @@ def helm_settings(mode: str, offline: bool, ca_file: Path | None) -> HelmSetting
     return HelmSettings(mode=mode, offline=offline, ca_file=ca_file,
                         username=os.environ.get(HELM_USERNAME_ENV) or None,
                         password=os.environ.get(HELM_PASSWORD_ENV) or None)
+
+
+def render_options(allow_remote_bases: bool, max_file_size: str,
+                   max_yaml_nodes: int) -> RenderOptions:
+    if max_yaml_nodes < 1:
+        raise UserError(f"--max-yaml-nodes {max_yaml_nodes}: give a positive number")
+    try:
+        max_file_bytes = render_options_mod.parse_size(max_file_size)
+    except ValueError as e:
+        raise UserError(f"--max-file-size {e}") from None
+    return RenderOptions(allow_remote_bases=allow_remote_bases, max_file_bytes=max_file_bytes,
+                         max_yaml_nodes=max_yaml_nodes)
+
+
+def signature_policy(mode: str | None, allowed_signers: Path | None,
+                     trusted_keys: Path | None) -> signatures.Policy | None:
+    """--verify-signatures and its keys; keys without a mode are a mistake, not a default."""
+    if mode is None:
+        if allowed_signers or trusted_keys:
+            raise UserError("--allowed-signers/--trusted-keys are used only with "
+                            "--verify-signatures head|chain: add it")
+        return None
+    return signatures.Policy(mode, signatures.Keys.from_files(allowed_signers, trusted_keys))
 
 
 def git_auth(ssh_key: Path | None, known_hosts: Path | None,
@@ -108,9 +158,9 @@ def sync_name(name: str | None, repo: str, path: str) -> str:
     return slug or "default"
 
 
-def parse_duration(text: str) -> float:
+def parse_duration(text: str, option: str = "--timeout") -> float:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
     if not match:
-        raise UserError(f"--timeout {text!r}: use a duration such as 90s, 10m or 1h")
+        raise UserError(f"{option} {text!r}: use a duration such as 90s, 10m or 1h")
     value, unit = float(match.group(1)), match.group(2) or "s"
     return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]

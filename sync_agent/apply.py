@@ -18,7 +18,7 @@ from sync_agent import events, health, order
 from sync_agent.changes import Action, Change, Desired
 from sync_agent.errors import SyncError, ValidationError
 from sync_agent.helm import hooks
-from sync_agent.kube import DEFAULT_WORKERS, ApiError, Kube
+from sync_agent.kube import DEFAULT_WORKERS, ApiError, Kube, Unreachable
 from sync_agent.objects import ObjectRef
 from sync_agent.plan import Plan, dry_run, owned_fields_digest
 from sync_agent.workers import map_batched
@@ -99,6 +99,8 @@ def _try_apply(kube: Kube, d: Desired, planned: Change) -> Applied | str:
     """Apply one object; an error comes back as the sentence to report."""
     try:
         return _apply_one(kube, d, planned)
+    except Unreachable:
+        raise  # every other object would fail alike: stop the run
     except ApiError as e:
         return f"{d.origin}: {d.ref}: {e}"
 
@@ -126,6 +128,8 @@ def _validate_deferred(kube: Kube, pool: ThreadPoolExecutor, deferred: Sequence[
                 plan.actions[d.ref] = dry_run(kube, d, None, existing_namespaces)
                 return
             except ApiError as e:
+                if e.about_server:
+                    raise
                 if e.status == 404 and attempt < 19:
                     time.sleep(0.25)
                     continue

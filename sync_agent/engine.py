@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sync_agent import discovery, events, inventory, source
+from sync_agent import discovery, events, inventory, lock, signatures, source
 from sync_agent import health as health_mod
 from sync_agent import render as render_mod
 from sync_agent.apply import Applied, ApplyError, ApplyOptions, apply_plan
@@ -35,6 +35,7 @@ from sync_agent.plan import (
     make_plan,
 )
 from sync_agent.prune import PruneError, prune
+from sync_agent.render_options import DEFAULTS, RenderOptions
 from sync_agent.validate import NAMESPACE_RT, ValidateOptions, prepare
 
 
@@ -48,6 +49,8 @@ class SourceSpec:
     path: str = ""
     ignore: tuple[str, ...] = ()
     auth: source.GitAuth | None = None
+    render: RenderOptions = DEFAULTS  # bounds, and whether remote kustomize bases may be fetched
+    verify: signatures.Policy | None = None  # --verify-signatures: checked before rendering
     helm: HelmSettings = HelmSettings()  # --helm, --offline, chart repository credentials
 
 
@@ -64,6 +67,7 @@ class SyncOptions:
     timeout: float = 600.0  # for --wait
     workers: int = DEFAULT_WORKERS
     plan_only: bool = False
+    lock_timeout: float = 120.0  # how long to wait for another writer of the sync (lock.py)
 
 
 @dataclass
@@ -78,7 +82,11 @@ class Report:
     skipped: list[str] = field(default_factory=list)
     helm: list[str] = field(default_factory=list)  # per release: rendered or left as-is
     unhealthy: list[health_mod.Health] = field(default_factory=list)
+    # Not ready for want of a controller the cluster lacks (health.State.UNSERVED): reported,
+    # never a failure.
+    warnings: list[health_mod.Health] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    signatures: list[signatures.Signed] = field(default_factory=list)  # verified, target first
 
     @property
     def seconds(self) -> float:
@@ -100,7 +108,9 @@ class Report:
             "skipped": self.skipped,
             "helm": self.helm,
             "unhealthy": [{"object": str(h.ref), "reason": h.reason} for h in self.unhealthy],
+            "warnings": [{"object": str(h.ref), "reason": h.reason} for h in self.warnings],
             "errors": self.errors,
+            "signatures": [s.to_json() for s in self.signatures],
         }
 
 
@@ -128,8 +138,9 @@ def fetch(spec: SourceSpec) -> tuple[object, Revision]:
 def render_revision(repo, revision: Revision, spec: SourceSpec,
                     helm: HelmContext | None = None) -> RenderResult:
     with tempfile.TemporaryDirectory(prefix="gitops-restore-tree-") as tree:
-        source.export_tree(repo, revision.sha, Path(tree))
-        return render_mod.render(Path(tree), spec.path, revision, spec.ignore, helm)
+        left_out = source.export_tree(repo, revision.sha, Path(tree))
+        return render_mod.render(Path(tree), spec.path, revision, spec.ignore, spec.render,
+                                 left_out, helm)
 
 
 def helm_context(kube: Kube, spec: SourceSpec, options: SyncOptions) -> HelmContext:
@@ -138,8 +149,8 @@ def helm_context(kube: Kube, spec: SourceSpec, options: SyncOptions) -> HelmCont
                        spec.repo, options.namespace)
 
 
-def _fetch_and_render(kube: Kube, spec: SourceSpec, options: SyncOptions,
-                      emit: events.EventSink) -> tuple[Report, _Timer, RenderResult]:
+def _fetch_and_render(spec: SourceSpec, options: SyncOptions, emit: events.EventSink,
+                      kube: Kube) -> tuple[Report, _Timer, RenderResult]:
     started = time.monotonic()
     emit(events.PhaseStarted("fetch"))
     repo, revision = fetch(spec)
@@ -147,6 +158,9 @@ def _fetch_and_render(kube: Kube, spec: SourceSpec, options: SyncOptions,
     report.phases.append(("fetch", time.monotonic() - started))
     emit(events.PhaseFinished("fetch", report.phases[-1][1]))
     timer = _Timer(report, emit)
+    if spec.verify is not None:
+        with timer.phase("signatures"):
+            report.signatures = verify_signatures(kube, repo, revision, spec, options.sync_name)
     with timer.phase("render"):
         rendered = render_revision(repo, revision, spec, helm_context(kube, spec, options))
         report.skipped = list(rendered.skipped)
@@ -154,10 +168,40 @@ def _fetch_and_render(kube: Kube, spec: SourceSpec, options: SyncOptions,
     return report, timer, rendered
 
 
+def verify_signatures(kube: Kube, repo, revision: Revision, spec: SourceSpec,
+                      sync_name: str) -> list[signatures.Signed]:
+    """Raises signatures.SignatureError (exit 2) before anything is rendered or applied."""
+    old = inventory.load(kube, sync_name) if spec.verify.mode == "chain" else None
+    return signatures.verify(str(repo.git_dir), revision.sha, spec.verify,
+                             ref=spec.ref if spec.at is None else None,
+                             last_applied=old.revision if old else "")
+
+
 def restore(kube: Kube, spec: SourceSpec, options: SyncOptions,
-            emit: events.EventSink = events.ignore) -> Report:
-    """Restore (or, with plan_only, plan) the cluster to the declared state of `spec`."""
-    report, timer, rendered = _fetch_and_render(kube, spec, options, emit)
+            emit: events.EventSink = events.ignore, guard: lock.Guard | None = None) -> Report:
+    """Restore (or, with plan_only, plan) the cluster to the declared state of `spec`.
+
+    Everything after rendering runs under the sync's one-writer lock: taken here (waiting up
+    to options.lock_timeout), unless the caller holds it and passes its `guard` (the agent).
+    """
+    report, timer, rendered = _fetch_and_render(spec, options, emit, kube)
+    if options.plan_only:
+        return _restore(kube, spec, options, emit, report, timer, rendered, None)
+    if guard is not None:
+        return _restore(kube, spec, options, lock.checked(emit, guard), report, timer,
+                        rendered, guard)
+    with timer.phase("lock"):
+        held = lock.acquire(kube, options.sync_name, options.lock_timeout, emit)
+    try:
+        return _restore(kube, spec, options, lock.checked(emit, held), report, timer,
+                        rendered, held)
+    finally:
+        held.release()
+
+
+def _restore(kube: Kube, spec: SourceSpec, options: SyncOptions, emit: events.EventSink,
+             report: Report, timer: _Timer, rendered: RenderResult,
+             guard: lock.Guard | None) -> Report:
     revision = report.revision
     with timer.phase("validate", len(rendered.resources)):
         plan, old, namespaces = _validate_and_plan(
@@ -172,15 +216,15 @@ def restore(kube: Kube, spec: SourceSpec, options: SyncOptions,
 
     previous = _previous(old)
     pending = _pending_entries(plan, previous)
+    book = _InventoryWriter(kube, options, spec, revision, old, guard)
     if pending != previous:
-        _save_inventory(kube, options, spec, revision, old, pending, keep_revision=True)
+        book.save(pending, keep_revision=True)
     try:
         applied, timings = apply_plan(kube, plan, namespaces,
                                       ApplyOptions(workers=options.workers), emit)
     except ApplyError as e:
         report.phases.extend((t.phase, t.seconds) for t in e.timings)
-        _save_inventory(kube, options, spec, revision, old,
-                        {**previous, **_entries_of(e.applied)}, keep_revision=True)
+        book.save({**previous, **_entries_of(e.applied)}, keep_revision=True)
         raise
     report.phases.extend((t.phase, t.seconds) for t in timings)
     report.changes = _change_set(plan, applied)
@@ -195,7 +239,7 @@ def restore(kube: Kube, spec: SourceSpec, options: SyncOptions,
         report.changes.add(change)
     entries = _final_entries(plan, applied, previous, pruned)
     with timer.phase("inventory"):
-        _save_inventory(kube, options, spec, revision, old, entries, keep_revision=False)
+        book.save(entries, keep_revision=False)
     if options.wait:
         report.unhealthy = _wait_healthy(kube, plan.desired, options, report, emit)
     return report
@@ -221,7 +265,7 @@ def verify(kube: Kube, spec: SourceSpec, options: SyncOptions,
     Every declared object is dry-run (nothing is trusted from the inventory): CREATE means
     missing, UPDATE drifted (the detail names the fields), DELETE/KEEP an extra owned object.
     """
-    report, timer, rendered = _fetch_and_render(kube, spec, options, emit)
+    report, timer, rendered = _fetch_and_render(spec, options, emit, kube)
     with timer.phase("verify", len(rendered.resources)):
         plan, _, _ = _validate_and_plan(
             kube, rendered, options, emit,
@@ -238,10 +282,11 @@ def verify(kube: Kube, spec: SourceSpec, options: SyncOptions,
 def _wait_healthy(kube: Kube, desired: list[Desired], options: SyncOptions, report: Report,
                   emit: events.EventSink) -> list[health_mod.Health]:
     started = time.monotonic()  # health.wait emits its own phase events
-    unhealthy = health_mod.wait(kube, [(d.rt, d.ref) for d in desired], options.timeout,
+    not_ready = health_mod.wait(kube, [(d.rt, d.ref) for d in desired], options.timeout,
                                 emit=emit, phase="health")
     report.phases.append(("health", time.monotonic() - started))
-    return unhealthy
+    report.warnings = [h for h in not_ready if h.warning]
+    return [h for h in not_ready if not h.warning]
 
 
 def _add_unlisted_extras(kube: Kube, plan: Plan, desired: list[Desired], changes: ChangeSet,
@@ -302,17 +347,35 @@ def _change_set(plan: Plan, applied: list[Applied]) -> ChangeSet:
     return changes
 
 
-def _save_inventory(kube: Kube, options: SyncOptions, spec: SourceSpec, revision: Revision,
-                    old: inventory.Inventory | None, entries: Previous,
-                    keep_revision: bool) -> None:
-    if keep_revision:  # nothing of the new revision is complete yet
-        sha, ref = (old.revision, old.ref) if old else ("", "")
-    else:
-        sha, ref = revision.sha, revision.ref
-    inventory.save(kube, inventory.Inventory(
-        name=options.sync_name, revision=sha, ref=ref,
-        applied_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        entries=tuple(inventory.Entry(ref=r, version=v, digest=dg, owned=ow)
-                      for r, (v, dg, ow) in sorted(entries.items())),
-        path=spec.path, repo=source.redact(spec.repo), complete=not keep_revision))
+@dataclass
+class _InventoryWriter:
+    """Writes a run's inventory records while the run holds the sync's lock, each on the
+    version the load or the previous write left: a record another writer changed meanwhile
+    is a conflict (inventory.InventoryConflict), never overwritten."""
+
+    kube: Kube
+    options: SyncOptions
+    spec: SourceSpec
+    revision: Revision
+    old: inventory.Inventory | None
+    guard: lock.Guard
+    version: str = ""
+
+    def __post_init__(self) -> None:
+        self.version = self.old.resource_version if self.old else ""
+
+    def save(self, entries: Previous, keep_revision: bool) -> None:
+        self.guard.check("writing the inventory")
+        old, revision, spec = self.old, self.revision, self.spec
+        if keep_revision:  # nothing of the new revision is complete yet
+            sha, ref = (old.revision, old.ref) if old else ("", "")
+        else:
+            sha, ref = revision.sha, revision.ref
+        self.version = inventory.save(self.kube, inventory.Inventory(
+            name=self.options.sync_name, revision=sha, ref=ref,
+            applied_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            entries=tuple(inventory.Entry(ref=r, version=v, digest=dg, owned=ow)
+                          for r, (v, dg, ow) in sorted(entries.items())),
+            path=spec.path, repo=source.redact(spec.repo), complete=not keep_revision),
+            expected=self.version)
 

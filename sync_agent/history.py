@@ -27,6 +27,7 @@ from sync_agent import render, source
 from sync_agent.errors import RenderError, SourceError
 from sync_agent.helm import capabilities
 from sync_agent.objects import ObjectRef, Revision
+from sync_agent.render_options import DEFAULTS, RenderOptions
 from sync_agent.yaml_loader import YAMLSyntaxError, load_documents
 
 
@@ -61,6 +62,7 @@ def history(
     ref: str | None = None,
     limit: int | None = None,
     ignore: Sequence[str] = (),
+    options: RenderOptions = DEFAULTS,
 ) -> list[HistoryEntry]:
     """Commits that changed the objects under `path`, newest first, at most `limit` of them."""
     parts = PurePosixPath(path.strip() or ".").parts
@@ -74,7 +76,7 @@ def history(
     def state_at(index: int) -> _State:
         if index >= len(commits):
             return _EMPTY  # before the oldest listed commit nothing under the paths existed
-        return _render(repo, commits[index], path, exported, ignore)
+        return _render(repo, commits[index], path, exported, ignore, options)
 
     entries: list[HistoryEntry] = []
     new = state_at(0)
@@ -90,22 +92,24 @@ def history(
 
 
 def objects_at(
-    repo: git.Repo, commit: Revision, path: str, ignore: Sequence[str] = ()
+    repo: git.Repo, commit: Revision, path: str, ignore: Sequence[str] = (),
+    options: RenderOptions = DEFAULTS,
 ) -> dict[ObjectRef, dict[str, Any]]:
     """The objects `path` declares at `commit` ({} where the path does not exist; what did
     render where some files do not)."""
     exported = watched_paths(repo, commit.sha, path) + _sourceignore_files(path)
-    return _render(repo, commit, path, exported, ignore).objects
+    return _render(repo, commit, path, exported, ignore, options).objects
 
 
 def _render(
-    repo: git.Repo, commit: Revision, path: str, exported: list[str], ignore: Sequence[str]
+    repo: git.Repo, commit: Revision, path: str, exported: list[str], ignore: Sequence[str],
+    options: RenderOptions,
 ) -> _State:
     with tempfile.TemporaryDirectory(prefix="gitops-restore-history-") as tmp:
         root = Path(tmp)
-        source.export_tree(repo, commit.sha, root, only=exported)
+        left_out = source.export_tree(repo, commit.sha, root, only=exported)
         try:
-            result = render.render(root, path, commit, ignore,
+            result = render.render(root, path, commit, ignore, options, left_out,
                                    capabilities.without_cluster(commit.repo))
         except SourceError:
             return _EMPTY  # the path does not exist at this commit

@@ -8,6 +8,15 @@ from pathlib import Path
 
 K8S_VERSION = "v1.36.3"
 
+# Every program the engine runs, by where it comes from. The agent's image (Dockerfile) carries
+# all of them: the Go ones built by scripts/engine-programs exactly as `cluster-bin` builds them
+# here (bootstrap/binaries.py), the others from Debian packages. tests/test_image.py fails when
+# this list and the image drift apart.
+GO_PROGRAMS = ("kubectl",)  # kubectl kustomize (render); helm joins it with Helm rendering
+# program -> Debian package; gpg and ssh-keygen verify signed commits (signatures.py)
+DEBIAN_PROGRAMS = {"git": "git", "ssh": "openssh-client", "ssh-keygen": "openssh-client",
+                   "gpg": "gpg", "gpgconf": "gpgconf"}
+
 
 def cache_root() -> Path:
     """Caches that can be rebuilt: control-plane binaries, Go build dirs, Git clones."""

@@ -103,6 +103,8 @@ def make_plan(kube: Kube, desired: Sequence[Desired], previous: Previous, found:
                 current = kube.get(d.rt, d.ref.namespace, d.ref.name)
             return dry_run(kube, d, current, existing_namespaces)
         except ApiError as e:
+            if e.about_server:  # not the object's fault: the run fails (exit 1), not "invalid"
+                raise
             immutable = _immutable_fields(e)
             if immutable and options.force:
                 return Change(d.ref, Action.RECREATE, f"immutable {immutable} changed",

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from sync_agent import events, order
 from sync_agent.changes import Action, Change
 from sync_agent.errors import SyncError
-from sync_agent.kube import DEFAULT_WORKERS, ApiError, Kube
+from sync_agent.kube import DEFAULT_WORKERS, ApiError, Kube, Unreachable
 from sync_agent.plan import PruneItem
 from sync_agent.workers import map_batched
 
@@ -36,6 +36,8 @@ def prune(kube: Kube, items: Sequence[PruneItem], workers: int = DEFAULT_WORKERS
         try:
             kube.delete(item.rt, item.ref.namespace, item.ref.name)
             return ""
+        except Unreachable:
+            raise  # every other delete would fail alike: stop the run
         except ApiError as e:
             return f"{item.ref}: delete failed: {e}"
 

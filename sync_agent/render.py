@@ -18,8 +18,11 @@ validation and planning. It does what Flux's kustomize-controller does with a pa
   the repository root and win over the files. Kustomize builds read what their kustomization
   names; ignore rules do not apply inside them.
 - kustomize runs with `--load-restrictor LoadRestrictionsNone`, as Flux does, so overlays may
-  read patches and files from sibling directories; a kustomization naming a path outside the
-  repository is refused instead (Flux confines kustomize to the repository the same way).
+  read patches and files from sibling directories, confined to the tree the way Flux confines
+  it; remote bases are refused unless allowed (see `kustomize`).
+- Nothing is read through a symbolic link that leaves the tree, no file past
+  `RenderOptions.max_file_bytes`, and no YAML past `max_yaml_nodes` once its aliases are
+  expanded (see `yaml_loader`).
 
 Every problem is collected and raised at the end as one RenderError, each message starting
 with the file and document. Default namespaces are not filled in: which kinds are namespaced
@@ -30,8 +33,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
@@ -39,17 +41,17 @@ from typing import Any
 
 import pathspec
 
-from sync_agent import paths
+from sync_agent import kustomize
 from sync_agent.errors import RenderError, SourceError
 from sync_agent.helm import expand as helm_expand
 from sync_agent.helm.context import HelmContext
 from sync_agent.objects import ObjectRef, Origin, RenderResult, Resource, Revision
-from sync_agent.yaml_loader import YAMLSyntaxError, load_documents
+from sync_agent.render_options import DEFAULTS, RenderOptions
+from sync_agent.yaml_loader import YAMLLimitError, YAMLSyntaxError, load_documents
 
-KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+KUSTOMIZATION_FILES = kustomize.KUSTOMIZATION_FILES
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 SOURCEIGNORE = ".sourceignore"
-KUSTOMIZE_TIMEOUT = 300  # seconds; remote bases are fetched by kustomize itself
 
 
 @dataclass(frozen=True)
@@ -65,28 +67,46 @@ class _Unit:
 
 
 def render(root: Path, path: str, revision: Revision, ignore: Sequence[str] = (),
+           options: RenderOptions = DEFAULTS, left_out: Mapping[str, str] | None = None,
            helm: HelmContext | None = None) -> RenderResult:
-    """Every object declared under `path` of the exported tree `root` at `revision`."""
+    """Every object declared under `path` of the exported tree `root` at `revision`.
+
+    `left_out`: the symbolic links `source.export_tree` did not write because they lead out of
+    the tree (path -> target); one under `path` that would be read is refused, naming it.
+    `helm`: charts and HelmReleases are rendered with it (`helm.expand`); without it chart
+    directories are skipped and reported.
+    """
+    left_out = left_out or {}
     rel = _normalize(path, revision)
+    root = root.resolve()
     base = root / rel if rel else root
+    if rel in left_out:
+        raise RenderError([kustomize.link_left_out(rel, left_out[rel])])
     if not base.exists():
         raise SourceError(_missing_path_message(root, rel or ".", revision))
+    if not _inside(root, base):
+        raise RenderError([f"{rel}: a symbolic link to outside the repository; only files "
+                           "inside it are read. Replace the link with what it points to"])
     charts: list[str] = []  # chart directories, relative to the root
+    walked = False
     if base.is_file():
         units = [_Unit(rel)]
-    elif kfile := _kustomization_in(base):
+    elif kfile := kustomize.kustomization_in(base):
         units = [_Unit(rel or ".", _join(rel, kfile))]
     elif (base / "Chart.yaml").is_file():
         units, charts = [], [rel or "."]
     else:
         units = _walk(root, rel, _IgnoreRules(root, rel, ignore), charts)
-    collector = _Collector()
+        walked = True
+    collector = _Collector(options.max_yaml_nodes)
     builds = [unit for unit in units if unit.kustomization]
-    collector.problems.extend(_outside_references(root, [unit.path for unit in builds]))
-    built = {} if collector.problems else _build_all(root, builds)
+    collector.problems.extend(kustomize.check(root, [u.path for u in builds], options, left_out))
+    if walked:
+        collector.problems.extend(_links_left_out(rel, left_out))
+    built = {} if collector.problems else _build_all(root, builds, options)
     for unit in units:
         if not unit.kustomization:
-            collector.add_text(unit, _read_file(root / unit.path, unit))
+            collector.add_text(unit, _read_file(root, unit, options.max_file_bytes))
         elif unit in built:
             collector.add_text(unit, built[unit])
     skipped = [] if helm else [_chart_skipped(chart) for chart in charts]
@@ -119,13 +139,6 @@ def _join(directory: str, name: str) -> str:
     return f"{directory}/{name}" if directory else name
 
 
-def _kustomization_in(directory: Path) -> str:
-    for name in KUSTOMIZATION_FILES:
-        if (directory / name).is_file():
-            return name
-    return ""
-
-
 def _chart_skipped(directory: str) -> str:
     return f"{directory}: Helm chart skipped (Helm rendering is not supported yet)"
 
@@ -143,7 +156,7 @@ class _IgnoreRules:
 
     def load(self, directory: str) -> None:
         file = self._root / directory / SOURCEIGNORE
-        if file.is_file():
+        if file.is_file() and _inside(self._root, file):
             lines = file.read_text(encoding="utf-8", errors="replace").splitlines()
             self._rules.append((directory, pathspec.GitIgnoreSpec.from_lines(lines)))
 
@@ -173,9 +186,12 @@ def _walk(root: Path, rel: str, rules: _IgnoreRules, charts: list[str]) -> list[
             full = Path(dirpath, name)
             if name.startswith(".") or rules.ignored(sub, is_dir=True):
                 continue
+            if not _inside(root, full):
+                units.append(_Unit(sub))  # reading it reports the link
+                continue
             if (full / "Chart.yaml").is_file():
                 charts.append(sub)
-            elif kfile := _kustomization_in(full):
+            elif kfile := kustomize.kustomization_in(full):
                 units.append(_Unit(sub, _join(sub, kfile)))
             else:
                 rules.load(sub)
@@ -190,92 +206,51 @@ def _walk(root: Path, rel: str, rules: _IgnoreRules, charts: list[str]) -> list[
     return units
 
 
-def _build_all(root: Path, units: list[_Unit]) -> dict[_Unit, str | RenderError]:
+def _build_all(root: Path, units: list[_Unit], options: RenderOptions
+               ) -> dict[_Unit, str | RenderError]:
     """kustomize output for each kustomization directory, built concurrently."""
     if not units:
         return {}
     with ThreadPoolExecutor(max_workers=min(4, len(units))) as pool:
-        return dict(zip(units, pool.map(lambda unit: _kustomize(root, unit), units), strict=True))
+        built = pool.map(lambda u: kustomize.build(root, u.path, u.kustomization, options), units)
+        return dict(zip(units, built, strict=True))
 
 
-def _read_file(file: Path, unit: _Unit) -> str | RenderError:
+def _links_left_out(rel: str, left_out: Mapping[str, str]) -> list[str]:
+    """Problems for links out of the tree that the walk under `rel` would have read."""
+    problems = []
+    for link, target in sorted(left_out.items()):
+        parts = PurePosixPath(link).parts
+        under = not rel or link == rel or link.startswith(rel + "/")
+        hidden = any(part.startswith(".") for part in parts)
+        manifest_or_dir = link.endswith(MANIFEST_SUFFIXES) or "." not in parts[-1]
+        if under and not hidden and manifest_or_dir:
+            problems.append(kustomize.link_left_out(link, target))
+    return problems
+
+
+def _inside(root: Path, path: Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(root)
+
+
+def _read_file(root: Path, unit: _Unit, max_bytes: int) -> str | RenderError:
+    file = root / unit.path
+    if not _inside(root, file):
+        return RenderError([f"{unit.path}: a symbolic link to outside the repository; only "
+                            "files inside it are read. Replace the link with the file"])
     try:
-        data = file.read_bytes()
-    except OSError as e:  # e.g. a symlink whose target was outside the repository
+        with file.open("rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as e:
         return RenderError([f"{unit.path}: cannot be read: {e.strerror}"])
+    if len(data) > max_bytes:
+        return RenderError([kustomize.too_large(unit.path, max_bytes)])
     try:
         if data.startswith((b"\xff\xfe", b"\xfe\xff")):
             return data.decode("utf-16")
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         return RenderError([f"{unit.path}: not UTF-8 or UTF-16 text"])
-
-
-def _kustomize(root: Path, unit: _Unit) -> str | RenderError:
-    command = [paths.kubectl(), "kustomize", "--load-restrictor", "LoadRestrictionsNone", "."]
-    try:
-        done = subprocess.run(
-            command,
-            cwd=root / unit.path,
-            capture_output=True,
-            text=True,
-            timeout=KUSTOMIZE_TIMEOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    except FileNotFoundError:
-        return RenderError(
-            [f"{unit.kustomization}: kubectl is needed to build it and was not found"]
-        )
-    except subprocess.TimeoutExpired:
-        return RenderError(
-            [f"{unit.kustomization}: kubectl kustomize did not finish in {KUSTOMIZE_TIMEOUT}s"]
-        )
-    if done.returncode != 0:
-        stderr = done.stderr.strip() or f"exit status {done.returncode}"
-        return RenderError([f"{unit.kustomization}: kubectl kustomize failed: {stderr}"])
-    return done.stdout
-
-
-def _outside_references(root: Path, directories: list[str]) -> list[str]:
-    """Problems for kustomization files, in `directories` or reached from them through `../`
-    references, that name paths outside the repository."""
-    problems: set[str] = set()
-    top = root.resolve()
-    queue = [top / d for d in directories]
-    seen: set[Path] = set()
-    while queue:
-        directory = queue.pop()
-        if directory in seen or not directory.is_dir():
-            continue
-        seen.add(directory)
-        for file in _kustomization_files_below(directory):
-            for value in _references(file):
-                target = Path(os.path.normpath(file.parent / value))
-                if value.startswith("/") and not target.exists():
-                    continue  # not a file: a JSON pointer or similar
-                if target.is_relative_to(top):
-                    queue.append(target)
-                    continue
-                problems.add(
-                    f"{file.relative_to(top).as_posix()}: refers to '{value}', outside the "
-                    "repository; kustomize may only read files inside it"
-                )
-    return sorted(problems)
-
-
-def _kustomization_files_below(directory: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(directory):
-        dirnames[:] = [d for d in dirnames if d != ".git"]
-        for name in sorted(set(filenames) & set(KUSTOMIZATION_FILES)):
-            yield Path(dirpath, name)
-
-
-def _references(file: Path) -> list[str]:
-    try:
-        docs = load_documents(file.read_text(encoding="utf-8", errors="replace"))
-    except YAMLSyntaxError:
-        return []  # kustomize reports it, in its own words
-    return list(kustomization_references(docs[0].data if docs else None))
 
 
 def kustomization_references(data: Any) -> Iterator[str]:
@@ -295,7 +270,8 @@ def kustomization_references(data: Any) -> Iterator[str]:
 class _Collector:
     """Turns texts into Resources, gathering every problem and spotting duplicates."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_yaml_nodes: int) -> None:
+        self.max_yaml_nodes = max_yaml_nodes
         self.resources: list[Resource] = []
         self.problems: list[str] = []
         self._seen: dict[ObjectRef, Origin] = {}
@@ -310,12 +286,16 @@ class _Collector:
                 self.add_document(json.loads(text), Origin(where, 1, 1))
             except json.JSONDecodeError as e:
                 self.problems.append(f"{where}, document 1 (line {e.lineno}): bad JSON: {e.msg}")
+            except RecursionError:
+                self.problems.append(f"{where}, document 1: exceeded maximum nesting depth "
+                                     "(Python's recursion limit); flatten the value")
             return
         try:
-            documents = load_documents(text)
+            documents = load_documents(text, self.max_yaml_nodes)
         except YAMLSyntaxError as e:
             line = f" (line {e.line})" if e.line else ""
-            self.problems.append(f"{where}, document {e.document}{line}: bad YAML: {e.problem}")
+            what = "refused" if isinstance(e, YAMLLimitError) else "bad YAML"
+            self.problems.append(f"{where}, document {e.document}{line}: {what}: {e.problem}")
             return
         for doc in documents:
             # Lines of kustomize's output would mislead: only the document index is kept.

@@ -12,6 +12,12 @@ PyYAML's safe loader is close to that, with these differences fixed here:
   with trailing whitespace stripped from every line. Text that parses is never altered.
 
 YAML 1.1 booleans (`yes`, `on`, `off`, ...) keep PyYAML's behaviour, which go-yaml v2 shares.
+
+Aliases are bounded: PyYAML builds an alias as a second reference to one object, so a "billion
+laughs" of a kilobyte loads at once and only explodes later, when the objects are hashed or
+serialised. Each file's node graph is therefore measured as if its aliases were expanded, and a
+file past `max_nodes` (or an alias inside its own anchor: a structure that never ends) is refused
+with YAMLLimitError before anything is built, as go-yaml refuses "excessive aliasing".
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
+
+from sync_agent.render_options import DEFAULT_MAX_YAML_NODES
 
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -90,6 +98,10 @@ class YAMLSyntaxError(ValueError):
         super().__init__(problem)
 
 
+class YAMLLimitError(YAMLSyntaxError):
+    """A file parses but is refused: too large once expanded, or recursive."""
+
+
 _STR = "tag:yaml.org,2002:str"
 _SEQ = "tag:yaml.org,2002:seq"
 _MAP = "tag:yaml.org,2002:map"
@@ -148,15 +160,77 @@ _SCALAR_TAGS = frozenset(
 )
 
 
-def _documents(text: str) -> Iterator[Document]:
+def _collections(node: yaml.Node) -> list[yaml.Node]:
+    """The sequences and mappings directly inside `node` (scalars count 1 and need no visit)."""
+    if type(node) is yaml.SequenceNode:
+        children = node.value
+    else:
+        children = [child for pair in node.value for child in pair]
+    return [child for child in children if type(child) is not yaml.ScalarNode]
+
+
+def _expanded_size(root: yaml.Node, limit: int, document: int) -> int:
+    """Nodes in `root` with every alias expanded (capped just past `limit`), without recursion:
+    a depth-first walk that sizes each shared node once, however often it is used."""
+    if type(root) is yaml.ScalarNode:
+        return 1
+    sizes: dict[int, int] = {}
+    path: set[int] = set()  # the node on top of the stack and its ancestors
+    stack = [root]
+    while stack:
+        node = stack[-1]
+        key = id(node)
+        if key in sizes:
+            stack.pop()
+        elif key not in path:  # first visit: size the children first
+            path.add(key)
+            for child in _collections(node):
+                if id(child) in path:
+                    line = child.start_mark.line + 1
+                    raise YAMLLimitError(
+                        f"an alias at line {line} or below refers to a node that contains "
+                        "it, a structure without end; write the value out instead",
+                        document, line)
+                stack.append(child)
+        else:  # second visit: every child is sized
+            path.discard(key)
+            nested = _collections(node)
+            scalars = (len(node.value) * (1 if type(node) is yaml.SequenceNode else 2)
+                       - len(nested))
+            total = 1 + scalars + sum(sizes[id(child)] for child in nested)
+            sizes[key] = min(total, limit + 1)
+            stack.pop()
+    return sizes[id(root)]
+
+
+def _check_nodes(nodes: int, max_nodes: int, document: int, line: int) -> None:
+    if nodes > max_nodes:
+        raise YAMLLimitError(
+            f"more than {max_nodes:,} YAML nodes once its aliases are expanded (a \"billion "
+            "laughs\"?); write the values out, or raise --max-yaml-nodes (spec.maxYAMLNodes "
+            "in a Sync) if the file is meant to be this large", document, line)
+
+
+def _documents(text: str, max_nodes: int) -> Iterator[Document]:
     loader = ManifestLoader(text)
     index = 0
+    nodes = 0
+    aliased = "&" in text and "*" in text  # without both, the file size bounds the nodes
     try:
         while loader.check_node():
             index += 1
             node = loader.get_node()
             line = node.start_mark.line + 1 if node is not None else 0
-            yield Document(_construct(loader, node), index, line)
+            if aliased and node is not None:
+                nodes += _expanded_size(node, max_nodes, index)
+                _check_nodes(nodes, max_nodes, index, line)
+            try:
+                data = _construct(loader, node)
+            except RecursionError:
+                raise YAMLLimitError(
+                    "exceeded maximum nesting depth (Python's recursion limit); no Kubernetes "
+                    "object nests this deep, flatten the value", index, line) from None
+            yield Document(data, index, line)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else 0
@@ -170,15 +244,18 @@ def _documents(text: str) -> Iterator[Document]:
         loader.dispose()
 
 
-def load_documents(text: str) -> list[Document]:
+def load_documents(text: str, max_nodes: int = DEFAULT_MAX_YAML_NODES) -> list[Document]:
     """Every document in `text`, in order (empty ones included as None data).
 
-    Raises YAMLSyntaxError for text that does not parse even with trailing whitespace stripped.
+    Raises YAMLSyntaxError for text that does not parse even with trailing whitespace stripped,
+    and YAMLLimitError for text past `max_nodes` once expanded (see the module doc).
     """
     try:
-        return list(_documents(text))
+        return list(_documents(text, max_nodes))
+    except YAMLLimitError:
+        raise
     except YAMLSyntaxError:
         stripped = "\n".join(line.rstrip() for line in text.split("\n"))
         if stripped == text:
             raise
-    return list(_documents(stripped))
+    return list(_documents(stripped, max_nodes))

@@ -9,6 +9,7 @@ that need Kubernetes are never skipped.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -50,7 +51,8 @@ def api_client(local_cluster) -> client.ApiClient:
 @pytest.fixture
 def namespace(api_client, request) -> str:
     """A namespace of its own for one test, deleted afterwards."""
-    stem = request.node.name.lower().replace("_", "-")[:40].strip("-")
+    stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower().replace("_", "-"))
+    stem = stem[:40].strip("-")
     name = f"{stem}-{uuid.uuid4().hex[:6]}"
     core = client.CoreV1Api(api_client)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))

@@ -271,6 +271,47 @@ def test_bad_commit_changes_nothing_and_status_says_why(api_client, sync: Sync, 
     assert sync.obj().condition(syncobject.STALLED)["status"] == "False"
 
 
+LAUGHS = "".join(f"    {n}: &{n} [{','.join([f'*{p}'] * 10)}]\n"
+                 for p, n in zip("abcdefgh", "bcdefghi", strict=True))
+BOMB = ("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: lol\n  annotations:\n"
+        '    a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + LAUGHS)
+
+
+def test_hostile_repository_leaves_the_agent_running_and_the_last_state(
+        api_client, sync: Sync, namespace, tmp_path):
+    """A billion laughs, a kustomization reading a key outside the repository and a remote
+    base: the agent reports them in the Sync's status, keeps serving and applies nothing."""
+    key = tmp_path / "operator-key"
+    key.write_text("hostile-agent-secret\n")
+    agent_process = sync.start_agent()
+    v1 = head(sync.fleet)
+    sync.wait(lambda: sync.applied(v1), "the first sync")
+    bad = sync.fleet.push({
+        "app/settings.yaml": m.configmap("settings", color="green"),
+        "app/lol.yaml": BOMB,
+        "app/steal/kustomization.yaml": f"secretGenerator:\n- name: s\n  files: [k={key}]\n",
+        "app/remote/kustomization.yaml": "resources:\n- github.com/org/repo//base?ref=v1\n",
+    }, "hostile")
+    sync.wait(lambda: sync.obj().status.get("lastAttemptedRevision") == bad
+              and sync.ready().get("reason") == "ValidationFailed", "ValidationFailed")
+    obj = sync.obj()
+    error = obj.status["lastError"]
+    assert "app/lol.yaml" in error and "billion laughs" in error
+    assert "app/steal/kustomization.yaml" in error and "outside the repository" in error
+    assert "app/remote/kustomization.yaml" in error and "spec.allowRemoteBases" in error
+    assert obj.status["lastAppliedRevision"] == v1
+    assert configmap(api_client, namespace, "settings") == {"color": "blue"}
+    assert configmap(api_client, namespace, "lol") is None
+    assert agent_process.process.poll() is None  # still running: no crash, no restart
+    sync.wait(lambda: agent_process.get("/healthz")[0] == 200, "the agent to answer /healthz")
+    assert "hostile-agent-secret" not in json.dumps(obj.status) + agent_process.text()
+    fixed = sync.fleet.push({"app/lol.yaml": None, "app/steal/kustomization.yaml": None,
+                             "app/remote/kustomization.yaml": None}, "fix")
+    sync.wait(lambda: sync.applied(fixed), "the fixed commit to be applied")
+    assert configmap(api_client, namespace, "settings") == {"color": "green"}
+    assert agent_process.process.poll() is None
+
+
 # --- pin, suspend, rollback ------------------------------------------------------------------
 
 def agent_cli(sync: Sync, *args: str, code: int = 0):

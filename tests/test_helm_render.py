@@ -105,7 +105,7 @@ def test_a_template_error_names_the_chart_and_the_template(tmp_path) -> None:
                {"templates/bad.yaml": "value: {{ .Values.nope.missing }}\n"})
     ctx = capabilities.without_cluster("repo")
     with pytest.raises(RenderError) as caught:
-        render.render(tmp_path, "apps", REVISION, (), ctx)
+        render.render(tmp_path, "apps", REVISION, (), helm=ctx)
     (problem,) = caught.value.problems
     assert problem.startswith("apps/broken/Chart.yaml: chart directory apps/broken (release "
                               "default/broken): chart apps/broken 0.3.0: template: "
@@ -123,7 +123,7 @@ def test_a_chart_linking_outside_the_repository_is_refused(tmp_path) -> None:
     (tree / "apps" / "leaky" / "files").mkdir()
     (tree / "apps" / "leaky" / "files" / "secret.txt").symlink_to(secret)
     with pytest.raises(RenderError) as caught:
-        render.render(tree, "apps", REVISION, (), capabilities.without_cluster("repo"))
+        render.render(tree, "apps", REVISION, (), helm=capabilities.without_cluster("repo"))
     (problem,) = caught.value.problems
     assert "apps/leaky/files/secret.txt is a link to outside the repository" in problem
     assert "token=abc" not in problem

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from sync_agent import render, source
+from sync_agent import child_process, render, source
 from sync_agent.errors import RenderError, SourceError
 from sync_agent.objects import RenderResult, Revision
+from sync_agent.render_options import RenderOptions
 from tests.testdata.gitrepos import clone_bundle, commit, new_repo
 
 Tree = tuple[Path, Revision]
@@ -355,7 +357,8 @@ def test_kustomization_reading_outside_the_repository_is_refused(
     # Found through app's `../base`, and named where it is written.
     assert problems_of(root, "app", revision) == [
         "base/kustomization.yaml: refers to '../../../outside.yaml', outside the repository; "
-        "kustomize may only read files inside it"
+        "kustomize may only read files inside it. Copy the file into the repository and name "
+        "it by a path relative to the kustomization"
     ]
     # Another directory's broken kustomization does not stop this one.
     assert refs(render.render(root, "fine", revision)) == ["ConfigMap/fine"]
@@ -382,3 +385,65 @@ def test_ten_thousand_objects_render(tmp_path: Path) -> None:
     result = render.render(tmp_path, "", revision)
     assert len(result.resources) == 10_000
     assert len({r.ref for r in result.resources}) == 10_000
+
+
+def test_values_that_look_like_paths_are_not_refused(
+    tree: Callable[[dict[str, str]], Tree],
+) -> None:
+    """Literals, labels, annotations and inline patches hold values, not files to read."""
+    files = {
+        "app/kustomization.yaml": (
+            "resources: [cm.yaml]\n"
+            "commonAnnotations: {docs: /etc, up: ../../..}\n"
+            "configMapGenerator:\n- name: env\n  literals: [LOG_DIR=/var/log, HOME=/root]\n"
+            "patches:\n- target: {kind: ConfigMap, name: app}\n"
+            "  patch: '[{\"op\": \"add\", \"path\": \"/data\", \"value\": {\"dir\": \"/tmp\"}}]'\n"
+        ),
+        "app/cm.yaml": CONFIGMAP.format(name="app"),
+    }
+    root, revision = tree(files)
+    result = render.render(root, "app", revision)
+    bodies = {r.ref.name: r.body for r in result.resources}
+    assert bodies["app"]["data"] == {"dir": "/tmp"}
+    assert bodies["app"]["metadata"]["annotations"] == {"docs": "/etc", "up": "../../.."}
+    assert any(name.startswith("env-") for name in bodies)
+
+
+def test_allowed_remote_base_is_not_checked_for_remoteness(
+    tree: Callable[[dict[str, str]], Tree], tmp_path: Path,
+) -> None:
+    """With allow_remote_bases the reference passes the check and kustomize fetches it."""
+    remote = new_repo(tmp_path / "remote")
+    commit(remote, {"base/kustomization.yaml": "resources: [cm.yaml]\n",
+                    "base/cm.yaml": CONFIGMAP.format(name="fetched")}, "base")
+    root, revision = tree({"app/kustomization.yaml":
+                           f"resources:\n- file://{remote}//base?ref=main\n"})
+    (problem,) = problems_of(root, "app", revision)
+    assert problem.startswith("app/kustomization.yaml: resources entry 'file://")
+    allowed = render.render(root, "app", revision, options=RenderOptions(allow_remote_bases=True))
+    assert refs(allowed) == ["ConfigMap/fetched"]
+
+
+def test_kustomize_runs_without_the_tools_credentials(tmp_path: Path) -> None:
+    """The environment kustomize (and every renderer child) gets: allow-listed, empty HOME."""
+    ours = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/root",
+            "GITOPS_RESTORE_GIT_PASSWORD": "s3cret", "GITOPS_RESTORE_GIT_USERNAME": "me",
+            "KUBECONFIG": "/root/.kube/config", "SSH_AUTH_SOCK": "/tmp/agent.sock",
+            "GITHUB_TOKEN": "ghp_x", "AWS_SECRET_ACCESS_KEY": "x", "HTTPS_PROXY": "http://p"}
+    env = child_process.environment(tmp_path, source=ours)
+    assert env == {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(tmp_path),
+                   **child_process.FIXED}
+    remote = child_process.environment(tmp_path, operator_git=True, source=ours)
+    assert remote["HOME"] == "/root" and remote["SSH_AUTH_SOCK"] == "/tmp/agent.sock"
+    assert remote["HTTPS_PROXY"] == "http://p"
+    for name in ("GITOPS_RESTORE_GIT_PASSWORD", "GITOPS_RESTORE_GIT_USERNAME", "KUBECONFIG",
+                 "GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY"):
+        assert name not in remote
+    seen = child_process.run(["env"], cwd=tmp_path, env=env, timeout=30, max_stdout=1 << 20)
+    assert sorted(seen.stdout.splitlines()) == sorted(f"{k}={v}" for k, v in env.items())
+
+
+def test_child_output_past_the_bound_is_cut_and_the_child_stopped(tmp_path: Path) -> None:
+    done = child_process.run(["yes"], cwd=tmp_path, env={"PATH": os.defpath}, timeout=60,
+                             max_stdout=100_000)
+    assert done.truncated and len(done.stdout) <= 100_000 and done.returncode != 0

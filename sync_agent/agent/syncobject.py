@@ -22,6 +22,7 @@ from typing import Any
 from sync_agent.agent.config import ConfigError, parse_duration
 from sync_agent.errors import SyncError
 from sync_agent.kube import ApiError, Kube, ResourceType
+from sync_agent.render_options import DEFAULTS, RenderOptions, parse_size
 
 GROUP = "gitops-restore.io"
 VERSION = "v1alpha1"
@@ -51,6 +52,9 @@ class SyncSpec:
     ignore: tuple[str, ...] = ()
     default_namespace: str = "default"  # for namespaced objects that name none
     secret_name: str = ""  # deploy-key Secret beside the Sync; "" for none
+    render: RenderOptions = DEFAULTS  # allowRemoteBases, maxFileSize, maxYAMLNodes
+    verify_mode: str = ""  # spec.verify.mode: head or chain; "" verifies nothing
+    verify_secret: str = ""  # spec.verify.secretRef.name: the trusted keys (*.asc, *.sshpub)
 
     @property
     def target(self) -> str:
@@ -98,7 +102,8 @@ def parse(body: dict[str, Any]) -> SyncObject:
         raise InvalidSpec(f"{where}: spec.repo is empty; set the Git URL to sync from")
     try:
         interval = parse_duration(str(raw.get("interval") or "1m"), "spec.interval")
-    except ConfigError as e:
+        render = _render_options(raw)
+    except (ConfigError, ValueError) as e:
         raise InvalidSpec(f"{where}: {e}") from None
     spec = SyncSpec(
         repo=raw["repo"], branch=raw.get("branch") or "main", path=raw.get("path") or "",
@@ -106,10 +111,34 @@ def parse(body: dict[str, Any]) -> SyncObject:
         suspend=bool(raw.get("suspend", False)), revision=raw.get("revision") or "",
         ignore=tuple(raw.get("ignore") or ()),
         default_namespace=raw.get("defaultNamespace") or "default",
-        secret_name=(raw.get("secretRef") or {}).get("name", ""))
+        secret_name=(raw.get("secretRef") or {}).get("name", ""), render=render,
+        **_verify(raw.get("verify"), where))
     return SyncObject(name=meta["name"], namespace=meta["namespace"], uid=meta.get("uid", ""),
                       generation=int(meta.get("generation") or 0), spec=spec,
                       status=body.get("status") or {})
+
+
+def _render_options(raw: dict[str, Any]) -> RenderOptions:
+    size = raw.get("maxFileSize")
+    nodes = raw.get("maxYAMLNodes")
+    if nodes is not None and (not isinstance(nodes, int) or nodes < 1):
+        raise ValueError(f"spec.maxYAMLNodes {nodes!r}: give a positive number")
+    return RenderOptions(
+        allow_remote_bases=bool(raw.get("allowRemoteBases", False)),
+        max_file_bytes=parse_size(str(size)) if size else DEFAULTS.max_file_bytes,
+        max_yaml_nodes=nodes or DEFAULTS.max_yaml_nodes)
+
+
+def _verify(raw: Any, where: str) -> dict[str, str]:
+    if not raw:
+        return {}
+    mode, secret = raw.get("mode") or "", (raw.get("secretRef") or {}).get("name") or ""
+    if mode not in ("head", "chain"):
+        raise InvalidSpec(f"{where}: spec.verify.mode {mode!r}: use head or chain")
+    if not secret:
+        raise InvalidSpec(f"{where}: spec.verify.secretRef.name is empty; name the Secret "
+                          "holding the trusted public keys (*.asc, *.sshpub)")
+    return {"verify_mode": mode, "verify_secret": secret}
 
 
 def read(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
@@ -119,13 +148,16 @@ def read(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
 
 def body(name: str, namespace: str, repo: str, branch: str = "main", path: str = "",
          interval: str = "1m", prune: bool = True, ignore: tuple[str, ...] = (),
-         default_namespace: str = "default", secret_name: str = "") -> dict[str, Any]:
+         default_namespace: str = "default", secret_name: str = "",
+         verify: tuple[str, str] | None = None) -> dict[str, Any]:
     """A Sync object as `agent install` applies it (pin and suspend are left to patches)."""
     spec: dict[str, Any] = {"repo": repo, "branch": branch, "path": path,
                             "interval": interval, "prune": prune, "ignore": list(ignore),
                             "defaultNamespace": default_namespace}
     if secret_name:
         spec["secretRef"] = {"name": secret_name}
+    if verify:  # (mode, Secret name)
+        spec["verify"] = {"mode": verify[0], "secretRef": {"name": verify[1]}}
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
             "metadata": {"name": name, "namespace": namespace,
                          "labels": {"app.kubernetes.io/managed-by": "gitops-restore"}},

@@ -1,5 +1,5 @@
-"""Real Git repositories for tests: clones of the shared fixture bundles, and small ones built
-commit by commit with the git command (dates set through GIT_COMMITTER_DATE)."""
+"""Real Git repositories for tests: clones of the fixture bundles in tests/fixtures, and small
+ones built commit by commit with the git command (dates set through GIT_COMMITTER_DATE)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"  # ../shared beside main
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"  # tests/fixtures, see its README
 
 
 def git(repo: Path, *args: str, date: str | None = None) -> str:
