@@ -27,7 +27,7 @@ import yaml
 
 from bench.restore_throughput import GITOPS_RESTORE, destroy, provision
 from sync_agent import engine
-from sync_agent.helm import binary, childenv
+from sync_agent.helm import binary, process
 from sync_agent.kube import Kube
 
 ROOT = Path(__file__).resolve().parent
@@ -46,7 +46,9 @@ def helm_repo(work: Path, namespace: str, releases: int) -> Path:
     if helm is None:
         raise SystemExit("helm is not built: run `gitops-restore cluster-bin`")
     (repo / "charts").mkdir()
-    childenv.run(helm, ["create", str(repo / "charts" / "web")], work, 60).check_returncode()
+    created = process.run(helm, ["create", str(repo / "charts" / "web")], work, 60, 1 << 20)
+    if created.returncode != 0:
+        raise SystemExit(f"helm create: {created.stderr}")
     documents = [{
         "apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
         "metadata": {"name": f"app-{n:02d}", "namespace": namespace},

@@ -24,7 +24,7 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from sync_agent.helm import binary, childenv
+from sync_agent.helm import binary, process
 from tests.httpsgit import HOST, make_ca
 
 
@@ -37,7 +37,7 @@ def helm() -> Path:
 
 def run_helm(*args: str, cwd: Path) -> str:
     with tempfile.TemporaryDirectory() as scratch:
-        env = childenv.helm_env(Path(scratch))
+        env = process.environment(Path(scratch))
         done = subprocess.run([str(helm()), *args], cwd=cwd, env=env, capture_output=True,
                               text=True, timeout=120)
     assert done.returncode == 0, f"helm {' '.join(args)}: {done.stderr}"

@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from sync_agent.helm import childenv
+from sync_agent.helm import process
 from sync_agent.paths import cache_root
 from tests.helmrepo import helm
 from tests.httpsgit import HOST, make_ca
@@ -65,7 +65,7 @@ class OciRegistry:
 
     def push(self, archive: Path) -> None:
         with tempfile.TemporaryDirectory() as scratch:
-            env = childenv.helm_env(Path(scratch))
+            env = process.environment(Path(scratch))
             for args, stdin in (
                     (["registry", "login", f"{HOST}:{self.port}", "--username", self.username,
                       "--password-stdin", "--ca-file", str(self.ca_file)], self.token),

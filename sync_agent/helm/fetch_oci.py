@@ -19,11 +19,12 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sync_agent.helm import binary, childenv, semver
+from sync_agent.helm import binary, process, semver
 from sync_agent.helm.context import HelmSettings
 from sync_agent.helm.fetch import ChartFetchError, FetchedChart, _key, cache_dir
 
 TIMEOUT = 120
+MAX_OUTPUT = 1024 * 1024  # helm pull prints a few lines; the archive goes to a file
 _DIGEST = re.compile(r"Digest:\s*(sha256:[0-9a-f]{64})")
 
 
@@ -65,10 +66,10 @@ def _pull(reference: str, constraint: str, settings: HelmSettings, plain_http: b
         args += ["--version", constraint] if constraint and constraint != "*" else []
         args += ["--ca-file", str(settings.ca_file)] if settings.ca_file else []
         args += ["--plain-http"] if plain_http else []
-        env = childenv.helm_env(work)
+        env = process.environment(work)
         _write_registry_config(Path(env["HELM_REGISTRY_CONFIG"]), reference, settings)
         try:
-            done = childenv.run(helm, args, work, TIMEOUT)
+            done = process.run(helm, args, work, TIMEOUT, MAX_OUTPUT)
         except subprocess.TimeoutExpired:
             raise ChartFetchError(f"helm pull did not finish in {TIMEOUT}s") from None
         if done.returncode != 0:

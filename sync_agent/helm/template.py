@@ -1,13 +1,13 @@
 """`helm template` for one release, and its output made ready to apply.
 
-helm runs with the clean environment of `childenv`, the cluster's real version and API
-versions (helm's built-in default would be an old Kubernetes), the chart's own values plus the
-release's merged values from a file. Its output then gets what helm itself would add when
-installing: the release namespace on namespaced objects naming none, and Helm's ownership
-marks (meta.helm.sh/release-name and -namespace annotations, the managed-by label) so that
-`helm upgrade --take-ownership` or helm-controller can later adopt the objects. Hook objects
-follow `hooks.POLICY`. Outputs are reused from `rendercache` when nothing that shapes them
-changed.
+helm runs through `process` (the renderer's clean environment, output bounded), with the
+cluster's real version and API versions (helm's built-in default would be an old Kubernetes),
+the chart's own values plus the release's merged values from a file. Its output then gets
+what helm itself would add when installing: the release namespace on namespaced objects
+naming none, and Helm's ownership marks (meta.helm.sh/release-name and -namespace
+annotations, the managed-by label) so that `helm upgrade --take-ownership` or helm-controller
+can later adopt the objects. Hook objects follow `hooks.POLICY`. Outputs are reused from
+`rendercache` when nothing that shapes them changed.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sync_agent.helm import childenv, hooks, rendercache
+from sync_agent.helm import hooks, process, rendercache
 from sync_agent.helm.context import Capabilities
-from sync_agent.yaml_loader import YAMLSyntaxError, load_documents
+from sync_agent.render_options import DEFAULTS, RenderOptions
+from sync_agent.yaml_loader import YAMLLimitError, YAMLSyntaxError, load_documents
 
 TIMEOUT = 120  # seconds per `helm template`
 RELEASE_NAME = "meta.helm.sh/release-name"
@@ -43,19 +44,21 @@ class Rendered:
 
 
 def run_template(helm: Path, chart: Path, release: str, namespace: str, values: dict,
-                 include_crds: bool, caps: Capabilities, scratch: Path, shown: str) -> Rendered:
-    """The release's objects; `shown` ("web 1.1.0") goes into CHART_ANNOTATION."""
+                 include_crds: bool, caps: Capabilities, scratch: Path, shown: str,
+                 limits: RenderOptions = DEFAULTS) -> Rendered:
+    """The release's objects; `shown` ("web 1.1.0") goes into CHART_ANNOTATION. helm's output
+    is bounded as kustomize's is (`limits`: --max-file-size, --max-yaml-nodes)."""
     inputs = {"release": release, "namespace": namespace, "values": values,
               "crds": include_crds, "kube": caps.kube_version, "apis": caps.api_versions}
     entry = rendercache.key(chart, inputs)
     output = rendercache.load(entry)
-    if output is None:
-        output = _helm_template(helm, chart, inputs, scratch)
+    if output is None or len(output.encode()) > limits.max_file_bytes:
+        output = _helm_template(helm, chart, inputs, scratch, limits.max_file_bytes)
         rendercache.store(entry, output)
-    return _finish(_documents(output), (release, namespace, shown), caps)
+    return _finish(_documents(output, limits.max_yaml_nodes), (release, namespace, shown), caps)
 
 
-def _helm_template(helm: Path, chart: Path, inputs: dict, scratch: Path) -> str:
+def _helm_template(helm: Path, chart: Path, inputs: dict, scratch: Path, max_bytes: int) -> str:
     values_file = scratch / "values.json"
     values_file.write_text(json.dumps(inputs["values"]))
     args = ["template", inputs["release"], str(chart), "--namespace", inputs["namespace"],
@@ -65,21 +68,28 @@ def _helm_template(helm: Path, chart: Path, inputs: dict, scratch: Path) -> str:
     if inputs["crds"]:
         args.append("--include-crds")
     try:
-        done = childenv.run(helm, args, scratch, TIMEOUT)
+        done = process.run(helm, args, scratch, TIMEOUT, max_bytes)
     except subprocess.TimeoutExpired:
         raise TemplateError(f"helm template did not finish in {TIMEOUT}s") from None
+    if done.truncated:
+        raise TemplateError(f"helm template's output is larger than {max_bytes:,} bytes; "
+                            "nothing was read. Raise --max-file-size (spec.maxFileSize in a "
+                            "Sync) if it is meant to be this large")
     if done.returncode != 0:
         message = done.stderr.strip().replace(str(chart), "<chart>")
         raise TemplateError(message[-2000:] or f"helm exited {done.returncode}")
     return done.stdout
 
 
-def _documents(text: str) -> list[tuple[dict[str, Any], str]]:
+def _documents(text: str, max_nodes: int) -> list[tuple[dict[str, Any], str]]:
     found: list[tuple[dict[str, Any], str]] = []
     for chunk in _SEPARATOR.split(text):
         source = _SOURCE.search(chunk)
         try:
-            documents = load_documents(chunk)
+            documents = load_documents(chunk, max_nodes)
+        except YAMLLimitError as e:
+            where = source.group(1) if source else "helm output"
+            raise TemplateError(f"{where}: {e.problem}") from None
         except YAMLSyntaxError as e:
             where = source.group(1) if source else "helm output"
             raise TemplateError(f"{where}: the chart rendered bad YAML: {e.problem}") from None
