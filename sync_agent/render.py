@@ -113,7 +113,7 @@ def render(root: Path, path: str, revision: Revision, ignore: Sequence[str] = ()
     result = RenderResult(revision, rel or ".", tuple(collector.resources), tuple(skipped))
     if collector.problems:
         raise RenderError(collector.problems, partial=result)
-    return helm_expand.expand(root, result, charts, helm) if helm else result
+    return helm_expand.expand(root, result, charts, helm, options, left_out) if helm else result
 
 
 def _normalize(path: str, revision: Revision) -> str:

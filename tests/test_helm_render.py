@@ -129,6 +129,18 @@ def test_a_chart_linking_outside_the_repository_is_refused(tmp_path) -> None:
     assert "token=abc" not in problem
 
 
+def test_a_chart_values_file_past_max_file_size_is_refused(tmp_path) -> None:
+    chart = tmp_path / "web"
+    chart.mkdir()
+    (chart / "big-values.yaml").write_text("blob: " + "x" * 2000 + "\n")
+    release = Release("HelmRelease/apps/web", "web.yaml", "web", "apps", ChartRef("path", "web"),
+                      values_from=(ValuesRef("ChartFile", "big-values.yaml", ""),))
+    assert values_mod.merged(release, chart, {}, 4096) == {"blob": "x" * 2000}
+    with pytest.raises(ReleaseError, match=r"values file big-values.yaml: larger than 1,024 "
+                                           r"bytes; nothing was read. Raise --max-file-size"):
+        values_mod.merged(release, chart, {}, 1024)
+
+
 def test_depends_on_orders_releases_and_a_cycle_is_named() -> None:
     def release(name: str, *depends: str) -> Release:
         return Release(f"HelmRelease/apps/{name}", f"{name}.yaml", name, "apps",

@@ -6,17 +6,23 @@ the cluster does not serve the HelmRelease kind); each chart directory is render
 named after the directory, in --namespace. The Flux source objects a rendered release used are
 consumed (left out) when the cluster does not serve their kind. Every problem becomes one
 sentence of the RenderError naming the release, chart, version and URL: nothing is applied.
+
+A chart in the repository is confined as kustomize is (`kustomize`): a chart directory, or a
+file in it, that is a link out of the tree (left out by `source.export_tree`, or resolving
+outside) is refused naming it; helm's output and chart values files are bounded by the same
+`RenderOptions`.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from sync_agent import source
+from sync_agent import kustomize, source
 from sync_agent.errors import RenderError
 from sync_agent.helm import binary, fetch, fetch_oci, releases
 from sync_agent.helm import values as values_mod
@@ -24,9 +30,19 @@ from sync_agent.helm.context import HelmContext
 from sync_agent.helm.releases import Release, ReleaseError
 from sync_agent.helm.template import TemplateError, run_template
 from sync_agent.objects import ObjectRef, Origin, RenderResult, Resource
+from sync_agent.render_options import DEFAULTS, RenderOptions
 from sync_agent.yaml_loader import YAMLSyntaxError, load_documents
 
 WORKERS = 4
+
+
+@dataclass(frozen=True)
+class _Tree:
+    """The exported tree charts are read from, and what confines reading it."""
+
+    root: Path
+    limits: RenderOptions = DEFAULTS
+    left_out: Mapping[str, str] = field(default_factory=dict)  # links out: path -> target
 
 
 @dataclass
@@ -36,8 +52,10 @@ class _Outcome:
     problem: str = ""
 
 
-def expand(root: Path, result: RenderResult, chart_dirs: list[str],
-           ctx: HelmContext) -> RenderResult:
+def expand(root: Path, result: RenderResult, chart_dirs: list[str], ctx: HelmContext,
+           limits: RenderOptions = DEFAULTS, left_out: Mapping[str, str] | None = None
+           ) -> RenderResult:
+    tree = _Tree(root, limits, left_out or {})
     by_ref = {r.ref: r for r in result.resources}
     plan = _Selection()
     for directory in chart_dirs:
@@ -49,7 +67,7 @@ def expand(root: Path, result: RenderResult, chart_dirs: list[str],
             _select(resource, by_ref, ctx, declared, plan)
     ordered, order_problems = _by_dependencies(plan.wanted)
     plan.problems.extend(order_problems)
-    rendered = _render_all(root, ordered, by_ref, ctx, plan) if ordered else []
+    rendered = _render_all(tree, ordered, by_ref, ctx, plan) if ordered else []
     plan.notes.extend(f"{ref}: consumed by rendering, not applied (the cluster does not serve "
                       f"{ref.kind})" for ref in sorted(plan.dropped) if ref.kind != "HelmRelease")
     kept = [r for r in result.resources if r.ref not in plan.dropped]
@@ -87,7 +105,7 @@ def _select(resource: Resource, by_ref: dict[ObjectRef, Resource], ctx: HelmCont
         plan.problems.append(f"{resource.origin}: {e}")
 
 
-def _render_all(root: Path, ordered: list[Release], by_ref: dict[ObjectRef, Resource],
+def _render_all(tree: _Tree, ordered: list[Release], by_ref: dict[ObjectRef, Resource],
                 ctx: HelmContext, plan: _Selection) -> list[Resource]:
     helm = binary.helm_path()
     if helm is None:
@@ -96,7 +114,7 @@ def _render_all(root: Path, ordered: list[Release], by_ref: dict[ObjectRef, Reso
                              "cluster-bin`" for r in ordered)
         return []
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        outcomes = list(pool.map(lambda r: _render_one(helm, root, r, by_ref, ctx), ordered))
+        outcomes = list(pool.map(lambda r: _render_one(helm, tree, r, by_ref, ctx), ordered))
     rendered: list[Resource] = []
     for release, outcome in zip(ordered, outcomes, strict=True):
         if outcome.problem:
@@ -171,16 +189,17 @@ def _by_dependencies(wanted: list[Release]) -> tuple[list[Release], list[str]]:
     return done, problems
 
 
-def _render_one(helm: Path, root: Path, release: Release, by_ref: dict[ObjectRef, Resource],
+def _render_one(helm: Path, tree: _Tree, release: Release, by_ref: dict[ObjectRef, Resource],
                 ctx: HelmContext) -> _Outcome:
-    chart = release.chart
+    root, chart = tree.root, release.chart
     try:
         with tempfile.TemporaryDirectory(prefix="gitops-restore-helm-") as scratch:
-            chart_path, version, url = _locate(root, release, ctx)
+            chart_path, version, url = _locate(tree, release, ctx)
             shown = f"{chart.name or _chart_field(chart_path, 'name')} {version}".strip()
-            values = values_mod.merged(release, chart_path, by_ref)
+            values = values_mod.merged(release, chart_path, by_ref, tree.limits.max_file_bytes)
             out = run_template(helm, chart_path, release.name, release.namespace, values,
-                               release.include_crds, ctx.capabilities, Path(scratch), shown)
+                               release.include_crds, ctx.capabilities, Path(scratch), shown,
+                               tree.limits)
     except (ReleaseError, fetch.ChartFetchError, TemplateError) as e:
         where = f"{release.owner} (release {release.namespace}/{release.name})"
         return _Outcome([], "", f"{release.declared_in}: {where}: {_chart_named(root, chart)}: "
@@ -217,10 +236,11 @@ def _origin_path(release: Release, shown: str, template: str) -> str:
     return f"{release.declared_in} -> chart {shown}: {inside}"
 
 
-def _locate(root: Path, release: Release, ctx: HelmContext) -> tuple[Path, str, str]:
+def _locate(tree: _Tree, release: Release, ctx: HelmContext) -> tuple[Path, str, str]:
     """The chart directory or archive, its version, and its URL ("" for a path)."""
-    chart = release.chart
+    root, chart = tree.root, release.chart
     if chart.kind == "path":
+        _refuse_left_out(chart.location, tree.left_out)
         top = root.resolve()
         path = (root / chart.location).resolve()
         if not path.is_relative_to(top) or not (path / "Chart.yaml").is_file():
@@ -233,6 +253,15 @@ def _locate(root: Path, release: Release, ctx: HelmContext) -> tuple[Path, str, 
     else:
         fetched = fetch.fetch(chart.location, chart.name, chart.version, ctx.settings)
     return fetched.archive, fetched.version, fetched.url
+
+
+def _refuse_left_out(location: str, left_out: Mapping[str, str]) -> None:
+    """A link out of the tree that `source.export_tree` did not write, at or under the chart
+    directory: helm would render without the file (`.Files.Get` gives ""), so it is refused."""
+    rel = os.path.normpath(PurePosixPath(location)).removeprefix("./")
+    for link, target in sorted(left_out.items()):
+        if rel in (".", link) or link.startswith(rel + "/") or rel.startswith(link + "/"):
+            raise ReleaseError(kustomize.link_left_out(link, target))
 
 
 def _refuse_links_out(chart: Path, top: Path) -> None:

@@ -14,15 +14,17 @@ from typing import Any
 
 from sync_agent.helm.releases import Release, ReleaseError, ValuesRef
 from sync_agent.objects import ObjectRef, Resource
+from sync_agent.render_options import DEFAULT_MAX_FILE_BYTES
 from sync_agent.yaml_loader import YAMLSyntaxError, load_documents
 
 
-def merged(release: Release, chart_path: Path, by_ref: dict[ObjectRef, Resource]
-           ) -> dict[str, Any]:
-    """valuesFrom in order, then spec.values on top (Flux's and the Helm Operator's order)."""
+def merged(release: Release, chart_path: Path, by_ref: dict[ObjectRef, Resource],
+           max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> dict[str, Any]:
+    """valuesFrom in order, then spec.values on top (Flux's and the Helm Operator's order).
+    A chart's values file larger than `max_bytes` (--max-file-size) is refused."""
     merged: dict[str, Any] = {}
     for ref in release.values_from:
-        text = _values_text(ref, chart_path, by_ref)
+        text = _values_text(ref, chart_path, by_ref, max_bytes)
         if text is None:
             continue
         if ref.target_path:
@@ -41,10 +43,10 @@ def merged(release: Release, chart_path: Path, by_ref: dict[ObjectRef, Resource]
     return _merge(merged, copy.deepcopy(release.values))
 
 
-def _values_text(ref: ValuesRef, chart_path: Path, by_ref: dict[ObjectRef, Resource]
-                 ) -> str | None:
+def _values_text(ref: ValuesRef, chart_path: Path, by_ref: dict[ObjectRef, Resource],
+                 max_bytes: int) -> str | None:
     if ref.kind == "ChartFile":
-        text = _chart_file(chart_path, ref.name)
+        text = _chart_file(chart_path, ref.name, max_bytes)
         if text is None and not ref.optional:
             raise ReleaseError(f"values file {ref.name}: no such file in the chart")
         return text
@@ -59,18 +61,29 @@ def _values_text(ref: ValuesRef, chart_path: Path, by_ref: dict[ObjectRef, Resou
     return text
 
 
-def _chart_file(chart_path: Path, name: str) -> str | None:
+def _chart_file(chart_path: Path, name: str, max_bytes: int) -> str | None:
     """A file of the chart (a directory, or an archive whose top directory is the chart)."""
     if chart_path.is_dir():
         file = (chart_path / name).resolve()
-        inside = file.is_relative_to(chart_path.resolve()) and file.is_file()
-        return file.read_text(errors="replace") if inside else None
+        if not (file.is_relative_to(chart_path.resolve()) and file.is_file()):
+            return None
+        with file.open("rb") as f:
+            return _bounded(f.read(max_bytes + 1), name, max_bytes)
     with tarfile.open(chart_path) as archive:
         for member in archive.getmembers():
             if member.isfile() and member.name.split("/", 1)[-1] == name.removeprefix("./"):
                 extracted = archive.extractfile(member)
-                return extracted.read().decode(errors="replace") if extracted else None
+                return _bounded(extracted.read(max_bytes + 1), name, max_bytes) \
+                    if extracted else None
     return None
+
+
+def _bounded(data: bytes, name: str, max_bytes: int) -> str:
+    if len(data) > max_bytes:
+        raise ReleaseError(f"values file {name}: larger than {max_bytes:,} bytes; nothing was "
+                           "read. Raise --max-file-size (spec.maxFileSize in a Sync) if it is "
+                           "meant to be this large")
+    return data.decode(errors="replace")
 
 
 def _key_of(body: dict[str, Any], key: str) -> str | None:
