@@ -141,7 +141,7 @@ def _helm_tool() -> GoTool:
 def ensure_helm(log=print) -> Path:
     """Build the pinned helm if the cache lacks it; return its path."""
     target = helm_binary.bin_dir()
-    if helm_binary.helm_path() is None:
+    if helm_binary.cached() is None:
         target.mkdir(parents=True, exist_ok=True)
         build_tool(_helm_tool(), target, log)
     else:
@@ -171,7 +171,7 @@ def build_tool(tool: GoTool, target: Path, log=print) -> None:
 
 def go_tools() -> list[GoTool]:
     """Every Go module we build, at its pinned version."""
-    return [_kubernetes_tool(), *_other_tools()]
+    return [_kubernetes_tool(), *_other_tools(), _helm_tool()]
 
 
 def engine_tools(programs: Iterable[str] | None = None) -> list[GoTool]:

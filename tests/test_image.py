@@ -22,6 +22,8 @@ import pytest
 from bootstrap import binaries
 from bootstrap.errors import UserError
 from sync_agent import paths, render, source
+from sync_agent.helm import binary as helm_binary
+from sync_agent.helm import capabilities
 from tests.testdata.gitrepos import commit, new_repo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,6 +94,9 @@ def test_the_image_builds_the_engines_go_programs_with_the_code_cluster_bin_uses
             local[name].module, local[name].version, local[name].packages[name],
             local[name].go_mod_extra)
     assert built["kubectl"].version == paths.K8S_VERSION
+    assert (built["helm"].module, built["helm"].version) == (helm_binary.HELM_MODULE,
+                                                             helm_binary.HELM_VERSION)
+    assert built["helm"].ldflags == helm_binary.HELM_LDFLAGS
 
 
 def test_a_program_the_engine_runs_without_a_go_module_stops_the_build():
@@ -107,7 +112,7 @@ def test_the_image_installs_the_debian_package_of_every_other_program():
         assert f" {package} " in f"{installs[0]} ", f"{program}: {package} is not installed"
 
 
-def test_the_programs_stage_builds_a_kubectl_the_engine_finds_and_renders_with(
+def test_the_programs_stage_builds_a_kubectl_and_helm_the_engine_finds_and_renders_with(
         tmp_path, monkeypatch):
     src, out, cache = tmp_path / "src", tmp_path / "out", tmp_path / "cache"
     stage("programs").copied_into(ROOT, src)
@@ -120,21 +125,34 @@ def test_the_programs_stage_builds_a_kubectl_the_engine_finds_and_renders_with(
     version = subprocess.run([out / "kubectl", "version", "--client", "-o", "json"],
                              capture_output=True, text=True, check=True).stdout
     assert json.loads(version)["clientVersion"]["gitVersion"] == paths.K8S_VERSION
+    helm_version = subprocess.run([out / "helm", "version", "--template", "{{.Version}}"],
+                                  capture_output=True, text=True, check=True).stdout
+    assert helm_version == helm_binary.HELM_VERSION
 
     # In the image there is no control-plane cache: the engine finds kubectl on PATH.
     monkeypatch.setenv("GITOPS_RESTORE_CACHE", str(cache))
     monkeypatch.setenv("PATH", os.pathsep.join([str(out), *IMAGE_PATH]))
     assert paths.kubectl() == str(out / "kubectl")
+    assert helm_binary.cached() is None and helm_binary.helm_path() == out / "helm"
     repo = new_repo(tmp_path / "repo")
     commit(repo, {
         "app/kustomization.yaml": "resources:\n- cm.yaml\nnamespace: shop\nnameSuffix: -prod\n",
         "app/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n",
-    }, "a kustomization")
+        "charts/web/Chart.yaml": "apiVersion: v2\nname: web\nversion: 1.2.0\n",
+        "charts/web/values.yaml": "greeting: hello\n",
+        "charts/web/templates/cm.yaml": (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cfg\n"
+            "data:\n  greeting: {{ .Values.greeting }}\n"),
+    }, "a kustomization and a chart")
     opened = source.open_repository(str(repo))
     revision = source.resolve(opened, str(repo))
     source.export_tree(opened, revision.sha, tmp_path / "tree")
     result = render.render(tmp_path / "tree", "app", revision)
     assert [str(r.ref) for r in result.resources] == ["ConfigMap/shop/web-prod"]
+    charts = render.render(tmp_path / "tree", "charts", revision,
+                           helm=capabilities.without_cluster(str(repo)))
+    assert [(str(r.ref), r.body["data"]) for r in charts.resources] == [
+        ("ConfigMap/default/web-cfg", {"greeting": "hello"})]
 
 
 def test_the_final_stage_installs_the_package_from_the_files_it_copies(tmp_path):

@@ -9,6 +9,7 @@ render-only use gains nothing from. `bootstrap/binaries.py` builds it from the G
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from sync_agent.paths import cache_root
@@ -24,7 +25,14 @@ def bin_dir() -> Path:
     return cache_root() / "bin" / f"helm-{HELM_VERSION}"
 
 
-def helm_path() -> Path | None:
-    """The built helm, or None when `gitops-restore cluster-bin` has not built it yet."""
+def cached() -> Path | None:
+    """The helm `gitops-restore cluster-bin` built, or None when it has not built it yet."""
     path = bin_dir() / "helm"
     return path if os.access(path, os.X_OK) else None
+
+
+def helm_path() -> Path | None:
+    """The built helm, else one on PATH (the agent's image carries the same build in
+    /usr/local/bin, and has no cache), else None."""
+    found = shutil.which("helm")
+    return cached() or (Path(found) if found else None)
