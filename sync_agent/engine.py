@@ -32,7 +32,7 @@ from sync_agent.plan import (
     list_owned,
     make_plan,
 )
-from sync_agent.prune import PruneError, prune
+from sync_agent.prune import RECREATED, PruneError, prune
 from sync_agent.validate import NAMESPACE_RT, ValidateOptions, prepare
 
 
@@ -173,7 +173,7 @@ def restore(kube: Kube, spec: SourceSpec, options: SyncOptions,
 
     with timer.phase("prune", len(plan.prune)):
         try:
-            pruned = prune(kube, plan.prune, options.workers, emit)
+            pruned = prune(kube, plan.prune, options.sync_name, options.workers, emit)
         except PruneError as e:
             report.errors.extend(e.problems)
             pruned = e.done
@@ -272,8 +272,8 @@ def _final_entries(plan: Plan, applied: list[Applied], previous: Previous,
     entries = {d.ref: previous.get(d.ref, (d.rt.api_version, "", "")) for d in plan.desired}
     entries.update(_entries_of(applied))
     for change in pruned:
-        if change.action is Action.KEEP and change.detail == HOLDS_DATA:
-            entries[change.ref] = previous[change.ref]  # still ours: --prune-data deletes later
+        if change.action is Action.KEEP and change.detail in (HOLDS_DATA, RECREATED):
+            entries[change.ref] = previous[change.ref]  # still ours: a later run decides
     failed_deletes = {i.ref for i in plan.prune} - {c.ref for c in pruned}
     for ref in failed_deletes:
         entries[ref] = previous[ref]
