@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sync_agent import discovery, events, inventory, source
+from sync_agent import discovery, events, inventory, source, sync_identity
 from sync_agent import health as health_mod
 from sync_agent import render as render_mod
 from sync_agent.apply import Applied, ApplyError, ApplyOptions, apply_plan
@@ -61,6 +61,8 @@ class SyncOptions:
     timeout: float = 600.0  # for --wait
     workers: int = DEFAULT_WORKERS
     plan_only: bool = False
+    # Apply under this name even though its inventory records another repository or path.
+    take_over: bool = False
 
 
 @dataclass
@@ -148,7 +150,7 @@ def restore(kube: Kube, spec: SourceSpec, options: SyncOptions,
     revision = report.revision
     with timer.phase("validate", len(rendered.resources)):
         plan, old, namespaces = _validate_and_plan(
-            kube, rendered, options, emit,
+            kube, spec, rendered, options, emit,
             PlanOptions(options.sync_name, prune=options.prune, prune_data=options.prune_data,
                         allow_mass_prune=options.allow_mass_prune, force=options.force,
                         workers=options.workers))
@@ -187,14 +189,16 @@ def restore(kube: Kube, spec: SourceSpec, options: SyncOptions,
     return report
 
 
-def _validate_and_plan(kube: Kube, rendered: RenderResult, options: SyncOptions,
-                       emit: events.EventSink, plan_options: PlanOptions):
+def _validate_and_plan(kube: Kube, spec: SourceSpec, rendered: RenderResult,
+                       options: SyncOptions, emit: events.EventSink, plan_options: PlanOptions):
     found = discovery.discover(kube)
     namespaces = {o["metadata"]["name"] for o in kube.list(NAMESPACE_RT)}
     desired, problems = prepare(rendered.resources, found, namespaces,
                                 ValidateOptions(options.sync_name, options.namespace,
                                                 options.create_namespaces))
     old = inventory.load(kube, options.sync_name)
+    if old is not None and not options.take_over:
+        sync_identity.check(old.name, old.repo, old.path, spec.repo, spec.path)
     plan = make_plan(kube, desired, _previous(old), found, namespaces, plan_options, emit,
                      problems)
     return plan, old, namespaces
@@ -210,7 +214,7 @@ def verify(kube: Kube, spec: SourceSpec, options: SyncOptions,
     report, timer, rendered = _fetch_and_render(spec, options, emit)
     with timer.phase("verify", len(rendered.resources)):
         plan, _, _ = _validate_and_plan(
-            kube, rendered, options, emit,
+            kube, spec, rendered, options, emit,
             PlanOptions(options.sync_name, prune=True, prune_data=True, allow_mass_prune=True,
                         trust_inventory=False, workers=options.workers))
         desired = plan.desired
@@ -300,5 +304,6 @@ def _save_inventory(kube: Kube, options: SyncOptions, spec: SourceSpec, revision
         applied_at=datetime.now(UTC).isoformat(timespec="seconds"),
         entries=tuple(inventory.Entry(ref=r, version=v, digest=dg, owned=ow)
                       for r, (v, dg, ow) in sorted(entries.items())),
-        path=spec.path, repo=source.redact(spec.repo), complete=not keep_revision))
+        path=sync_identity.path_of(spec.path), repo=sync_identity.recorded(spec.repo),
+        complete=not keep_revision))
 

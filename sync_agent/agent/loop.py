@@ -166,8 +166,11 @@ class Loop:
         spec = obj.spec
         source_spec = engine.SourceSpec(repo=spec.repo, ref=spec.target, path=spec.path,
                                         ignore=spec.ignore, auth=auth)
+        # The Sync object says which repository and path its sync follows: a changed spec (or
+        # `agent resume` after a rollback that followed a moved directory) is the sync moving.
         options = engine.SyncOptions(sync_name=obj.name, namespace=spec.default_namespace,
-                                     prune=spec.prune, workers=self.config.workers)
+                                     prune=spec.prune, workers=self.config.workers,
+                                     take_over=True)
         return engine.restore(self.kube, source_spec, options, self._emit)
 
     def _emit(self, event: events.Event) -> None:
