@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from bootstrap import agent
+from bootstrap import agent, sync_lookup
 from bootstrap import sync_options as opt
 from bootstrap.errors import UserError
 from bootstrap.output import Output, emit_json, exits_cleanly, stderr, stdout
@@ -49,7 +49,7 @@ def needs_key(repo: str) -> bool:
 def default_key_name(name: str | None, repo: str) -> str:
     """The deploy key a Sync reads with: as `deploy-key create` names it by default (one key
     per repository); "" for repositories that need none."""
-    return opt.sync_name(name, repo, "") if needs_key(repo) else ""
+    return opt.key_name(name, repo) if needs_key(repo) else ""
 
 
 def check_interval(text: str) -> str:
@@ -83,15 +83,16 @@ def install(repo: opt.Repo, branch: Branch = "main", path: opt.PathOpt = "",
     Example: gitops-restore agent install --cluster demo --repo ssh://git@git.example/fleet.git
     --branch main --path clusters/demo --interval 1m
     """
-    sync = opt.sync_name(name, repo, path)
     if ca_file and not ca_file.is_file():
         raise UserError(f"--ca-file {ca_file}: no such file (nothing was changed)")
+    verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
+    t = agent.target(kubeconfig, context, cluster)
+    sync = sync_lookup.continued_name(t.kube, opt.sync_name(name, repo, path), repo, path)
     request = agent.InstallRequest(
         sync=sync, repo=repo, branch=branch, path=path, interval=check_interval(interval),
         prune=not no_prune, ignore=tuple(ignore or ()), default_namespace=namespace,
         deploy_key=default_key_name(deploy_key, repo), image=image, ca_file=ca_file,
-        verify=opt.signature_policy(verify_signatures, allowed_signers, trusted_keys))
-    t = agent.target(kubeconfig, context, cluster)
+        verify=verify)
     results = agent.install(t, request)
     where, started = agent.start_agent(t, request)
     missing_key = request.deploy_key and agent.deploykey_missing(t.kube, request.deploy_key)

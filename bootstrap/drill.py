@@ -283,7 +283,10 @@ class _Drill:
         return PhaseResult("provision", note=self.request.provider)
 
     def _sync(self, kube: Kube, target: Target, label: str, verify: bool) -> PhaseResult:
-        base = self.plan.spec.sync
+        # Once its first restore made the inventory its own, the drill's sync moves between
+        # the two targets' paths (a directory moved between them): that is no other source.
+        base = dataclasses.replace(self.plan.spec.sync, take_over=any(
+            p.name == "restore-from" and p.status == "passed" for p in self.phases))
         spec = target.spec(self.plan.spec.source)
         if verify:
             options = dataclasses.replace(base, wait=True, prune=False, plan_only=False)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bootstrap import report_view, rollback_handoff
+from bootstrap import report_view, rollback_handoff, sync_lookup
 from bootstrap import sync_options as opt
 from bootstrap.errors import OperationFailed, UserError
 from bootstrap.output import Output, emit_json, exits_cleanly, stdout
@@ -39,6 +39,12 @@ Force = Annotated[bool, typer.Option(
     "--force", help="Delete and recreate objects whose immutable fields changed.")]
 CreateNamespaces = Annotated[bool, typer.Option(
     "--create-namespaces", help="Create namespaces the revision uses but does not declare.")]
+RollbackPath = Annotated[str | None, typer.Option(
+    "--path", help="Directory in the repo to apply (default: the path the sync's inventory "
+                   "records, where that directory was at --to).")]
+TakeOver = Annotated[bool, typer.Option(
+    "--take-over", help="Apply under --name although its inventory records another repo or "
+                        "path (the sync moves; what it owned and no longer declares is pruned).")]
 
 
 def _run(spec_args: dict, conn_args: dict, options: SyncOptions,
@@ -53,6 +59,7 @@ def _run(spec_args: dict, conn_args: dict, options: SyncOptions,
 def _run_with(kube: Kube, spec_args: dict, options: SyncOptions,
               verify_only: bool = False) -> engine.Report:
     spec = opt.source_spec(**spec_args)
+    options = sync_lookup.continued(kube, options, spec.repo, spec.path)
     try:
         with PhaseProgress() as progress:
             if verify_only:
@@ -73,7 +80,8 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
             ignore: opt.Ignore = None, prune: Prune = False, prune_data: PruneData = False,
             allow_mass_prune: MassPrune = False, wait: Wait = False, timeout: Timeout = "10m",
             force: Force = False, create_namespaces: CreateNamespaces = False,
-            name: opt.SyncName = None, namespace: opt.Namespace = "default",
+            name: opt.SyncName = None, take_over: TakeOver = False,
+            namespace: opt.Namespace = "default",
             ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
             ca_file: opt.CaFile = None,
             helm: opt.HelmMode = "auto", offline: opt.Offline = False,
@@ -96,7 +104,7 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
         sync_name=opt.sync_name(name, repo, path), namespace=namespace, prune=prune,
         prune_data=prune_data, allow_mass_prune=allow_mass_prune,
         create_namespaces=create_namespaces, force=force, wait=wait,
-        timeout=opt.parse_duration(timeout), workers=workers,
+        timeout=opt.parse_duration(timeout), workers=workers, take_over=take_over,
         lock_timeout=opt.parse_duration(lock_timeout, "--lock-timeout"))
     verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
@@ -112,11 +120,12 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
 @exits_cleanly
 def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
                  "--to", help="The revision to return to (commit, tag, HEAD~N).")],
-             path: opt.PathOpt = "", ignore: opt.Ignore = None, prune_data: PruneData = False,
-             allow_mass_prune: MassPrune = False, wait: Wait = False,
-             timeout: Timeout = "10m", force: Force = False,
+             path: RollbackPath = None, ignore: opt.Ignore = None,
+             prune_data: PruneData = False, allow_mass_prune: MassPrune = False,
+             wait: Wait = False, timeout: Timeout = "10m", force: Force = False,
              create_namespaces: CreateNamespaces = False, name: opt.SyncName = None,
-             namespace: opt.Namespace = "default", ssh_key: opt.SshKey = None,
+             take_over: TakeOver = False, namespace: opt.Namespace = "default",
+             ssh_key: opt.SshKey = None,
              known_hosts: opt.KnownHosts = None, ca_file: opt.CaFile = None,
              helm: opt.HelmMode = "auto", offline: opt.Offline = False,
              kubeconfig: opt.Kubeconfig = None, context: opt.Context = None,
@@ -138,35 +147,41 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
              trusted_keys: opt.TrustedKeys = None) -> None:
     """Return the cluster exactly to an earlier revision (restore with prune).
 
+    It rolls back the sync that applied --repo here (--name when several did), at the path its
+    inventory records, followed to where that directory was at --to if it moved since.
     If the sync agent serves this sync name, it is first pinned to that commit so it does not
     roll forward again (`gitops-restore agent resume` unpins). With --revert a commit that
     returns --path to that revision is pushed instead, and the agent keeps following the
     branch.
 
-    Example: gitops-restore rollback --repo ./fleet --path apps --to HEAD~1 --wait
+    Example: gitops-restore rollback --repo ./fleet --to HEAD~1 --wait
     """
-    sync = opt.sync_name(name, repo, path)
-    options = SyncOptions(
-        sync_name=sync, namespace=namespace, prune=True,
-        prune_data=prune_data, allow_mass_prune=allow_mass_prune,
-        create_namespaces=create_namespaces, force=force, wait=wait,
-        timeout=opt.parse_duration(timeout), workers=workers,
-        lock_timeout=opt.parse_duration(lock_timeout, "--lock-timeout"))
-    spec_args = dict(repo=repo, ref=to, at=None, path=path, ignore=ignore, ssh_key=ssh_key,
-                     known_hosts=known_hosts, ca_file=ca_file,
-                     render=opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes),
-                     helm=helm, offline=offline)
+    if name:
+        opt.check_sync_name(name)
+    timeout_seconds = opt.parse_duration(timeout)
+    lock_seconds = opt.parse_duration(lock_timeout, "--lock-timeout")
+    render = opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes)
     verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
-    conn_args = dict(kubeconfig=kubeconfig, context=context, cluster=cluster)
-    read_auth = opt.source_spec(**spec_args).auth
+    read_auth = opt.git_auth(ssh_key, known_hosts, ca_file)
     if revert and push_key is None and source.is_remote(repo) \
             and not repo.startswith(("file://", "http://", "https://")):
         raise UserError("--revert pushes a commit: give --push-key FILE, a key with write "
                         "access to the repository (the agent's deploy key is read-only; over "
                         "HTTPS the token pushes)")
     push_auth = opt.git_auth(push_key, known_hosts, ca_file) if push_key else read_auth
-    kube = opt.connect(**conn_args)
+    kube = opt.connect(kubeconfig, context, cluster)
     try:
+        target = sync_lookup.for_rollback(kube, name, repo, path, to, read_auth)
+        sync, path = target.name, target.path
+        options = SyncOptions(
+            sync_name=sync, namespace=namespace, prune=True,
+            prune_data=prune_data, allow_mass_prune=allow_mass_prune,
+            create_namespaces=create_namespaces, force=force, wait=wait,
+            timeout=timeout_seconds, workers=workers, lock_timeout=lock_seconds,
+            take_over=take_over or target.moved)
+        spec_args = dict(repo=repo, ref=to, at=None, path=path, ignore=ignore,
+                         ssh_key=ssh_key, known_hosts=known_hosts, ca_file=ca_file,
+                         render=render, helm=helm, offline=offline)
         # --to as asked (a signed tag counts), before the pin or a revert commit changes
         # anything; the run then pins the SHA, which was just verified.
         signed = _verify_first(kube, opt.source_spec(**spec_args, verify=verify), sync) \
@@ -182,10 +197,15 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
             raise
     finally:
         kube.close()
+    moved = {"moved_from": target.recorded_path} if target.moved else {}
     if output is Output.json:
-        emit_json({"command": "rollback", **report.to_json(), "agent": handoff.to_json()})
+        emit_json({"command": "rollback", **report.to_json(), **moved,
+                   "agent": handoff.to_json()})
     else:
         _present(report, output, "rollback")
+        if target.moved:
+            stdout.print(f"path: the sync's directory '{target.recorded_path}' was at "
+                         f"'{path or '.'}' in {to}", markup=False)
         stdout.print(f"agent: {handoff.note}", markup=False)
     if report.errors or report.unhealthy:
         raise typer.Exit(code=1)
@@ -201,6 +221,7 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
          ignore: opt.Ignore = None, prune: Prune = False, prune_data: PruneData = False,
          allow_mass_prune: MassPrune = False, force: Force = False,
          create_namespaces: CreateNamespaces = False, name: opt.SyncName = None,
+         take_over: TakeOver = False,
          namespace: opt.Namespace = "default", ssh_key: opt.SshKey = None,
          known_hosts: opt.KnownHosts = None, ca_file: opt.CaFile = None,
          helm: opt.HelmMode = "auto", offline: opt.Offline = False,
@@ -219,7 +240,8 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
     options = SyncOptions(
         sync_name=opt.sync_name(name, repo, path), namespace=namespace, prune=prune,
         prune_data=prune_data, allow_mass_prune=allow_mass_prune,
-        create_namespaces=create_namespaces, force=force, workers=workers, plan_only=True)
+        create_namespaces=create_namespaces, force=force, workers=workers, plan_only=True,
+        take_over=take_over)
     verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
                        known_hosts=known_hosts, ca_file=ca_file, verify=verify,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sync_agent import discovery, events, inventory, lock, signatures, source
+from sync_agent import discovery, events, inventory, lock, signatures, source, sync_identity
 from sync_agent import health as health_mod
 from sync_agent import render as render_mod
 from sync_agent.apply import Applied, ApplyError, ApplyOptions, apply_plan
@@ -34,7 +34,7 @@ from sync_agent.plan import (
     list_owned,
     make_plan,
 )
-from sync_agent.prune import PruneError, prune
+from sync_agent.prune import RECREATED, PruneError, prune
 from sync_agent.render_options import DEFAULTS, RenderOptions
 from sync_agent.validate import NAMESPACE_RT, ValidateOptions, prepare
 
@@ -68,6 +68,8 @@ class SyncOptions:
     workers: int = DEFAULT_WORKERS
     plan_only: bool = False
     lock_timeout: float = 120.0  # how long to wait for another writer of the sync (lock.py)
+    # Apply under this name even though its inventory records another repository or path.
+    take_over: bool = False
 
 
 @dataclass
@@ -205,7 +207,7 @@ def _restore(kube: Kube, spec: SourceSpec, options: SyncOptions, emit: events.Ev
     revision = report.revision
     with timer.phase("validate", len(rendered.resources)):
         plan, old, namespaces = _validate_and_plan(
-            kube, rendered, options, emit,
+            kube, spec, rendered, options, emit,
             PlanOptions(options.sync_name, prune=options.prune, prune_data=options.prune_data,
                         allow_mass_prune=options.allow_mass_prune, force=options.force,
                         workers=options.workers))
@@ -231,7 +233,7 @@ def _restore(kube: Kube, spec: SourceSpec, options: SyncOptions, emit: events.Ev
 
     with timer.phase("prune", len(plan.prune)):
         try:
-            pruned = prune(kube, plan.prune, options.workers, emit)
+            pruned = prune(kube, plan.prune, options.sync_name, options.workers, emit)
         except PruneError as e:
             report.errors.extend(e.problems)
             pruned = e.done
@@ -245,14 +247,16 @@ def _restore(kube: Kube, spec: SourceSpec, options: SyncOptions, emit: events.Ev
     return report
 
 
-def _validate_and_plan(kube: Kube, rendered: RenderResult, options: SyncOptions,
-                       emit: events.EventSink, plan_options: PlanOptions):
+def _validate_and_plan(kube: Kube, spec: SourceSpec, rendered: RenderResult,
+                       options: SyncOptions, emit: events.EventSink, plan_options: PlanOptions):
     found = discovery.discover(kube)
     namespaces = {o["metadata"]["name"] for o in kube.list(NAMESPACE_RT)}
     desired, problems = prepare(rendered.resources, found, namespaces,
                                 ValidateOptions(options.sync_name, options.namespace,
                                                 options.create_namespaces))
     old = inventory.load(kube, options.sync_name)
+    if old is not None and not options.take_over:
+        sync_identity.check(old.name, old.repo, old.path, spec.repo, spec.path)
     plan = make_plan(kube, desired, _previous(old), found, namespaces, plan_options, emit,
                      problems)
     return plan, old, namespaces
@@ -268,7 +272,7 @@ def verify(kube: Kube, spec: SourceSpec, options: SyncOptions,
     report, timer, rendered = _fetch_and_render(spec, options, emit, kube)
     with timer.phase("verify", len(rendered.resources)):
         plan, _, _ = _validate_and_plan(
-            kube, rendered, options, emit,
+            kube, spec, rendered, options, emit,
             PlanOptions(options.sync_name, prune=True, prune_data=True, allow_mass_prune=True,
                         trust_inventory=False, workers=options.workers))
         desired = plan.desired
@@ -331,8 +335,8 @@ def _final_entries(plan: Plan, applied: list[Applied], previous: Previous,
     entries = {d.ref: previous.get(d.ref, (d.rt.api_version, "", "")) for d in plan.desired}
     entries.update(_entries_of(applied))
     for change in pruned:
-        if change.action is Action.KEEP and change.detail == HOLDS_DATA:
-            entries[change.ref] = previous[change.ref]  # still ours: --prune-data deletes later
+        if change.action is Action.KEEP and change.detail in (HOLDS_DATA, RECREATED):
+            entries[change.ref] = previous[change.ref]  # still ours: a later run decides
     failed_deletes = {i.ref for i in plan.prune} - {c.ref for c in pruned}
     for ref in failed_deletes:
         entries[ref] = previous[ref]
@@ -376,6 +380,7 @@ class _InventoryWriter:
             applied_at=datetime.now(UTC).isoformat(timespec="seconds"),
             entries=tuple(inventory.Entry(ref=r, version=v, digest=dg, owned=ow)
                           for r, (v, dg, ow) in sorted(entries.items())),
-            path=spec.path, repo=source.redact(spec.repo), complete=not keep_revision),
+            path=sync_identity.path_of(spec.path), repo=sync_identity.recorded(spec.repo),
+            complete=not keep_revision),
             expected=self.version)
 

@@ -370,6 +370,32 @@ def names(kube: Kube) -> list[str]:
     return sorted({meta["labels"][INVENTORY_LABEL] for meta in found})
 
 
+@dataclass(frozen=True)
+class Source:
+    """What an inventory records of where its objects came from (read without its entries)."""
+
+    name: str
+    repo: str
+    path: str
+    revision: str
+    applied_at: str
+
+
+def sources(kube: Kube) -> list[Source]:
+    """Every inventory's recorded repository, path and revision, sorted by sync name; read from
+    metadata only, so an inventory with corrupt entries does not hide the others."""
+    selector = f"{MANAGED_BY}=gitops-restore,{INVENTORY_LABEL},!{SHARD_LABEL}"
+    with _api(None, f"list ConfigMaps in {NAMESPACE}"):
+        found = _list_metadata(kube, selector)
+    records = []
+    for meta in found:
+        notes = meta.get("annotations") or {}
+        records.append(Source(meta["labels"][INVENTORY_LABEL], notes.get(_A + "repo", ""),
+                              notes.get(_A + "path", ""), notes.get(_A + "revision", ""),
+                              notes.get(_A + "applied-at", "")))
+    return sorted(records, key=lambda r: r.name)
+
+
 def delete(kube: Kube, name: str) -> bool:
     """Remove the inventory of `name` (main object first); False when there was none."""
     check_name(name)

@@ -250,12 +250,21 @@ class Kube:
             query["continue"] = token
 
     def delete(self, rt: ResourceType, namespace: str, name: str,
-               propagation: str = "Background") -> bool:
-        """Delete; False when it was already gone."""
+               propagation: str = "Background", uid: str = "",
+               resource_version: str = "") -> bool:
+        """Delete; False when it was already gone.
+
+        With `uid` (and `resource_version`) the server deletes only that very object (in that
+        state), else answers 409 Conflict: a recreated or changed object is never hit.
+        """
+        options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1",
+                                   "propagationPolicy": propagation}
+        preconditions = {k: v for k, v in (("uid", uid), ("resourceVersion", resource_version))
+                         if v}
+        if preconditions:
+            options["preconditions"] = preconditions
         try:
-            self.request("DELETE", rt.path(namespace, name),
-                         {"kind": "DeleteOptions", "apiVersion": "v1",
-                          "propagationPolicy": propagation})
+            self.request("DELETE", rt.path(namespace, name), options)
             return True
         except ApiError as e:
             if e.status == 404:

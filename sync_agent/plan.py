@@ -25,6 +25,7 @@ PRUNE_ANNOTATION = "gitops-restore.io/prune"
 DATA_KINDS = frozenset({"PersistentVolumeClaim", "PersistentVolume", "Namespace"})
 OPTED_OUT = f"{PRUNE_ANNOTATION}: disabled"  # kept, and no longer owned
 HOLDS_DATA = "holds data; pass --prune-data to delete it"  # kept, still owned
+DROPPED = "dropped from this inventory"  # the end of every "no longer ours" detail
 # Fields the server owns; they differ between a dry-run result and the live object even when
 # nothing we declare changed.
 VOLATILE_METADATA = ("managedFields", "resourceVersion", "generation")
@@ -48,6 +49,9 @@ class PruneItem:
     rt: ResourceType
     action: Action  # DELETE or KEEP
     detail: str = ""
+    # The live object seen when planning: prune deletes exactly that one (see prune.py).
+    uid: str = ""
+    resource_version: str = ""
 
 
 @dataclass
@@ -246,11 +250,33 @@ def _immutable_fields(error: ApiError) -> str:
     return ", ".join(f for f in fields if f)
 
 
+def not_ours(obj: dict, sync_name: str) -> str:
+    """Why a live object is no longer this sync's to prune ("" while it carries our mark).
+
+    Apply sets the label SYNC_LABEL=<sync name> on every object; whoever applies the object
+    next under another sync (or another tool taking the label over, or someone removing it)
+    takes it from us, as Flux's prune checks its own labels before deleting.
+    """
+    owner = (obj.get("metadata", {}).get("labels") or {}).get(SYNC_LABEL)
+    if owner == sync_name:
+        return ""
+    if owner:
+        return f"now owned by sync {owner!r}; {DROPPED}"
+    return f"no longer labelled {SYNC_LABEL}={sync_name} (no owner); {DROPPED}"
+
+
 def _prune_items(kube: Kube, desired: Sequence[Desired], previous: Previous,
                  live: dict[ObjectRef, dict], found: Discovery, options: PlanOptions,
                  problems: list[str]) -> list[PruneItem]:
+    """What prune does with each object the inventory lists and the revision does not.
+
+    Only objects that exist and still carry this sync's mark are candidates; the mass-prune
+    guard compares the deletes with the listed objects that exist and carry the mark, so
+    entries of objects that are gone (or were never there) cannot dilute it.
+    """
     wanted = {d.ref for d in desired}
     items: list[PruneItem] = []
+    owned = sum(1 for ref in previous if ref in wanted and ref in live)
     for ref, (version, _, _) in sorted(previous.items()):
         if ref in wanted:
             continue
@@ -260,19 +286,24 @@ def _prune_items(kube: Kube, desired: Sequence[Desired], previous: Previous,
         obj = live.get(ref) or kube.get(rt, ref.namespace, ref.name)
         if obj is None:
             continue
-        annotations = obj.get("metadata", {}).get("annotations") or {}
+        meta = obj.get("metadata", {})
+        seen = dict(uid=meta.get("uid", ""), resource_version=meta.get("resourceVersion", ""))
+        other = not_ours(obj, options.sync_name)
+        if other:
+            items.append(PruneItem(ref, rt, Action.KEEP, other))
+            continue
+        owned += 1
+        annotations = meta.get("annotations") or {}
         if annotations.get(PRUNE_ANNOTATION) == "disabled":
-            items.append(PruneItem(ref, rt, Action.KEEP, OPTED_OUT))
+            items.append(PruneItem(ref, rt, Action.KEEP, OPTED_OUT, **seen))
         elif ref.kind in DATA_KINDS and ref.group == "" and not options.prune_data:
-            items.append(PruneItem(ref, rt, Action.KEEP, HOLDS_DATA))
+            items.append(PruneItem(ref, rt, Action.KEEP, HOLDS_DATA, **seen))
         else:
-            items.append(PruneItem(ref, rt, Action.DELETE))
+            items.append(PruneItem(ref, rt, Action.DELETE, **seen))
     deletes = sum(1 for i in items if i.action is Action.DELETE)
-    owned = len(previous)
     if deletes and not options.allow_mass_prune and (not desired or deletes * 2 > owned):
         problems.append(f"inventory {options.sync_name}: prune would delete {deletes} of {owned} "
                         "owned objects" + (" (the revision declares nothing)" if not desired
                                            else "") +
                         "; check --path and --ref, or pass --allow-mass-prune")
     return items
-

@@ -176,8 +176,11 @@ class Loop:
         source_spec = engine.SourceSpec(repo=spec.repo, ref=spec.target, path=spec.path,
                                         ignore=spec.ignore, auth=auth, render=spec.render,
                                         verify=verifykeys.policy(self.kube, obj.namespace, spec))
+        # The Sync object says which repository and path its sync follows: a changed spec (or
+        # `agent resume` after a rollback that followed a moved directory) is the sync moving.
         options = engine.SyncOptions(sync_name=obj.name, namespace=spec.default_namespace,
-                                     prune=spec.prune, workers=self.config.workers)
+                                     prune=spec.prune, workers=self.config.workers,
+                                     take_over=True)
         return engine.restore(self.kube, source_spec, options, self._emit, guard=self.elector)
 
     def _emit(self, event: events.Event) -> None:
