@@ -10,11 +10,11 @@ import pytest
 
 from sync_agent import history, render, source
 from sync_agent.errors import RenderError
-from sync_agent.helm import capabilities, expand, hooks, semver
+from sync_agent.helm import capabilities, expand, hooks, process, semver
 from sync_agent.helm import values as values_mod
 from sync_agent.helm.releases import ChartRef, Release, ReleaseError, ValuesRef
 from sync_agent.objects import ObjectRef, Origin, Resource, Revision
-from tests.helmrepo import make_chart
+from tests.helmrepo import helm, make_chart
 from tests.testdata.gitrepos import commit, new_repo
 
 VERSIONS = ["0.1.0", "1.0.0", "1.0.7", "1.2.3", "1.9.0", "2.0.0", "2.1.0-rc.1"]
@@ -139,6 +139,22 @@ def test_a_chart_values_file_past_max_file_size_is_refused(tmp_path) -> None:
     with pytest.raises(ReleaseError, match=r"values file big-values.yaml: larger than 1,024 "
                                            r"bytes; nothing was read. Raise --max-file-size"):
         values_mod.merged(release, chart, {}, 1024)
+
+
+def test_helm_sees_none_of_the_operators_credentials_or_helm_setup(tmp_path, monkeypatch) -> None:
+    """The real helm, run as rendering runs it, reports its view of the environment."""
+    secret = "helm-env-test-secret-7d2e"
+    for name, value in {"HELM_KUBETOKEN": secret, "GITOPS_RESTORE_HELM_PASSWORD": secret,
+                        "KUBECONFIG": f"/home/op/.kube/{secret}",
+                        "HELM_REPOSITORY_CONFIG": f"/home/op/{secret}.yaml",
+                        "SSH_AUTH_SOCK": f"/tmp/{secret}"}.items():
+        monkeypatch.setenv(name, value)
+    done = process.run(helm(), ["env"], tmp_path, 60, 1 << 20)
+    assert done.returncode == 0, done.stderr
+    assert secret not in done.stdout
+    assert 'HELM_KUBETOKEN=""' in done.stdout
+    assert f'HELM_REPOSITORY_CONFIG="{tmp_path}/config/repositories.yaml"' in done.stdout
+    assert f'HELM_DATA_HOME="{tmp_path}/data"' in done.stdout
 
 
 def test_depends_on_orders_releases_and_a_cycle_is_named() -> None:
