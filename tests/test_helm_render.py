@@ -157,6 +157,24 @@ def test_helm_sees_none_of_the_operators_credentials_or_helm_setup(tmp_path, mon
     assert f'HELM_DATA_HOME="{tmp_path}/data"' in done.stdout
 
 
+def test_a_helm_release_whose_chart_directory_is_missing_is_named(tmp_path) -> None:
+    (tmp_path / "apps").mkdir()
+    (tmp_path / "apps" / "web.yaml").write_text(
+        "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\n"
+        "metadata: {name: web, namespace: default}\nspec:\n  chart:\n    spec:\n"
+        "      chart: ./charts/nope\n"
+        "      sourceRef: {kind: GitRepository, name: flux-system, namespace: flux-system}\n")
+    ctx = capabilities.HelmContext(capabilities.HelmSettings(mode="render"), _caps(),
+                                   "repo", "default")
+    with pytest.raises(RenderError) as caught:
+        render.render(tmp_path, "apps", REVISION, (), helm=ctx)
+    (problem,) = caught.value.problems
+    assert problem.startswith("apps/web.yaml")
+    assert "HelmRelease/default/web" in problem
+    assert "'charts/nope' is not a chart directory (with Chart.yaml) inside the repository" \
+        in problem
+
+
 def test_depends_on_orders_releases_and_a_cycle_is_named() -> None:
     def release(name: str, *depends: str) -> Release:
         return Release(f"HelmRelease/apps/{name}", f"{name}.yaml", name, "apps",

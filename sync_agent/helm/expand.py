@@ -31,7 +31,7 @@ from sync_agent.helm.releases import Release, ReleaseError
 from sync_agent.helm.template import TemplateError, run_template
 from sync_agent.objects import ObjectRef, Origin, RenderResult, Resource
 from sync_agent.render_options import DEFAULTS, RenderOptions
-from sync_agent.yaml_loader import YAMLSyntaxError, load_documents
+from sync_agent.yaml_loader import YAMLLimitError, YAMLSyntaxError, load_documents
 
 WORKERS = 4
 
@@ -276,9 +276,11 @@ def _refuse_links_out(chart: Path, top: Path) -> None:
 
 
 def _chart_field(path: Path, name: str) -> str:
+    """A field of the chart's Chart.yaml; "" when there is none (a missing or left-out chart
+    directory is reported by the caller)."""
     try:
         documents = load_documents((path / "Chart.yaml").read_text(errors="replace"))
-    except YAMLSyntaxError:
+    except (OSError, YAMLSyntaxError, YAMLLimitError):
         return ""
     data = documents[0].data if documents else None
     return str(data.get(name, "")) if isinstance(data, dict) else ""
