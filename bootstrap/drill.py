@@ -12,6 +12,13 @@ the recovery to prove, and every failure is reported. Nothing runs on a cluster 
 be provisioned, and teardown always runs. The restores wait until the workloads are healthy,
 so their time is the recovery time; provision, the verifies and teardown are the drill's own
 overhead, reported apart. Called by `drill_commands`; `drill_reports` writes the result.
+
+The restores run with the safety flags given, as the real rollback would (--force,
+--allow-mass-prune, --prune-data): nothing is allowed behind the operator's back. Each
+recovery phase records the flags its plan needed, given or not, so the report says with which
+flags the real procedure works. The verifies use the options that decide what a revision means
+(--create-namespaces, --prune-data), so what restore keeps by its own rules is `kept`, not
+drift.
 """
 
 from __future__ import annotations
@@ -41,13 +48,14 @@ from sync_agent.rollback_target import Target
 PHASES = ("provision", "restore-from", "verify-from", "rollback-to", "verify-to",
           "roll-forward", "verify-forward", "teardown")
 RESTORES = frozenset({"restore-from", "rollback-to", "roll-forward"})  # the recovery time
-PROVISIONED = frozenset({"local", "kind"})  # providers whose clusters the drill makes
 
 # What each action means after a restore, and in a verify (CREATE = missing, and so on).
 DONE = {Action.CREATE: "created", Action.UPDATE: "configured", Action.RECREATE: "recreated",
         Action.UNCHANGED: "unchanged", Action.DELETE: "deleted", Action.KEEP: "kept"}
 FOUND = {Action.CREATE: "missing", Action.UPDATE: "drifted", Action.RECREATE: "drifted",
-         Action.UNCHANGED: "in sync", Action.DELETE: "extra", Action.KEEP: "extra"}
+         Action.UNCHANGED: "in sync", Action.DELETE: "extra", Action.KEEP: "kept"}
+# The flags a restore may need beyond the revision, as `rollback` takes them.
+SAFETY_FLAGS = ("--force", "--allow-mass-prune", "--prune-data")
 _COUNT_ORDER = ("created", "configured", "recreated", "deleted", "kept", "missing", "drifted",
                 "extra", "in sync", "unchanged", "unhealthy")
 _OBJECT_FIRST = re.compile(r"^([A-Z][A-Za-z0-9]*(?:\.[a-z0-9.-]+)?/[^\s:,]+):\s*(.*)$", re.S)
@@ -69,7 +77,13 @@ class DrillSpec:
     to_ref: str | None  # None: the previous commit that changed the declared state
     to_path: str | None  # the path at --to, when the directory moved; None: --path
     cluster: ClusterRequest
-    sync: engine.SyncOptions  # sync name, namespace, create_namespaces, timeout, workers...
+    sync: engine.SyncOptions  # sync name, namespace, create_namespaces, safety flags, ...
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The safety flags given, as the command line spells them."""
+        given = (self.sync.force, self.sync.allow_mass_prune, self.sync.prune_data)
+        return tuple(flag for flag, on in zip(SAFETY_FLAGS, given, strict=True) if on)
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,18 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class Need:
+    """A safety flag a restore's plan needed: given (it passed) or not (the phase failed)."""
+
+    flag: str
+    reason: str
+    given: bool
+
+    def __str__(self) -> str:
+        return f"{self.flag} ({'given' if self.given else 'NOT given'}): {self.reason}"
+
+
+@dataclass(frozen=True)
 class PhaseResult:
     name: str  # one of PHASES
     status: str = "passed"  # passed, failed or skipped
@@ -107,6 +133,7 @@ class PhaseResult:
     changes: tuple[tuple[str, str], ...] = ()  # (object, outcome) other than unchanged
     failures: tuple[Failure, ...] = ()
     note: str = ""
+    needs: tuple[Need, ...] = ()  # recovery phases: the safety flags the plan needed
 
     @property
     def recovery(self) -> bool:
@@ -148,6 +175,12 @@ class DrillResult:
     @property
     def failures(self) -> list[tuple[str, Failure]]:
         return [(p.name, f) for p in self.phases for f in p.failures]
+
+    @property
+    def needed(self) -> tuple[str, ...]:
+        """The safety flags any recovery phase needed: the real procedure needs them too."""
+        found = {n.flag for p in self.phases for n in p.needs}
+        return tuple(flag for flag in SAFETY_FLAGS if flag in found)
 
 
 @dataclass(frozen=True)
@@ -263,13 +296,22 @@ class _Drill:
         try:
             result = action()
         except (SyncError, UserError) as e:
-            result = PhaseResult(name, failures=error_failures(e))
+            needs = self._needs(getattr(e, "needs", {}))
+            missing = [n.flag for n in needs if not n.given]
+            note = (f"the plan needs {', '.join(missing)}, which the drill was not given; the "
+                    "real rollback needs it too: drill it with the same flags" if missing else "")
+            result = PhaseResult(name, failures=error_failures(e), needs=needs, note=note)
         status = "failed" if result.failures else result.status
         result = dataclasses.replace(result, name=name, status=status,
                                      seconds=time.monotonic() - started)
         self.phases.append(result)
         self.emit(DrillPhaseFinished(result))
         return result
+
+    def _needs(self, needs: dict[str, str]) -> tuple[Need, ...]:
+        given = self.plan.spec.flags
+        return tuple(Need(flag, needs[flag], flag in given) for flag in SAFETY_FLAGS
+                     if flag in needs)
 
     def _cluster_detail(self) -> str:
         return f"{self.plan.cluster_name} ({self.request.provider})"
@@ -292,11 +334,9 @@ class _Drill:
             options = dataclasses.replace(base, wait=True, prune=False, plan_only=False)
             report = engine.verify(kube, spec, options, self.emit)
             words, failing = FOUND, (Action.CREATE, Action.UPDATE, Action.RECREATE,
-                                     Action.DELETE, Action.KEEP)
+                                     Action.DELETE)
         else:
-            options = dataclasses.replace(
-                base, wait=True, prune=True, allow_mass_prune=True, plan_only=False,
-                prune_data=base.prune_data or self.request.provider in PROVISIONED)
+            options = dataclasses.replace(base, wait=True, prune=True, plan_only=False)
             report = engine.restore(kube, spec, options, self.emit)
             words, failing = DONE, ()
         failures = [Failure(str(c.ref), words[c.action], c.detail or words[c.action])
@@ -308,7 +348,7 @@ class _Drill:
                            changes=tuple((str(c.ref), words[c.action])
                                          for c in report.changes.changes
                                          if c.action is not Action.UNCHANGED),
-                           failures=tuple(failures))
+                           failures=tuple(failures), needs=self._needs(report.needs))
 
     def _teardown(self) -> None:
         if self.record is None:

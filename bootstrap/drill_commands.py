@@ -49,8 +49,15 @@ Keep = Annotated[bool, typer.Option(
 Timeout = Annotated[str, typer.Option(
     "--timeout", help="How long each restore and verify waits for health, e.g. 90s, 5m.")]
 PruneData = Annotated[bool, typer.Option(
-    "--prune-data", help="For --provider existing: let rollbacks delete PVCs, PVs and "
-                         "Namespaces (always on in clusters the drill provisions).")]
+    "--prune-data", help="As for rollback: let the restores delete PVCs, PVs and Namespaces "
+                         "the revision dropped (else they are kept, and verify lists them "
+                         "as kept).")]
+Force = Annotated[bool, typer.Option(
+    "--force", help="As for rollback: delete and recreate objects whose immutable fields "
+                    "changed between the revisions.")]
+MassPrune = Annotated[bool, typer.Option(
+    "--allow-mass-prune", help="As for rollback: allow a prune of more than half the owned "
+                               "objects.")]
 CreateNamespaces = Annotated[bool, typer.Option(
     "--create-namespaces", help="Create namespaces the revision uses but does not declare.")]
 Junit = Annotated[Path | None, typer.Option(
@@ -67,7 +74,8 @@ def drill_command(
         to_path: ToPath = None, ignore: opt.Ignore = None, provider: Provider = "local",
         cluster_name: ClusterName = None, nodes: Nodes = 1, kubeconfig: Kubeconfig = None,
         context: Context = None, keep: Keep = False, timeout: Timeout = "5m",
-        prune_data: PruneData = False, create_namespaces: CreateNamespaces = False,
+        prune_data: PruneData = False, force: Force = False,
+        allow_mass_prune: MassPrune = False, create_namespaces: CreateNamespaces = False,
         name: opt.SyncName = None, namespace: opt.Namespace = "default",
         ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
         ca_file: opt.CaFile = None, helm: opt.HelmMode = "auto", offline: opt.Offline = False,
@@ -85,8 +93,10 @@ def drill_command(
     Provisions a cluster, restores --from, rolls back to --to, rolls forward to --from,
     verifying each against Git (every object with its declared fields, nothing extra,
     workloads healthy), then tears the cluster down. Every phase is timed; the restores'
-    times are the recovery time. Exit 1 if a phase fails, 2 on bad input (before anything is
-    provisioned).
+    times are the recovery time. The restores take rollback's safety flags (--force,
+    --allow-mass-prune, --prune-data) and the report records which ones each needed: the
+    real rollback needs the same. Exit 1 if a phase fails, 2 on bad input (before anything
+    is provisioned).
 
     Example: gitops-restore drill --repo ./fleet --path apps --junit drill.xml
     --report drill.json --summary drill.md
@@ -103,6 +113,7 @@ def drill_command(
                                      keep),
         sync=SyncOptions(sync_name=opt.sync_name(name, repo, path), namespace=namespace,
                          create_namespaces=create_namespaces, prune_data=prune_data,
+                         force=force, allow_mass_prune=allow_mass_prune,
                          timeout=opt.parse_duration(timeout), workers=workers,
                          lock_timeout=opt.parse_duration(lock_timeout, "--lock-timeout")))
     _drill(spec, junit, report, summary, output)
@@ -191,6 +202,8 @@ class _ProgressSink:
                 if result.steps and not stderr.is_terminal:
                     steps = " · ".join(f"{step} {s:.2f}s" for step, s in result.steps)
                     stderr.print(f"    [dim]{steps}[/dim]")
+                for need in result.needs:
+                    stderr.print(f"    needed {need}", markup=False)
                 for failure in result.failures:
                     stderr.print(f"    {failure}", markup=False)
             case events.Message(text=text) if self._progress is None:
@@ -222,6 +235,9 @@ def _show(result: drill.DrillResult) -> None:
     for phase in result.phases:
         if phase.recovery and phase.changes:
             stdout.print(f"  {phase.name}: {_changes(phase.changes)}", markup=False)
+    for phase in result.phases:
+        for need in phase.needs:
+            stdout.print(f"  {phase.name} needed {need}", markup=False)
     for phase_name, failure in result.failures:
         stdout.print(f"[red]failed[/red] {phase_name}: ", end="")
         stdout.print(str(failure), markup=False)

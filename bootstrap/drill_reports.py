@@ -37,6 +37,7 @@ def to_json(result: DrillResult) -> dict[str, Any]:
         "cluster": {"name": result.cluster.name, "provider": result.cluster.provider,
                     "kubeconfig": result.cluster.kubeconfig, "context": result.cluster.context,
                     "kept": result.cluster.kept},
+        "flags": {"given": list(spec.flags), "needed": list(result.needed)},
         "phases": [_phase(p) for p in result.phases],
         "seconds": {"prepare": _round(plan.prepare_seconds),
                     "recovery": _round(result.recovery_seconds),
@@ -75,6 +76,7 @@ def _phase(phase: PhaseResult) -> dict[str, Any]:
         "changes": [{"object": obj, "result": outcome} for obj, outcome in phase.changes],
         "failures": [{"object": f.object, "kind": f.kind, "reason": f.reason}
                      for f in phase.failures],
+        "needs": [{"flag": n.flag, "given": n.given, "reason": n.reason} for n in phase.needs],
         "note": phase.note,
     }
 
@@ -103,6 +105,8 @@ def junit_xml(result: DrillResult) -> str:
                        ("to.sha", plan.to_target.revision.sha),
                        ("to.path", plan.to_target.path),
                        ("cluster", f"{result.cluster.name} ({result.cluster.provider})"),
+                       ("flags.given", " ".join(plan.spec.flags)),
+                       ("flags.needed", " ".join(result.needed)),
                        ("recovery_seconds", f"{result.recovery_seconds:.3f}")):
         ET.SubElement(props, "property", {"name": key, "value": value})
     classname = f"gitops-restore.drill.{plan.spec.sync.sync_name}"
@@ -119,6 +123,7 @@ def junit_xml(result: DrillResult) -> str:
             where = f" ({target.revision.sha[:12]} {target.path or '.'})" if target else ""
             element.text = f"{phase.name}{where}: {failure}"
         lines = [f"{name}: {seconds:.3f}s" for name, seconds in phase.steps]
+        lines[:0] = [f"needed {need}" for need in phase.needs]
         if phase.note:
             lines.insert(0, phase.note)
         if lines:
@@ -155,6 +160,11 @@ def markdown(result: DrillResult) -> str:
               f"roll-forward, each until healthy); drill overhead "
               f"{result.overhead_seconds:.2f} s (provision, verification, teardown); total "
               f"{result.total_seconds:.2f} s."]
+    if result.needed or plan.spec.flags:
+        lines += ["", f"Safety flags given: {_flags(plan.spec.flags)}; needed: "
+                  f"{_flags(result.needed)}."]
+        lines += [f"- **{phase.name}** needed {_cell(str(need))}"
+                  for phase in result.phases for need in phase.needs]
     if result.failures:
         lines += ["", "### Failures", ""]
         lines += [f"- **{phase}** {'`' + f.object + '` ' if f.object else ''}{f.kind}: "
@@ -166,6 +176,10 @@ def phase_detail(phase: PhaseResult) -> str:
     """The counts of a phase, or its note: `2 deleted, 2 configured, 5 unchanged`."""
     counts = ", ".join(f"{n} {word}" for word, n in phase.counts)
     return "; ".join(part for part in (counts, phase.note) if part)
+
+
+def _flags(flags: tuple[str, ...]) -> str:
+    return " ".join(f"`{flag}`" for flag in flags) or "none"
 
 
 def _cell(text: str) -> str:

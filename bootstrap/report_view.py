@@ -12,7 +12,7 @@ from sync_agent.engine import Report
 _DONE = {Action.CREATE: "created", Action.UPDATE: "configured", Action.RECREATE: "recreated",
          Action.UNCHANGED: "unchanged", Action.DELETE: "deleted", Action.KEEP: "kept"}
 _VERIFY = {Action.CREATE: "missing", Action.UPDATE: "drifted", Action.RECREATE: "drifted",
-           Action.UNCHANGED: "in sync", Action.DELETE: "extra", Action.KEEP: "extra"}
+           Action.UNCHANGED: "in sync", Action.DELETE: "extra", Action.KEEP: "kept"}
 
 
 def show(report: Report, verb: str) -> None:
@@ -46,5 +46,7 @@ def show(report: Report, verb: str) -> None:
         stdout.print(f"[yellow]warning[/yellow] {health.ref}: {health.reason}")
     for error in report.errors:
         stdout.print(f"[red]error[/red] {error}")
+    for flag, why in report.needs.items():
+        stdout.print(f"needed {flag}: {why}", markup=False)
     phases = "  ".join(f"{name} {seconds:.2f}s" for name, seconds in report.phases)
     stdout.print(f"phases: {phases}  [bold]total {report.seconds:.2f}s[/bold]")

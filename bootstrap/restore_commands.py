@@ -14,6 +14,7 @@ from bootstrap.output import Output, emit_json, exits_cleanly, stdout
 from bootstrap.progress import PhaseProgress
 from sync_agent import engine, source
 from sync_agent.apply import ApplyError
+from sync_agent.changes import Action
 from sync_agent.engine import SyncOptions
 from sync_agent.errors import SyncError
 from sync_agent.kube import DEFAULT_WORKERS, Kube, Unreachable
@@ -45,6 +46,9 @@ RollbackPath = Annotated[str | None, typer.Option(
 TakeOver = Annotated[bool, typer.Option(
     "--take-over", help="Apply under --name although its inventory records another repo or "
                         "path (the sync moves; what it owned and no longer declares is pruned).")]
+Strict = Annotated[bool, typer.Option(
+    "--strict", help="Count what restore keeps or creates by its own rules (listed as kept) "
+                     "as differences too.")]
 
 
 def _run(spec_args: dict, conn_args: dict, options: SyncOptions,
@@ -255,7 +259,9 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
 
 @exits_cleanly
 def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathOpt = "",
-           ignore: opt.Ignore = None, wait: Wait = False, timeout: Timeout = "2m",
+           ignore: opt.Ignore = None, prune_data: PruneData = False,
+           create_namespaces: CreateNamespaces = False, strict: Strict = False,
+           wait: Wait = False, timeout: Timeout = "2m",
            name: opt.SyncName = None, namespace: opt.Namespace = "default",
            ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
            ca_file: opt.CaFile = None,
@@ -268,10 +274,17 @@ def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pat
            max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES) -> None:
     """Check that the live cluster matches a revision: drifted, missing and extra objects.
 
+    What restore keeps or creates by its own rules is listed as kept, with the reason, and is
+    not a difference (--strict counts it): a namespace made by --create-namespaces, a PVC, PV
+    or Namespace the revision dropped (unless --prune-data), a namespace the revision's
+    objects are in. Give verify the options given to restore or rollback that decide what the
+    revision means (--path, --ignore, -n, --name, --create-namespaces, --prune-data).
+
     Exit 0 when it matches, 3 when anything differs (1 with --wait if unhealthy).
-    Example: gitops-restore verify --repo ./fleet --path apps --ref v1.4.0
+    Example: gitops-restore verify --repo ./fleet --path apps --ref v1.4.0 --create-namespaces
     """
     options = SyncOptions(sync_name=opt.sync_name(name, repo, path), namespace=namespace,
+                          prune_data=prune_data, create_namespaces=create_namespaces,
                           wait=wait, timeout=opt.parse_duration(timeout), workers=workers)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
                        known_hosts=known_hosts, ca_file=ca_file, render=opt.render_options(
@@ -280,7 +293,7 @@ def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pat
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options,
                   verify_only=True)
     _present(report, output, "verify")
-    if report.changes.changed:
+    if report.changes.changed or (strict and report.changes.of(Action.KEEP)):
         raise typer.Exit(code=EXIT_DIFFERENCES)
     if report.unhealthy:
         raise typer.Exit(code=1)

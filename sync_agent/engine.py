@@ -8,8 +8,10 @@ it knows nothing of either.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,8 +28,8 @@ from sync_agent.helm.context import HelmContext, HelmSettings
 from sync_agent.kube import DEFAULT_WORKERS, Kube
 from sync_agent.objects import RenderResult, Revision
 from sync_agent.plan import (
-    HOLDS_DATA,
     PRUNE_ANNOTATION,
+    STILL_OWNED,
     Plan,
     PlanOptions,
     Previous,
@@ -36,7 +38,13 @@ from sync_agent.plan import (
 )
 from sync_agent.prune import RECREATED, PruneError, prune
 from sync_agent.render_options import DEFAULTS, RenderOptions
-from sync_agent.validate import NAMESPACE_RT, ValidateOptions, prepare
+from sync_agent.validate import (
+    CREATED_NAMESPACE,
+    NAMESPACE_RT,
+    SYNC_LABEL,
+    ValidateOptions,
+    prepare,
+)
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,8 @@ class Report:
     warnings: list[health_mod.Health] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     signatures: list[signatures.Signed] = field(default_factory=list)  # verified, target first
+    # Safety flags the run relied on (--force, --allow-mass-prune, --prune-data), with why.
+    needs: dict[str, str] = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:
@@ -113,6 +123,7 @@ class Report:
             "warnings": [{"object": str(h.ref), "reason": h.reason} for h in self.warnings],
             "errors": self.errors,
             "signatures": [s.to_json() for s in self.signatures],
+            "needs": [{"flag": f, "reason": why} for f, why in self.needs.items()],
         }
 
 
@@ -213,6 +224,7 @@ def _restore(kube: Kube, spec: SourceSpec, options: SyncOptions, emit: events.Ev
                         workers=options.workers))
     report.changes = plan.change_set()
     report.helm.extend(upgrades.chart_changes(kube, plan))
+    report.needs = dict(plan.needs)
     if options.plan_only:
         return report
 
@@ -250,10 +262,13 @@ def _restore(kube: Kube, spec: SourceSpec, options: SyncOptions, emit: events.Ev
 def _validate_and_plan(kube: Kube, spec: SourceSpec, rendered: RenderResult,
                        options: SyncOptions, emit: events.EventSink, plan_options: PlanOptions):
     found = discovery.discover(kube)
-    namespaces = {o["metadata"]["name"] for o in kube.list(NAMESPACE_RT)}
+    listed = kube.list(NAMESPACE_RT)
+    namespaces = {o["metadata"]["name"] for o in listed}
+    ours = frozenset(o["metadata"]["name"] for o in listed
+                     if (o["metadata"].get("labels") or {}).get(SYNC_LABEL) == options.sync_name)
     desired, problems = prepare(rendered.resources, found, namespaces,
                                 ValidateOptions(options.sync_name, options.namespace,
-                                                options.create_namespaces))
+                                                options.create_namespaces, ours))
     old = inventory.load(kube, options.sync_name)
     if old is not None and not options.take_over:
         sync_identity.check(old.name, old.repo, old.path, spec.repo, spec.path)
@@ -267,16 +282,23 @@ def verify(kube: Kube, spec: SourceSpec, options: SyncOptions,
     """Compare the live cluster with the revision, writing nothing.
 
     Every declared object is dry-run (nothing is trusted from the inventory): CREATE means
-    missing, UPDATE drifted (the detail names the fields), DELETE/KEEP an extra owned object.
+    missing, UPDATE (or RECREATE, an immutable field) drifted, the detail names the fields;
+    DELETE an extra owned object. KEEP is what restore keeps or creates by its own rules, with
+    the same options: a namespace made by --create-namespaces, a data-holding object without
+    --prune-data, a namespace the revision's objects are in. It is not drift.
+
+    A namespace the revision uses but neither declares nor finds is reported missing (with
+    its objects) whatever the options, so a failed restore's verify says what differs.
     """
     report, timer, rendered = _fetch_and_render(spec, options, emit, kube)
     with timer.phase("verify", len(rendered.resources)):
         plan, _, _ = _validate_and_plan(
-            kube, spec, rendered, options, emit,
-            PlanOptions(options.sync_name, prune=True, prune_data=True, allow_mass_prune=True,
-                        trust_inventory=False, workers=options.workers))
+            kube, spec, rendered, dataclasses.replace(options, create_namespaces=True), emit,
+            PlanOptions(options.sync_name, prune=True, prune_data=options.prune_data,
+                        allow_mass_prune=True, trust_inventory=False, compare_only=True,
+                        workers=options.workers))
         desired = plan.desired
-        report.changes = plan.change_set()
+        report.changes = _verified(plan, options.create_namespaces)
         _add_unlisted_extras(kube, plan, desired, report.changes, options.sync_name)
     if options.wait:
         report.unhealthy = _wait_healthy(kube, desired, options, report, emit)
@@ -291,6 +313,26 @@ def _wait_healthy(kube: Kube, desired: list[Desired], options: SyncOptions, repo
     report.phases.append(("health", time.monotonic() - started))
     report.warnings = [h for h in not_ready if h.warning]
     return [h for h in not_ready if not h.warning]
+
+
+def _verified(plan: Plan, create_namespaces: bool) -> ChangeSet:
+    """The plan as verify reports it: a namespace --create-namespaces made is kept, not in
+    sync; one it would make is missing, and says whether restore is given the flag."""
+    changes = plan.change_set()
+    created = {d.ref for d in plan.desired if d.origin == CREATED_NAMESPACE}
+    users = Counter(d.ref.namespace for d in plan.desired if created)
+    for i, change in enumerate(changes.changes):
+        if change.ref not in created:
+            continue
+        objects = f"{users[change.ref.name]} object(s) of the revision are in it"
+        if change.action is Action.UNCHANGED:
+            changes.changes[i] = dataclasses.replace(
+                change, action=Action.KEEP,
+                detail=f"created by --create-namespaces: {objects}, none declares it")
+        elif change.action is Action.CREATE and not create_namespaces:
+            changes.changes[i] = dataclasses.replace(
+                change, detail=f"{objects}, none declares it: restore needs --create-namespaces")
+    return changes
 
 
 def _add_unlisted_extras(kube: Kube, plan: Plan, desired: list[Desired], changes: ChangeSet,
@@ -335,7 +377,7 @@ def _final_entries(plan: Plan, applied: list[Applied], previous: Previous,
     entries = {d.ref: previous.get(d.ref, (d.rt.api_version, "", "")) for d in plan.desired}
     entries.update(_entries_of(applied))
     for change in pruned:
-        if change.action is Action.KEEP and change.detail in (HOLDS_DATA, RECREATED):
+        if change.action is Action.KEEP and change.detail in (*STILL_OWNED, RECREATED):
             entries[change.ref] = previous[change.ref]  # still ours: a later run decides
     failed_deletes = {i.ref for i in plan.prune} - {c.ref for c in pruned}
     for ref in failed_deletes:
