@@ -417,12 +417,15 @@ class _InventoryWriter:
             sha, ref = (old.revision, old.ref) if old else ("", "")
         else:
             sha, ref = revision.sha, revision.ref
-        self.version = inventory.save(self.kube, inventory.Inventory(
+        record = inventory.Inventory(
             name=self.options.sync_name, revision=sha, ref=ref,
             applied_at=datetime.now(UTC).isoformat(timespec="seconds"),
             entries=tuple(inventory.Entry(ref=r, version=v, digest=dg, owned=ow)
                           for r, (v, dg, ow) in sorted(entries.items())),
             path=sync_identity.path_of(spec.path), repo=sync_identity.recorded(spec.repo),
-            complete=not keep_revision),
-            expected=self.version)
+            complete=not keep_revision)
+        if old is not None and self.version == old.resource_version \
+                and dataclasses.replace(record, applied_at=old.applied_at) == old:
+            return  # an idle sync writes nothing: the stored record says all of this already
+        self.version = inventory.save(self.kube, record, expected=self.version)
 
