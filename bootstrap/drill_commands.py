@@ -74,7 +74,8 @@ def drill_command(
         report: ReportFile = None, summary: Summary = None,
         output: opt.OutputOpt = Output.text, allow_remote_bases: opt.AllowRemoteBases = False,
         max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
-        max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES) -> None:
+        max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
+        sops_age_key: opt.SopsAgeKey = None) -> None:
     """Rehearse a recovery in a throwaway cluster: restore, roll back, roll forward, verify.
 
     Provisions a cluster, restores --from, rolls back to --to, rolls forward to --from,
@@ -89,7 +90,7 @@ def drill_command(
     spec = drill.DrillSpec(
         source=opt.source_spec(repo, from_ref, None, path, ignore, ssh_key, known_hosts, ca_file,
                                opt.render_options(allow_remote_bases, max_file_size,
-                                                  max_yaml_nodes)),
+                                                  max_yaml_nodes, sops_age_key)),
         to_ref=to_ref, to_path=to_path,
         cluster=drill.ClusterRequest(provider, cluster_name or "", nodes, kubeconfig, context,
                                      keep),

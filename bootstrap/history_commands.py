@@ -26,7 +26,8 @@ def history(repo: opt.Repo, path: opt.PathOpt = "", ref: opt.Ref = None,
             ca_file: opt.CaFile = None, output: opt.OutputOpt = Output.text,
             allow_remote_bases: opt.AllowRemoteBases = False,
             max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
-            max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES) -> None:
+            max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
+            sops_age_key: opt.SopsAgeKey = None) -> None:
     """Commits that changed the declared state under --path, with the objects each changed.
 
     Example: gitops-restore history --repo ./fleet --path apps --limit 10
@@ -34,7 +35,8 @@ def history(repo: opt.Repo, path: opt.PathOpt = "", ref: opt.Ref = None,
     repository = source.open_repository(repo, opt.git_auth(ssh_key, known_hosts, ca_file))
     entries = history_mod.history(
         repository, repo, path, ref=ref, limit=limit, ignore=tuple(ignore or ()),
-        options=opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes))
+        options=opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes,
+                                   sops_age_key))
     if output is Output.json:
         emit_json([vars(e) for e in entries])
         return

@@ -75,7 +75,8 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
             workers: opt.Workers = DEFAULT_WORKERS, output: opt.OutputOpt = Output.text,
             allow_remote_bases: opt.AllowRemoteBases = False,
             max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
-            max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES) -> None:
+            max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
+            sops_age_key: opt.SopsAgeKey = None) -> None:
     """Make the cluster match the repo at a revision: validate, apply in stages, prune, wait.
 
     Example: gitops-restore restore --repo git@github.com:org/fleet.git --path clusters/prod
@@ -88,7 +89,7 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
         timeout=opt.parse_duration(timeout), workers=workers)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
                        known_hosts=known_hosts, ca_file=ca_file, render=opt.render_options(
-                           allow_remote_bases, max_file_size, max_yaml_nodes)),
+                           allow_remote_bases, max_file_size, max_yaml_nodes, sops_age_key)),
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options)
     _present(report, output, "restore")
     if report.errors or report.unhealthy:
@@ -117,7 +118,8 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
                  "--branch", help="For --revert without a Sync: the branch to revert on.")
              ] = "main", allow_remote_bases: opt.AllowRemoteBases = False,
              max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
-             max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES) -> None:
+             max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
+             sops_age_key: opt.SopsAgeKey = None) -> None:
     """Return the cluster exactly to an earlier revision (restore with prune).
 
     If the sync agent serves this sync name, it is first pinned to that commit so it does not
@@ -135,7 +137,8 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
         timeout=opt.parse_duration(timeout), workers=workers)
     spec_args = dict(repo=repo, ref=to, at=None, path=path, ignore=ignore, ssh_key=ssh_key,
                      known_hosts=known_hosts, ca_file=ca_file,
-                     render=opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes))
+                     render=opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes,
+                                               sops_age_key))
     conn_args = dict(kubeconfig=kubeconfig, context=context, cluster=cluster)
     read_auth = opt.source_spec(**spec_args).auth
     if revert and push_key is None and source.is_remote(repo) \
@@ -175,7 +178,8 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
          cluster: opt.ClusterName = None, workers: opt.Workers = DEFAULT_WORKERS,
          output: opt.OutputOpt = Output.text, allow_remote_bases: opt.AllowRemoteBases = False,
          max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
-         max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES) -> None:
+         max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
+         sops_age_key: opt.SopsAgeKey = None) -> None:
     """Show what restore would do, per object, using server-side dry-run. Exit 3 if anything.
 
     Example: gitops-restore plan --repo ./fleet --path apps --ref main --prune
@@ -186,7 +190,7 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
         create_namespaces=create_namespaces, force=force, workers=workers, plan_only=True)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
                        known_hosts=known_hosts, ca_file=ca_file, render=opt.render_options(
-                           allow_remote_bases, max_file_size, max_yaml_nodes)),
+                           allow_remote_bases, max_file_size, max_yaml_nodes, sops_age_key)),
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options)
     _present(report, output, "plan")
     if report.changes.changed:
@@ -203,7 +207,8 @@ def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pat
            workers: opt.Workers = DEFAULT_WORKERS, output: opt.OutputOpt = Output.text,
            allow_remote_bases: opt.AllowRemoteBases = False,
            max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
-           max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES) -> None:
+           max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
+           sops_age_key: opt.SopsAgeKey = None) -> None:
     """Check that the live cluster matches a revision: drifted, missing and extra objects.
 
     Exit 0 when it matches, 3 when anything differs (1 with --wait if unhealthy).
@@ -213,7 +218,7 @@ def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pat
                           wait=wait, timeout=opt.parse_duration(timeout), workers=workers)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
                        known_hosts=known_hosts, ca_file=ca_file, render=opt.render_options(
-                           allow_remote_bases, max_file_size, max_yaml_nodes)),
+                           allow_remote_bases, max_file_size, max_yaml_nodes, sops_age_key)),
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options,
                   verify_only=True)
     _present(report, output, "verify")

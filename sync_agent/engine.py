@@ -196,7 +196,7 @@ def _validate_and_plan(kube: Kube, rendered: RenderResult, options: SyncOptions,
     namespaces = {o["metadata"]["name"] for o in kube.list(NAMESPACE_RT)}
     desired, problems = prepare(rendered.resources, found, namespaces,
                                 ValidateOptions(options.sync_name, options.namespace,
-                                                options.create_namespaces))
+                                                options.create_namespaces, rendered.digest_key))
     old = inventory.load(kube, options.sync_name)
     plan = make_plan(kube, desired, _previous(old), found, namespaces, plan_options, emit,
                      problems)

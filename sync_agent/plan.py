@@ -18,6 +18,7 @@ from sync_agent.discovery import Discovery
 from sync_agent.errors import ValidationError
 from sync_agent.kube import DEFAULT_WORKERS, FIELD_MANAGER, ApiError, Kube, ResourceType
 from sync_agent.objects import ObjectRef
+from sync_agent.sops import ENCRYPTED
 from sync_agent.validate import SYNC_LABEL, digest
 from sync_agent.workers import map_batched
 
@@ -155,6 +156,8 @@ def dry_run(kube: Kube, d: Desired, live: dict | None, existing_namespaces: set[
     differences = differing_fields(live, result) if live is not None else ["ownership"]
     if not differences:
         return Change(d.ref, Action.UNCHANGED, "", version)
+    if d.decrypted:
+        return Change(d.ref, Action.UPDATE, f"{ENCRYPTED} (changes)", version)
     return Change(d.ref, Action.UPDATE, ", ".join(differences[:5]), version)
 
 

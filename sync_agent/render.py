@@ -40,7 +40,7 @@ from typing import Any
 
 import pathspec
 
-from sync_agent import kustomize
+from sync_agent import kustomize, sops, sops_generators
 from sync_agent.errors import RenderError, SourceError
 from sync_agent.objects import ObjectRef, Origin, RenderResult, Resource, Revision
 from sync_agent.render_options import DEFAULTS, RenderOptions
@@ -98,13 +98,16 @@ def render(root: Path, path: str, revision: Revision, ignore: Sequence[str] = ()
     collector.problems.extend(kustomize.check(root, [u.path for u in builds], options, left_out))
     if walked:
         collector.problems.extend(_links_left_out(rel, left_out))
-    built = {} if collector.problems else _build_all(root, builds, options)
+    built, decrypted = (({}, set()) if collector.problems
+                        else _build_all(root, builds, collector, options))
     for unit in units:
         if not unit.kustomization:
-            collector.add_text(unit, _read_file(root, unit, options.max_file_bytes))
+            collector.add_text(unit, *_plaintext(root, unit, options))
         elif unit in built:
-            collector.add_text(unit, built[unit])
-    result = RenderResult(revision, rel or ".", tuple(collector.resources), tuple(skipped))
+            collector.add_text(unit, built[unit], decrypted=unit.path in decrypted)
+    digest_key = options.sops_keys.digest_key if options.sops_keys else b""
+    result = RenderResult(revision, rel or ".", tuple(collector.resources), tuple(skipped),
+                          digest_key)
     if collector.problems:
         raise RenderError(collector.problems, partial=result)
     return result
@@ -200,14 +203,23 @@ def _walk(root: Path, rel: str, rules: _IgnoreRules, skipped: list[str]) -> list
     return units
 
 
-def _build_all(root: Path, units: list[_Unit], options: RenderOptions
-               ) -> dict[_Unit, str | RenderError]:
-    """kustomize output for each kustomization directory, built concurrently."""
+def _build_all(root: Path, units: list[_Unit], collector: _Collector, options: RenderOptions
+               ) -> tuple[dict[_Unit, str | RenderError], set[str]]:
+    """kustomize output for each kustomization directory, built concurrently; and the
+    directories whose builds read SOPS-encrypted generator files (decrypted in memory)."""
     if not units:
-        return {}
-    with ThreadPoolExecutor(max_workers=min(4, len(units))) as pool:
-        built = pool.map(lambda u: kustomize.build(root, u.path, u.kustomization, options), units)
-        return dict(zip(units, built, strict=True))
+        return {}, set()
+    inputs = sops_generators.prepare(root, [u.path for u in units], options)
+    try:
+        if inputs.problems:
+            collector.problems.extend(inputs.problems)
+            return {}, set()
+        with ThreadPoolExecutor(max_workers=min(4, len(units))) as pool:
+            built = pool.map(lambda u: kustomize.build(root, u.path, u.kustomization, options,
+                                                       inputs.fds), units)
+            return dict(zip(units, built, strict=True)), inputs.directories
+    finally:
+        inputs.close()
 
 
 def _links_left_out(rel: str, left_out: Mapping[str, str]) -> list[str]:
@@ -247,6 +259,16 @@ def _read_file(root: Path, unit: _Unit, max_bytes: int) -> str | RenderError:
         return RenderError([f"{unit.path}: not UTF-8 or UTF-16 text"])
 
 
+def _plaintext(root: Path, unit: _Unit, options: RenderOptions
+               ) -> tuple[str | RenderError, bool]:
+    """The file's text, decrypted in memory if SOPS encrypted it; and whether it was."""
+    text = _read_file(root, unit, options.max_file_bytes)
+    fmt = sops.file_format(unit.path, text) if isinstance(text, str) else ""
+    if not fmt:
+        return text, False
+    return sops.decrypt(root, unit.path, fmt, options.sops_keys, options.max_file_bytes), True
+
+
 def kustomization_references(data: Any) -> Iterator[str]:
     """Strings in a parsed kustomization that are paths leaving its directory (`../x`, `/x`)."""
     if isinstance(data, str):
@@ -269,8 +291,10 @@ class _Collector:
         self.resources: list[Resource] = []
         self.problems: list[str] = []
         self._seen: dict[ObjectRef, Origin] = {}
+        self._decrypted = False  # the text being added was decrypted
 
-    def add_text(self, unit: _Unit, text: str | RenderError) -> None:
+    def add_text(self, unit: _Unit, text: str | RenderError, decrypted: bool = False) -> None:
+        self._decrypted = decrypted
         if isinstance(text, RenderError):
             self.problems.extend(text.problems)
             return
@@ -332,7 +356,7 @@ class _Collector:
             kind = f" (kind {body['kind']})" if "kind" not in missing + wrong else ""
             self.problems.append(f"{origin}: {'; '.join(what)}{kind}")
             return
-        resource = Resource(body, origin)
+        resource = Resource(body, origin, decrypted=self._decrypted)
         first = self._seen.get(resource.ref)
         if first is not None:
             self.problems.append(f"{origin}: {resource.ref} is declared twice; also in {first}")

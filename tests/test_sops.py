@@ -1,0 +1,259 @@
+"""SOPS-encrypted manifests: files encrypted by the real sops CLI for real age keys, decrypted
+at render time (sync_agent/sops.py) and restored to the real local cluster."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from sync_agent import render, source
+from sync_agent.errors import RenderError
+from sync_agent.render_options import RenderOptions
+from sync_agent.sops import AgeKeys, load_keys
+from tests import cli
+from tests import manifests as m
+from tests.conftest import SESSION_CLUSTER
+from tests.sopsfiles import AgeKey, age_key, encrypt, encrypt_binary, tamper
+from tests.testdata.gitrepos import commit, new_repo
+
+PASSWORD = "hunter2-plain-sops-value"
+TOKEN = "tok-9f8e7d-sops-secret"
+
+SECRET = f"""apiVersion: v1
+kind: Secret
+metadata:
+  name: db
+type: Opaque
+stringData:
+  password: {PASSWORD}
+data:
+  token: {base64.b64encode(TOKEN.encode()).decode()}
+"""
+
+
+@pytest.fixture
+def key(tmp_path: Path) -> AgeKey:
+    return age_key(tmp_path)
+
+
+@pytest.fixture
+def other_key(tmp_path: Path) -> AgeKey:
+    return age_key(tmp_path, "other.txt")
+
+
+def keys_of(key: AgeKey) -> AgeKeys:
+    return load_keys(key.file, f"--sops-age-key {key.file}")
+
+
+def rendered(tmp_path: Path, files: dict[str, str], keys: AgeKeys | None):
+    repo = new_repo(tmp_path / "repo")
+    commit(repo, files, "manifests")
+    opened = source.open_repository(str(repo))
+    revision = source.resolve(opened, str(repo))
+    tree = tmp_path / "tree"
+    source.export_tree(opened, revision.sha, tree)
+    return render.render(tree, "", revision, options=RenderOptions(sops_keys=keys))
+
+
+def problems(tmp_path: Path, files: dict[str, str], keys: AgeKeys | None) -> list[str]:
+    with pytest.raises(RenderError) as caught:
+        rendered(tmp_path, files, keys)
+    return caught.value.problems
+
+
+# --- render: what comes out of an encrypted file -------------------------------------------
+
+def test_a_whole_file_encrypted_secret_renders_with_its_plain_values(tmp_path, key):
+    encrypted = encrypt(SECRET, key.recipient, tmp_path)
+    assert PASSWORD not in encrypted and "ENC[AES256_GCM" in encrypted
+    result = rendered(tmp_path, {"secret.yaml": encrypted, "cm.yaml": m.configmap("plain")},
+                      keys_of(key))
+    by_name = {r.name: r for r in result.resources}
+    assert by_name["db"].body["stringData"] == {"password": PASSWORD}
+    assert base64.b64decode(by_name["db"].body["data"]["token"]).decode() == TOKEN
+    assert "sops" not in by_name["db"].body
+    assert by_name["db"].decrypted and not by_name["plain"].decrypted
+    assert result.digest_key  # keys the inventory's digests of these objects
+
+
+def test_partial_encryption_keeps_metadata_readable_and_decrypts_data(tmp_path, key):
+    encrypted = encrypt(SECRET, key.recipient, tmp_path, "yaml",
+                        "--encrypted-regex", "^(data|stringData)$")
+    assert "name: db" in encrypted and PASSWORD not in encrypted
+    result = rendered(tmp_path, {"secret.yaml": encrypted}, keys_of(key))
+    assert result.resources[0].body["stringData"] == {"password": PASSWORD}
+
+
+def test_unencrypted_suffix_style_decrypts(tmp_path, key):
+    plain = SECRET.replace("type: Opaque", "type_unencrypted: Opaque")
+    encrypted = encrypt(plain, key.recipient, tmp_path, "yaml",
+                        "--unencrypted-suffix", "_unencrypted")
+    assert "type_unencrypted: Opaque" in encrypted
+    result = rendered(tmp_path, {"secret.yaml": encrypted}, keys_of(key))
+    assert result.resources[0].body["stringData"] == {"password": PASSWORD}
+
+
+def test_an_encrypted_json_file_and_a_multi_document_yaml_decrypt(tmp_path, key):
+    as_json = json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "j"},
+                          "stringData": {"password": PASSWORD}})
+    two = m.configmap("one", k="v1") + "---\n" + m.configmap("two", k="v2")
+    result = rendered(tmp_path, {"j.json": encrypt(as_json, key.recipient, tmp_path, "json"),
+                                 "two.yaml": encrypt(two, key.recipient, tmp_path)},
+                      keys_of(key))
+    bodies = {r.name: r.body for r in result.resources}
+    assert bodies["j"]["stringData"] == {"password": PASSWORD}
+    assert bodies["one"]["data"] == {"k": "v1"} and bodies["two"]["data"] == {"k": "v2"}
+
+
+# --- render: refusals, each naming the file -------------------------------------------------
+
+def test_a_tampered_value_fails_the_mac_naming_the_file(tmp_path, key):
+    encrypted = encrypt(SECRET, key.recipient, tmp_path, "yaml",
+                        "--encrypted-regex", "^(data|stringData)$")
+    forged = tamper(encrypted, "name: db", "name: dbx")  # metadata is covered by the MAC too
+    found = problems(tmp_path, {"apps/secret.yaml": forged}, keys_of(key))
+    assert len(found) == 1
+    assert found[0].startswith("apps/secret.yaml: ") and "MAC" in found[0]
+
+
+def test_a_changed_ciphertext_is_refused(tmp_path, key):
+    encrypted = encrypt(SECRET, key.recipient, tmp_path)
+    marker = "password: ENC[AES256_GCM,data:"
+    start = encrypted.index(marker) + len(marker)
+    flipped = "A" if encrypted[start] != "A" else "B"
+    forged = encrypted[:start] + flipped + encrypted[start + 1:]
+    found = problems(tmp_path, {"secret.yaml": forged}, keys_of(key))
+    assert found[0].startswith("secret.yaml: ")
+
+
+def test_a_file_for_another_recipient_is_refused_naming_both(tmp_path, key, other_key):
+    encrypted = encrypt(SECRET, key.recipient, tmp_path)
+    found = problems(tmp_path, {"secret.yaml": encrypted}, keys_of(other_key))
+    assert found[0].startswith("secret.yaml: ")
+    assert key.recipient in found[0] and str(other_key.file) in found[0]
+
+
+def test_an_encrypted_file_without_a_key_names_the_option(tmp_path, key):
+    encrypted = encrypt(SECRET, key.recipient, tmp_path)
+    found = problems(tmp_path, {"secret.yaml": encrypted}, None)
+    assert found[0].startswith("secret.yaml: ") and "--sops-age-key" in found[0]
+
+
+def test_a_pgp_only_file_says_pgp_is_not_supported_yet(tmp_path):
+    pgp_only = SECRET.replace(PASSWORD, "ENC[AES256_GCM,data:AAAA,iv:AAAA,tag:AAAA,type:str]")
+    pgp_only += ("sops:\n    pgp:\n        - created_at: \"2026-11-30T10:00:00Z\"\n"
+                 "          enc: x\n          fp: ABCDEF\n    mac: ENC[AES256_GCM,data:AA]\n"
+                 "    version: 3.11.0\n")
+    with pytest.raises(RenderError) as caught:
+        rendered(tmp_path, {"secret.yaml": pgp_only},
+                 AgeKeys("AGE-SECRET-KEY-1X\n", "--sops-age-key k"))
+    assert caught.value.problems[0].startswith("secret.yaml: ")
+    assert "PGP" in caught.value.problems[0]
+
+
+# --- the CLI on the real cluster -------------------------------------------------------------
+
+def restore(verb: str, repo: Path, namespace: str, *args: str, code: int = 0):
+    return cli.run(verb, "--repo", str(repo), "--cluster", SESSION_CLUSTER, "-n", namespace,
+                   "--name", namespace, "--output", "json", *args, check_code=code)
+
+
+def test_restore_decrypts_into_the_cluster_and_keeps_values_out_of_everything(
+        tmp_path, key, api_client, namespace):
+    repo = new_repo(tmp_path / "repo")
+    partial = encrypt(SECRET, key.recipient, tmp_path, "yaml",
+                      "--encrypted-regex", "^(data|stringData)$")
+    commit(repo, {"app/secret.yaml": partial, "app/cm.yaml": m.configmap("settings")}, "v1")
+    done = restore("restore", repo, namespace, "--path", "app", "--sops-age-key", str(key.file))
+    core = client.CoreV1Api(api_client)
+    live = core.read_namespaced_secret("db", namespace)
+    assert base64.b64decode(live.data["password"]).decode() == PASSWORD
+    assert base64.b64decode(live.data["token"]).decode() == TOKEN
+
+    # The same revision again is unchanged; a changed value shows as <encrypted>, no field.
+    again = restore("plan", repo, namespace, "--path", "app", "--sops-age-key", str(key.file))
+    changed = encrypt(SECRET.replace(PASSWORD, PASSWORD + "-2"), key.recipient, tmp_path,
+                      "yaml", "--encrypted-regex", "^(data|stringData)$")
+    commit(repo, {"app/secret.yaml": changed}, "v2")
+    plan = restore("plan", repo, namespace, "--path", "app", "--sops-age-key", str(key.file),
+                   code=3)
+    verify = restore("verify", repo, namespace, "--path", "app", "--sops-age-key",
+                     str(key.file), code=3)
+    secret_change = [c for c in json.loads(plan.stdout)["changes"]
+                     if c["object"] == f"Secret/{namespace}/db"]
+    assert secret_change == [{"object": f"Secret/{namespace}/db", "action": "update",
+                              "detail": "<encrypted> (changes)"}]
+    assert {c["action"] for c in json.loads(again.stdout)["changes"]} == {"unchanged"}
+
+    inventory = core.list_namespaced_config_map(
+        "gitops-restore-system", label_selector=f"gitops-restore.io/inventory={namespace}").items
+    stored = json.dumps([cm.to_dict() for cm in inventory], default=str)
+    assert inventory, "no inventory ConfigMap found to scan"
+    for text in (done.stdout, done.stderr, again.stdout, plan.stdout, plan.stderr,
+                 verify.stdout, verify.stderr, stored):
+        for value in (PASSWORD, TOKEN, base64.b64encode(PASSWORD.encode()).decode()):
+            assert value not in text
+
+
+@pytest.mark.parametrize("case", ["tampered", "wrong key"])
+def test_a_bad_encrypted_file_stops_the_restore_before_anything_is_applied(
+        tmp_path, key, other_key, api_client, namespace, case):
+    encrypted = encrypt(SECRET, key.recipient, tmp_path, "yaml",
+                        "--encrypted-regex", "^(data|stringData)$")
+    if case == "tampered":
+        encrypted = tamper(encrypted, "name: db", "name: dbx")
+    used = other_key if case == "wrong key" else key
+    repo = new_repo(tmp_path / "repo")
+    commit(repo, {"app/secret.yaml": encrypted, "app/cm.yaml": m.configmap("settings")}, "v1")
+    result = cli.run("restore", "--repo", str(repo), "--cluster", SESSION_CLUSTER, "-n",
+                     namespace, "--name", namespace, "--path", "app", "--sops-age-key",
+                     str(used.file), check_code=2)
+    assert "app/secret.yaml" in result.stderr
+    core = client.CoreV1Api(api_client)
+    assert [c.metadata.name for c in core.list_namespaced_config_map(namespace).items
+            if c.metadata.name == "settings"] == []
+    assert [s.metadata.name for s in core.list_namespaced_secret(namespace).items
+            if s.metadata.name in ("db", "dbx")] == []
+
+
+# --- secretGenerator inputs: decrypted into memory, kustomize builds the Secret -------------
+
+def test_encrypted_secret_generator_env_and_file_build_without_plaintext_on_disk(
+        tmp_path, key):
+    env = encrypt(f"PASSWORD={PASSWORD}\nUSER=admin\n", key.recipient, tmp_path, "dotenv")
+    blob = b"\x00\x01binary-" + TOKEN.encode()
+    (tmp_path / "blob.bin").write_bytes(blob)
+    binary = encrypt_binary(tmp_path / "blob.bin", key.recipient, tmp_path)
+    kustomization = ("namespace: apps\nsecretGenerator:\n- name: app\n  envs: [app.env]\n"
+                     "  files: [cert=blob.bin.enc]\nresources: [deploy.yaml]\n")
+    deploy = m.deployment("web").replace("containers:", "volumes:\n      - name: s\n"
+                                         "        secret: {secretName: app}\n      containers:")
+    result = rendered(tmp_path, {"k/kustomization.yaml": kustomization, "k/app.env": env,
+                                 "k/blob.bin.enc": binary, "k/deploy.yaml": deploy},
+                      keys_of(key))
+    secret = next(r for r in result.resources if r.kind == "Secret")
+    assert secret.name.startswith("app-")  # kustomize's hash suffix, so references follow
+    assert secret.decrypted
+    data = {k: base64.b64decode(v) for k, v in secret.body["data"].items()}
+    assert data == {"PASSWORD": PASSWORD.encode(), "USER": b"admin", "cert": blob}
+    web = next(r for r in result.resources if r.kind == "Deployment")
+    assert web.body["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"] \
+        == secret.name
+    # What is on disk in the exported tree is still only ciphertext.
+    for file in (tmp_path / "tree").rglob("*"):
+        if file.is_file():
+            assert PASSWORD.encode() not in file.read_bytes()
+            assert TOKEN.encode() not in file.read_bytes()
+
+
+def test_an_encrypted_generator_file_for_another_key_names_the_file(tmp_path, key, other_key):
+    env = encrypt(f"PASSWORD={PASSWORD}\n", key.recipient, tmp_path, "dotenv")
+    found = problems(tmp_path, {"k/kustomization.yaml": "secretGenerator:\n- name: app\n"
+                                                        "  envs: [app.env]\n",
+                                "k/app.env": env}, keys_of(other_key))
+    assert len(found) == 1 and found[0].startswith("k/app.env: ")
+    assert "secretGenerator envs of k" in found[0]
