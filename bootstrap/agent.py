@@ -83,6 +83,7 @@ class InstallRequest:
     ignore: tuple[str, ...] = ()
     default_namespace: str = "default"
     deploy_key: str = ""  # deploy-key name (Secret <name>-deploy-key); "" when none is needed
+    decryption_secret: str = ""  # Secret with the age key for SOPS files; "" when none
     image: str = DEFAULT_IMAGE
 
 
@@ -157,7 +158,7 @@ def sync_object(request: InstallRequest) -> dict[str, Any]:
                            request.interval, request.prune, request.ignore,
                            request.default_namespace,
                            deploykey.secret_name(request.deploy_key) if request.deploy_key
-                           else "")
+                           else "", request.decryption_secret)
 
 
 def install(t: Target, request: InstallRequest, start: bool = True) -> list[tuple[str, bool]]:

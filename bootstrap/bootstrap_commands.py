@@ -29,16 +29,17 @@ from typing import Annotated
 
 import typer
 
-from bootstrap import agent, agent_commands
+from bootstrap import agent, agent_commands, sops_key
 from bootstrap import deploy_key as dk
 from bootstrap import provision as provisioning
 from bootstrap import sync_options as opt
 from bootstrap.errors import OperationFailed, UserError
 from bootstrap.output import Output, emit_json, exits_cleanly, progress_printer, stderr, stdout
 from bootstrap.progress import PhaseProgress
-from sync_agent import engine
-from sync_agent.agent import syncobject
+from sync_agent import engine, sops
+from sync_agent.agent import decryption, syncobject
 from sync_agent.apply import ApplyError
+from sync_agent.render_options import RenderOptions
 
 
 def register(app: typer.Typer) -> None:
@@ -102,6 +103,11 @@ def bootstrap(
     image: agent_commands.Image = agent.DEFAULT_IMAGE,
     timeout: Annotated[str, typer.Option(help="How long to wait for health and the "
                                          "deploy key.")] = "10m",
+    sops_age_key: Annotated[Path | None, typer.Option(
+        "--sops-age-key", help="Age key file that decrypts the repository's SOPS-encrypted "
+                               "files; stored in a Secret so the agent decrypts too.")] = None,
+    rotate: Annotated[bool, typer.Option(
+        "--rotate", help="Replace the age key already stored for this sync.")] = False,
     output: opt.OutputOpt = Output.text,
 ) -> None:
     """Provision a cluster, give it a deploy key, install the agent, restore from Git, wait.
@@ -117,7 +123,8 @@ def bootstrap(
         sync=sync_name, repo=repo, branch=branch, path=path,
         interval=agent_commands.check_interval(interval), ignore=tuple(ignore or ()),
         default_namespace=namespace, deploy_key=agent_commands.default_key_name(None, repo),
-        image=image)
+        image=image, decryption_secret=decryption.secret_name(sync_name) if sops_age_key else "")
+    age_keys = opt.age_keys(sops_age_key)  # a bad key file: change nothing
     wait = opt.parse_duration(timeout)
     if request.deploy_key and (known_hosts or accept_host_key):
         dk.pin_host_key(repo, known_hosts, accept_host_key)  # a wrong host key: change nothing
@@ -127,8 +134,12 @@ def bootstrap(
     t = agent.target(None, None, provisioned.record.name)
     key = run.timed("deploy-key", lambda: _deploy_key(
         t, request, private_key_file, known_hosts, accept_host_key, yes, wait))
+    if age_keys is not None:
+        run.timed("sops-age-key", lambda: (None, *sops_key.store(t.kube, sync_name, age_keys,
+                                                                 rotate)))
     run.timed("agent-install", lambda: _install(t, request))
-    run.report = run.timed("restore", lambda: _restore(t, request, key, wait, output))
+    run.report = run.timed("restore", lambda: _restore(t, request, key, wait, output,
+                                                       age_keys))
     run.where = run.timed("agent-start", lambda: _start(t, request))
     run.timed("agent-ready", lambda: _agent_ready(t, sync_name, run.report, wait))
     _summary(run, name, sync_name, output)
@@ -185,7 +196,7 @@ def _install(t: agent.Target, request: agent.InstallRequest):
 
 
 def _restore(t: agent.Target, request: agent.InstallRequest, key: dk.DeployKey | None,
-             wait: float, output: Output):
+             wait: float, output: Output, age_keys: sops.AgeKeys | None = None):
     obj = agent.read_sync(t.kube, request.sync)
     if obj is None:
         raise OperationFailed(f"Sync {agent.NAMESPACE}/{request.sync}: missing after install")
@@ -196,7 +207,8 @@ def _restore(t: agent.Target, request: agent.InstallRequest, key: dk.DeployKey |
 
     def restore(auth) -> engine.Report:
         spec = engine.SourceSpec(repo=request.repo, ref=obj.spec.target, path=request.path,
-                                 ignore=request.ignore, auth=auth)
+                                 ignore=request.ignore, auth=auth,
+                                 render=RenderOptions(sops_keys=age_keys))
         with PhaseProgress(enabled=output is Output.text) as progress:
             return engine.restore(t.kube, spec, options, progress.emit)
 

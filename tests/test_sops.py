@@ -5,19 +5,29 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client
 
-from sync_agent import render, source
+from bootstrap import agent, sops_key
+from bootstrap.errors import UserError
+from sync_agent import inventory, render, source
+from sync_agent.agent import decryption, syncobject
+from sync_agent.agent.lease import LEASE_RT
 from sync_agent.errors import RenderError
+from sync_agent.kube import Kube
 from sync_agent.render_options import RenderOptions
-from sync_agent.sops import AgeKeys, load_keys
+from sync_agent.sops import AgeKeys, keyed_digest, load_keys
+from sync_agent.validate import SYNC_LABEL, digest
 from tests import cli
 from tests import manifests as m
 from tests.conftest import SESSION_CLUSTER
 from tests.sopsfiles import AgeKey, age_key, encrypt, encrypt_binary, tamper
+from tests.test_agent import wait_for
 from tests.testdata.gitrepos import commit, new_repo
 
 PASSWORD = "hunter2-plain-sops-value"
@@ -163,7 +173,7 @@ def restore(verb: str, repo: Path, namespace: str, *args: str, code: int = 0):
 
 
 def test_restore_decrypts_into_the_cluster_and_keeps_values_out_of_everything(
-        tmp_path, key, api_client, namespace):
+        tmp_path, key, local_cluster, api_client, namespace):
     repo = new_repo(tmp_path / "repo")
     partial = encrypt(SECRET, key.recipient, tmp_path, "yaml",
                       "--encrypted-regex", "^(data|stringData)$")
@@ -173,6 +183,17 @@ def test_restore_decrypts_into_the_cluster_and_keeps_values_out_of_everything(
     live = core.read_namespaced_secret("db", namespace)
     assert base64.b64decode(live.data["password"]).decode() == PASSWORD
     assert base64.b64decode(live.data["token"]).decode() == TOKEN
+
+    # The inventory remembers the Secret by a keyed digest, not a plain hash of its values.
+    sent = {**yaml.safe_load(SECRET), "metadata": {
+        "name": "db", "namespace": namespace, "labels": {SYNC_LABEL: namespace}}}
+    kube = Kube.from_kubeconfig(local_cluster.kubeconfig)
+    try:
+        entry = next(e for e in inventory.load(kube, namespace).entries if e.ref.kind == "Secret")
+    finally:
+        kube.close()
+    assert entry.digest == keyed_digest(sent, keys_of(key).digest_key)
+    assert entry.digest != digest(sent)
 
     # The same revision again is unchanged; a changed value shows as <encrypted>, no field.
     again = restore("plan", repo, namespace, "--path", "app", "--sops-age-key", str(key.file))
@@ -189,10 +210,10 @@ def test_restore_decrypts_into_the_cluster_and_keeps_values_out_of_everything(
                               "detail": "<encrypted> (changes)"}]
     assert {c["action"] for c in json.loads(again.stdout)["changes"]} == {"unchanged"}
 
-    inventory = core.list_namespaced_config_map(
-        "gitops-restore-system", label_selector=f"gitops-restore.io/inventory={namespace}").items
-    stored = json.dumps([cm.to_dict() for cm in inventory], default=str)
-    assert inventory, "no inventory ConfigMap found to scan"
+    maps = core.list_namespaced_config_map(
+        inventory.NAMESPACE, label_selector=f"gitops-restore.io/inventory={namespace}").items
+    stored = json.dumps([cm.to_dict() for cm in maps], default=str)
+    assert maps, "no inventory ConfigMap found to scan"
     for text in (done.stdout, done.stderr, again.stdout, plan.stdout, plan.stderr,
                  verify.stdout, verify.stderr, stored):
         for value in (PASSWORD, TOKEN, base64.b64encode(PASSWORD.encode()).decode()):
@@ -257,3 +278,72 @@ def test_an_encrypted_generator_file_for_another_key_names_the_file(tmp_path, ke
                                 "k/app.env": env}, keys_of(other_key))
     assert len(found) == 1 and found[0].startswith("k/app.env: ")
     assert "secretGenerator envs of k" in found[0]
+
+
+# --- the agent: the age key bootstrap stores, read from the Secret the Sync names ------------
+
+@pytest.fixture
+def agent_sync(local_cluster, namespace: str, tmp_path: Path):
+    """A Sync of `app/` of a local repository, nothing started; cleaned up afterwards."""
+    kube = Kube.from_kubeconfig(local_cluster.kubeconfig)
+    name = namespace[:52].strip("-")
+    processes: list[subprocess.Popen] = []
+    yield kube, name, processes
+    for process in processes:
+        process.kill()
+        process.wait(10)
+    for rt, obj in ((syncobject.SYNC_RT, name), (LEASE_RT, f"agent-{name}"),
+                    (decryption.SECRET_RT, decryption.secret_name(name))):
+        kube.delete(rt, inventory.NAMESPACE, obj)
+    inventory.delete(kube, name)
+    kube.close()
+
+
+def test_the_agent_decrypts_with_the_stored_key_and_rotation_replaces_it(
+        local_cluster, agent_sync, tmp_path, key, other_key, api_client, namespace):
+    kube, name, processes = agent_sync
+    repo = new_repo(tmp_path / "repo")
+    commit(repo, {"app/secret.yaml": encrypt(SECRET, key.recipient, tmp_path)}, "v1")
+
+    assert sops_key.store(kube, name, keys_of(key), rotate=False)[0]
+    assert not sops_key.store(kube, name, keys_of(key), rotate=False)[0]  # same key: unchanged
+    with pytest.raises(UserError, match="--rotate"):
+        sops_key.store(kube, name, keys_of(other_key), rotate=False)
+    request = agent.InstallRequest(sync=name, repo=str(repo), path="app", interval="2s",
+                                   default_namespace=namespace,
+                                   decryption_secret=decryption.secret_name(name))
+    agent.install(agent.Target(kube, local_cluster.kubeconfig, None), request, start=False)
+    log = tmp_path / "agent.log"
+    with open(log, "ab") as handle:
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "sync_agent", "--sync", name, "--kubeconfig",
+             local_cluster.kubeconfig, "--interval", "2s", "--listen", "127.0.0.1:0"],
+            stdout=handle, stderr=handle, stdin=subprocess.DEVNULL))
+    core = client.CoreV1Api(api_client)
+
+    def password() -> str:
+        found = [s for s in core.list_namespaced_secret(namespace).items
+                 if s.metadata.name == "db"]
+        return base64.b64decode(found[0].data["password"]).decode() if found else ""
+
+    def sync_status() -> dict:
+        return syncobject.parse(syncobject.read(kube, inventory.NAMESPACE, name)).status
+
+    wait_for(lambda: password() == PASSWORD, "the agent to apply the decrypted Secret",
+             explain=lambda: log.read_text(errors="replace")[-3000:])
+
+    # Rotated to a key the file is not encrypted for: the next commit is refused, naming the
+    # file, and the last applied state stays.
+    assert sops_key.store(kube, name, keys_of(other_key), rotate=True)[0]
+    changed = encrypt(SECRET.replace(PASSWORD, "rotated-value-x"), key.recipient, tmp_path)
+    v2 = commit(repo, {"app/secret.yaml": changed}, "v2")
+    wait_for(lambda: v2[:12] in json.dumps(sync_status())
+             and "app/secret.yaml" in json.dumps(sync_status()),
+             "the agent to refuse v2", explain=lambda: json.dumps(sync_status(), indent=1))
+    assert password() == PASSWORD
+
+    events = core.list_namespaced_event(inventory.NAMESPACE).items
+    seen = (log.read_text(errors="replace") + json.dumps(sync_status())
+            + json.dumps([e.message for e in events]))
+    for value in (PASSWORD, TOKEN, "rotated-value-x", keys_of(key).text.strip()):
+        assert value not in seen

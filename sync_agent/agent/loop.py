@@ -24,10 +24,10 @@ import logging
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sync_agent import engine, events, source
-from sync_agent.agent import attempts, deploykey, syncobject
+from sync_agent.agent import attempts, decryption, deploykey, syncobject
 from sync_agent.agent.config import AgentConfig
 from sync_agent.agent.lease import Elector
 from sync_agent.agent.metrics import Metrics
@@ -164,8 +164,12 @@ class Loop:
     def _restore(self, obj: syncobject.SyncObject,
                  auth: source.GitAuth | None) -> engine.Report:
         spec = obj.spec
+        render = spec.render
+        if spec.decryption_secret:
+            keys = decryption.age_keys(self.kube, obj.namespace, spec.decryption_secret)
+            render = replace(render, sops_keys=keys)
         source_spec = engine.SourceSpec(repo=spec.repo, ref=spec.target, path=spec.path,
-                                        ignore=spec.ignore, auth=auth, render=spec.render)
+                                        ignore=spec.ignore, auth=auth, render=render)
         options = engine.SyncOptions(sync_name=obj.name, namespace=spec.default_namespace,
                                      prune=spec.prune, workers=self.config.workers)
         return engine.restore(self.kube, source_spec, options, self._emit)
