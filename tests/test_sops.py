@@ -220,6 +220,22 @@ def test_restore_decrypts_into_the_cluster_and_keeps_values_out_of_everything(
             assert value not in text
 
 
+def test_a_rejected_decrypted_object_is_reported_without_its_values(
+        tmp_path, key, api_client, namespace):
+    """The API server echoes a value it refuses; for a decrypted object we do not."""
+    bad = "bad label value from sops!"
+    configmap = m.configmap("settings", k=PASSWORD).replace(
+        "metadata:\n", f"metadata:\n  labels: {{tier: '{bad}'}}\n", 1)
+    repo = new_repo(tmp_path / "repo")
+    commit(repo, {"app/cm.yaml": encrypt(configmap, key.recipient, tmp_path)}, "v1")
+    result = cli.run("restore", "--repo", str(repo), "--cluster", SESSION_CLUSTER, "-n",
+                     namespace, "--name", namespace, "--path", "app", "--sops-age-key",
+                     str(key.file), check_code=2)
+    assert "app/cm.yaml" in result.stderr and "<encrypted>" in result.stderr
+    assert bad not in result.stdout + result.stderr
+    assert PASSWORD not in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("case", ["tampered", "wrong key"])
 def test_a_bad_encrypted_file_stops_the_restore_before_anything_is_applied(
         tmp_path, key, other_key, api_client, namespace, case):
