@@ -75,7 +75,7 @@ def kustomization_in(directory: Path) -> str:
 def build(root: Path, directory: str, kustomization: str, options: RenderOptions,
           pass_fds: Sequence[int] = ()) -> str | RenderError:
     """kustomize's output for `directory` (relative to `root`), or the reason it failed.
-    `pass_fds`: in-memory files the kustomization reads as /dev/fd/N (`sops_generators`)."""
+    `pass_fds`: in-memory files the kustomization reads as /dev/fd/N (`sops_kustomize`)."""
     command = [paths.kubectl(), "kustomize", "--load-restrictor", "LoadRestrictionsNone", "."]
     with child_process.empty_home() as home:
         env = child_process.environment(home, operator_git=options.allow_remote_bases)

@@ -40,7 +40,7 @@ from typing import Any
 
 import pathspec
 
-from sync_agent import kustomize, sops, sops_generators
+from sync_agent import kustomize, sops, sops_kustomize
 from sync_agent.errors import RenderError, SourceError
 from sync_agent.objects import ObjectRef, Origin, RenderResult, Resource, Revision
 from sync_agent.render_options import DEFAULTS, RenderOptions
@@ -98,13 +98,12 @@ def render(root: Path, path: str, revision: Revision, ignore: Sequence[str] = ()
     collector.problems.extend(kustomize.check(root, [u.path for u in builds], options, left_out))
     if walked:
         collector.problems.extend(_links_left_out(rel, left_out))
-    built, decrypted = (({}, set()) if collector.problems
-                        else _build_all(root, builds, collector, options))
+    built = {} if collector.problems else _build_all(root, builds, collector, options)
     for unit in units:
         if not unit.kustomization:
             collector.add_text(unit, *_plaintext(root, unit, options))
         elif unit in built:
-            collector.add_text(unit, built[unit], decrypted=unit.path in decrypted)
+            collector.add_text(unit, built[unit], decrypted=unit.path in collector.decrypted)
     digest_key = options.sops_keys.digest_key if options.sops_keys else b""
     result = RenderResult(revision, rel or ".", tuple(collector.resources), tuple(skipped),
                           digest_key)
@@ -204,20 +203,22 @@ def _walk(root: Path, rel: str, rules: _IgnoreRules, skipped: list[str]) -> list
 
 
 def _build_all(root: Path, units: list[_Unit], collector: _Collector, options: RenderOptions
-               ) -> tuple[dict[_Unit, str | RenderError], set[str]]:
-    """kustomize output for each kustomization directory, built concurrently; and the
-    directories whose builds read SOPS-encrypted generator files (decrypted in memory)."""
+               ) -> dict[_Unit, str | RenderError]:
+    """kustomize output for each kustomization directory, built concurrently. SOPS-encrypted
+    files the builds read are decrypted in memory first (`sops_kustomize`); the collector
+    learns which builds read them and their plain values."""
     if not units:
-        return {}, set()
-    inputs = sops_generators.prepare(root, [u.path for u in units], options)
+        return {}
+    inputs = sops_kustomize.prepare(root, [u.path for u in units], options)
     try:
         if inputs.problems:
             collector.problems.extend(inputs.problems)
-            return {}, set()
+            return {}
+        collector.decrypted, collector.plain_values = inputs.directories, inputs.values
         with ThreadPoolExecutor(max_workers=min(4, len(units))) as pool:
             built = pool.map(lambda u: kustomize.build(root, u.path, u.kustomization, options,
                                                        inputs.fds), units)
-            return dict(zip(units, built, strict=True)), inputs.directories
+            return dict(zip(units, built, strict=True))
     finally:
         inputs.close()
 
@@ -292,6 +293,9 @@ class _Collector:
         self.problems: list[str] = []
         self._seen: dict[ObjectRef, Origin] = {}
         self._decrypted = False  # the text being added was decrypted
+        # kustomize builds that read SOPS-encrypted files, and those files' plain values
+        self.decrypted: set[str] = set()
+        self.plain_values: dict[str, Any] = {}
 
     def add_text(self, unit: _Unit, text: str | RenderError, decrypted: bool = False) -> None:
         self._decrypted = decrypted
@@ -339,6 +343,14 @@ class _Collector:
         self.add_object(data, origin)
 
     def add_object(self, body: dict[str, Any], origin: Origin) -> None:
+        if isinstance(body.get("sops"), dict) and "mac" in body["sops"]:
+            plain = sops_kustomize.plain_object(body, self.plain_values)
+            if plain is None:
+                self.problems.append(f"{origin}: holds SOPS-encrypted values of a file that "
+                                     "was not decrypted; list the encrypted file under "
+                                     "`resources` of a kustomization")
+                return
+            body = plain
         metadata = body.get("metadata")
         fields = {
             "apiVersion": body.get("apiVersion"),

@@ -59,14 +59,14 @@ def keys_of(key: AgeKey) -> AgeKeys:
     return load_keys(key.file, f"--sops-age-key {key.file}")
 
 
-def rendered(tmp_path: Path, files: dict[str, str], keys: AgeKeys | None):
+def rendered(tmp_path: Path, files: dict[str, str], keys: AgeKeys | None, path: str = ""):
     repo = new_repo(tmp_path / "repo")
     commit(repo, files, "manifests")
     opened = source.open_repository(str(repo))
     revision = source.resolve(opened, str(repo))
     tree = tmp_path / "tree"
     source.export_tree(opened, revision.sha, tree)
-    return render.render(tree, "", revision, options=RenderOptions(sops_keys=keys))
+    return render.render(tree, path, revision, options=RenderOptions(sops_keys=keys))
 
 
 def problems(tmp_path: Path, files: dict[str, str], keys: AgeKeys | None) -> list[str]:
@@ -255,6 +255,48 @@ def test_a_bad_encrypted_file_stops_the_restore_before_anything_is_applied(
             if c.metadata.name == "settings"] == []
     assert [s.metadata.name for s in core.list_namespaced_secret(namespace).items
             if s.metadata.name in ("db", "dbx")] == []
+
+
+# --- encrypted resources of a kustomization: transformed by kustomize, MAC checked as written
+
+@pytest.mark.parametrize("style", [("--encrypted-regex", "^(data|stringData)$"),
+                                   ("--unencrypted-regex", "^(apiVersion|kind|metadata|type)$")],
+                         ids=["encrypted-regex", "unencrypted-regex"])
+def test_an_encrypted_resource_of_a_kustomization_gets_transformed_and_decrypted(
+        tmp_path, key, style):
+    two = SECRET + "---\n" + m.configmap("settings", color=TOKEN)
+    kustomization = ("namespace: apps\nnamePrefix: prod-\nlabels:\n- pairs: {team: x}\n"
+                     "resources: [../base/secrets.enc.yaml]\n")
+    result = rendered(tmp_path, {"base/secrets.enc.yaml": encrypt(two, key.recipient, tmp_path,
+                                                                   "yaml", *style),
+                                 "overlay/kustomization.yaml": kustomization}, keys_of(key),
+                      "overlay")
+    bodies = {r.name: r for r in result.resources}
+    assert set(bodies) == {"prod-db", "prod-settings"}
+    secret = bodies["prod-db"]
+    assert secret.decrypted and "sops" not in secret.body
+    assert secret.body["stringData"] == {"password": PASSWORD}
+    assert secret.body["metadata"]["namespace"] == "apps"
+    assert secret.body["metadata"]["labels"] == {"team": "x"}
+    assert bodies["prod-settings"].body["data"] == {"color": TOKEN}
+
+
+def test_a_whole_file_encrypted_resource_of_a_kustomization_says_what_to_encrypt(
+        tmp_path, key):
+    found = problems(tmp_path, {"k/secret.enc.yaml": encrypt(SECRET, key.recipient, tmp_path),
+                                "k/kustomization.yaml": "resources: [secret.enc.yaml]\n"},
+                     keys_of(key))
+    assert len(found) == 1 and found[0].startswith("k/secret.enc.yaml: ")
+    assert "--encrypted-regex" in found[0]
+
+
+def test_a_tampered_resource_of_a_kustomization_is_refused_naming_it(tmp_path, key):
+    encrypted = encrypt(SECRET, key.recipient, tmp_path, "yaml",
+                        "--encrypted-regex", "^(data|stringData)$")
+    found = problems(tmp_path, {"k/secret.enc.yaml": tamper(encrypted, "name: db", "name: x"),
+                                "k/kustomization.yaml": "resources: [secret.enc.yaml]\n"},
+                     keys_of(key))
+    assert len(found) == 1 and found[0].startswith("k/secret.enc.yaml: ") and "MAC" in found[0]
 
 
 # --- secretGenerator inputs: decrypted into memory, kustomize builds the Secret -------------
