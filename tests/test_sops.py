@@ -167,9 +167,10 @@ def test_a_pgp_only_file_says_pgp_is_not_supported_yet(tmp_path):
 
 # --- the CLI on the real cluster -------------------------------------------------------------
 
-def restore(verb: str, repo: Path, namespace: str, *args: str, code: int = 0):
+def restore(verb: str, repo: Path, namespace: str, *args: str, code: int = 0,
+            env: dict | None = None):
     return cli.run(verb, "--repo", str(repo), "--cluster", SESSION_CLUSTER, "-n", namespace,
-                   "--name", namespace, "--output", "json", *args, check_code=code)
+                   "--name", namespace, "--output", "json", *args, check_code=code, env=env)
 
 
 def test_restore_decrypts_into_the_cluster_and_keeps_values_out_of_everything(
@@ -196,7 +197,8 @@ def test_restore_decrypts_into_the_cluster_and_keeps_values_out_of_everything(
     assert entry.digest != digest(sent)
 
     # The same revision again is unchanged; a changed value shows as <encrypted>, no field.
-    again = restore("plan", repo, namespace, "--path", "app", "--sops-age-key", str(key.file))
+    again = restore("plan", repo, namespace, "--path", "app",  # the key by sops' variable
+                    env={"SOPS_AGE_KEY_FILE": str(key.file)})
     changed = encrypt(SECRET.replace(PASSWORD, PASSWORD + "-2"), key.recipient, tmp_path,
                       "yaml", "--encrypted-regex", "^(data|stringData)$")
     commit(repo, {"app/secret.yaml": changed}, "v2")
