@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from bootstrap.errors import OperationFailed, UserError
 from bootstrap.resources import resource
 from sync_agent import source
 from sync_agent.agent import config as agent_config
-from sync_agent.agent import deploykey, localproc, syncobject
+from sync_agent.agent import decryption, deploykey, localproc, syncobject
 from sync_agent.inventory import NAMESPACE
 from sync_agent.kube import ApiError, Kube, ResourceType
 
@@ -176,8 +176,17 @@ def install(t: Target, request: InstallRequest, start: bool = True) -> list[tupl
         results.append(apply(t.kube, doc))
         if doc["kind"] == "CustomResourceDefinition":
             _wait_established(t.kube, doc["metadata"]["name"])
-    results.append(apply(t.kube, sync_object(request)))
+    results.append(apply(t.kube, sync_object(_keep_decryption(t.kube, request))))
     return results
+
+
+def _keep_decryption(kube: Kube, request: InstallRequest) -> InstallRequest:
+    """A re-run without --sops-age-key keeps decrypting with the key stored earlier: the
+    apply would otherwise drop spec.decryption and the next encrypted commit would fail."""
+    stored = decryption.secret_name(request.sync)
+    if request.decryption_secret or kube.get(decryption.SECRET_RT, NAMESPACE, stored) is None:
+        return request
+    return replace(request, decryption_secret=stored)
 
 
 def start_agent(t: Target, request: InstallRequest) -> tuple[Placement, bool]:

@@ -103,11 +103,8 @@ def bootstrap(
     image: agent_commands.Image = agent.DEFAULT_IMAGE,
     timeout: Annotated[str, typer.Option(help="How long to wait for health and the "
                                          "deploy key.")] = "10m",
-    sops_age_key: Annotated[Path | None, typer.Option(
-        "--sops-age-key", help="Age key file that decrypts the repository's SOPS-encrypted "
-                               "files; stored in a Secret so the agent decrypts too.")] = None,
-    rotate: Annotated[bool, typer.Option(
-        "--rotate", help="Replace the age key already stored for this sync.")] = False,
+    sops_age_key: agent_commands.SopsAgeKey = None,
+    rotate: agent_commands.RotateAgeKey = False,
     output: opt.OutputOpt = Output.text,
 ) -> None:
     """Provision a cluster, give it a deploy key, install the agent, restore from Git, wait.

@@ -13,10 +13,10 @@ import pytest
 import yaml
 from kubernetes import client
 
-from bootstrap import agent, sops_key
+from bootstrap import agent, clusters, sops_key
 from bootstrap.errors import UserError
 from sync_agent import inventory, render, source
-from sync_agent.agent import decryption, syncobject
+from sync_agent.agent import decryption, localproc, syncobject
 from sync_agent.agent.lease import LEASE_RT
 from sync_agent.errors import RenderError
 from sync_agent.kube import Kube
@@ -353,6 +353,7 @@ def agent_sync(local_cluster, namespace: str, tmp_path: Path):
         process.kill()
         process.wait(10)
     for rt, obj in ((syncobject.SYNC_RT, name), (LEASE_RT, f"agent-{name}"),
+                    (agent.DEPLOYMENT_RT, f"agent-{name}"),
                     (decryption.SECRET_RT, decryption.secret_name(name))):
         kube.delete(rt, inventory.NAMESPACE, obj)
     inventory.delete(kube, name)
@@ -407,3 +408,32 @@ def test_the_agent_decrypts_with_the_stored_key_and_rotation_replaces_it(
             + json.dumps([e.message for e in events]))
     for value in (PASSWORD, TOKEN, "rotated-value-x", keys_of(key).text.strip()):
         assert value not in seen
+
+
+def test_agent_install_stores_the_key_and_a_rerun_without_it_keeps_decrypting(
+        local_cluster, agent_sync, tmp_path, key, api_client, namespace):
+    """`agent install --sops-age-key` on the local provider: the Secret, the Sync's
+    decryption, the local agent applying the decrypted Secret; re-running install without
+    the option keeps spec.decryption (an apply would otherwise drop it)."""
+    kube, name, _ = agent_sync
+    repo = new_repo(tmp_path / "repo")
+    commit(repo, {"app/secret.yaml": encrypt(SECRET, key.recipient, tmp_path)}, "v1")
+    args = ("agent", "install", "--repo", str(repo), "--path", "app", "--interval", "2s",
+            "--cluster", SESSION_CLUSTER, "--name", name, "-n", namespace)
+    directory = clusters.cluster_dir(SESSION_CLUSTER)
+    try:
+        installed = cli.run_json(*args, "--sops-age-key", str(key.file), check_code=0)
+        assert installed["started"] is True
+        core = client.CoreV1Api(api_client)
+        wait_for(lambda: [s for s in core.list_namespaced_secret(namespace).items
+                          if s.metadata.name == "db"], "the local agent to apply the Secret",
+                 explain=lambda: Path(installed["agent"]["local"]["log"]).read_text())
+        live = core.read_namespaced_secret("db", namespace)
+        assert base64.b64decode(live.data["password"]).decode() == PASSWORD
+        cli.run_json(*args, check_code=0)  # again, without the key
+        spec = syncobject.parse(syncobject.read(kube, inventory.NAMESPACE, name)).spec
+        assert spec.decryption_secret == decryption.secret_name(name)
+        log = Path(installed["agent"]["local"]["log"]).read_text()
+        assert PASSWORD not in log and keys_of(key).text.strip() not in log
+    finally:
+        localproc.stop(directory, name)
