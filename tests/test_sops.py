@@ -7,6 +7,7 @@ import base64
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,17 @@ def test_an_encrypted_json_file_and_a_multi_document_yaml_decrypt(tmp_path, key)
     bodies = {r.name: r.body for r in result.resources}
     assert bodies["j"]["stringData"] == {"password": PASSWORD}
     assert bodies["one"]["data"] == {"k": "v1"} and bodies["two"]["data"] == {"k": "v2"}
+
+
+def test_sops_reads_no_sops_config_around_it(tmp_path, key, monkeypatch):
+    """sops looks for `.sops.yaml` up from its working directory; ours must not be read."""
+    encrypted = encrypt(SECRET, key.recipient, tmp_path)
+    around = tmp_path / "around"
+    (around / "tmp").mkdir(parents=True)
+    (around / ".sops.yaml").write_text("creation_rules: [\n")  # sops cannot load this
+    monkeypatch.setattr(tempfile, "tempdir", str(around / "tmp"))
+    result = rendered(tmp_path, {"secret.yaml": encrypted}, keys_of(key))
+    assert result.resources[0].body["stringData"] == {"password": PASSWORD}
 
 
 # --- render: refusals, each naming the file -------------------------------------------------
