@@ -449,3 +449,17 @@ def test_agent_install_stores_the_key_and_a_rerun_without_it_keeps_decrypting(
         assert PASSWORD not in log and keys_of(key).text.strip() not in log
     finally:
         localproc.stop(directory, name)
+
+
+def test_a_key_file_without_age_identities_is_refused_naming_it(tmp_path, key):
+    repo = new_repo(tmp_path / "repo")
+    commit(repo, {"app/secret.yaml": encrypt(SECRET, key.recipient, tmp_path)}, "v1")
+    bad = tmp_path / "not-a-key.txt"
+    bad.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    result = cli.run("history", "--repo", str(repo), "--path", "app", "--sops-age-key",
+                     str(bad), check_code=2)
+    assert str(bad) in result.stderr and "AGE-SECRET-KEY-1" in result.stderr
+    assert "Traceback" not in result.stderr
+    listed = cli.run("history", "--repo", str(repo), "--path", "app", "--sops-age-key",
+                     str(key.file), "--output", "json", check_code=0)
+    assert "Secret/db" in listed.stdout and PASSWORD not in listed.stdout
