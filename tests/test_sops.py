@@ -463,3 +463,15 @@ def test_a_key_file_without_age_identities_is_refused_naming_it(tmp_path, key):
     listed = cli.run("history", "--repo", str(repo), "--path", "app", "--sops-age-key",
                      str(key.file), "--output", "json", check_code=0)
     assert "Secret/db" in listed.stdout and PASSWORD not in listed.stdout
+
+
+def test_bootstrap_with_a_bad_key_file_changes_nothing(tmp_path, state_root):
+    bad = tmp_path / "not-a-key.txt"
+    bad.write_text("AGE-SECRET-KEY-1 but not really\n")
+    repo = new_repo(tmp_path / "repo")
+    commit(repo, {"app/cm.yaml": m.configmap("a")}, "v1")
+    result = cli.run("bootstrap", "--provider", "local", "--name", "never-made-sops", "--repo",
+                     str(repo), "--path", "app", "--sops-age-key", str(bad), "--yes",
+                     check_code=2)
+    assert str(bad) in result.stderr and "age key file" in result.stderr
+    assert not clusters.cluster_dir("never-made-sops").exists()
