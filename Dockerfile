@@ -19,9 +19,10 @@ RUN python scripts/engine-programs /out
 FROM python:3.11-slim
 
 # git fetches the repository; ssh (openssh-client) carries it, with the deploy key and the
-# pinned known_hosts from the Secret (StrictHostKeyChecking=yes, always).
+# pinned known_hosts from the Secret (StrictHostKeyChecking=yes, always). gpg (with gpgconf)
+# and ssh-keygen verify signed commits for a Sync's spec.verify.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends git openssh-client ca-certificates \
+ && apt-get install -y --no-install-recommends git openssh-client gpg gpgconf ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
 # On PATH, where sync_agent/paths.py finds them (the image has no control-plane cache).

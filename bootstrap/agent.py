@@ -17,6 +17,7 @@ Where the agent runs:
 
 from __future__ import annotations
 
+import base64
 import copy
 import socket
 import time
@@ -29,9 +30,9 @@ import yaml
 from bootstrap import clusters
 from bootstrap.errors import OperationFailed, UserError
 from bootstrap.resources import resource
-from sync_agent import source
+from sync_agent import git_https, signatures, source
 from sync_agent.agent import config as agent_config
-from sync_agent.agent import decryption, deploykey, localproc, syncobject
+from sync_agent.agent import decryption, deploykey, localproc, syncobject, verifykeys
 from sync_agent.inventory import NAMESPACE
 from sync_agent.kube import ApiError, Kube, ResourceType
 
@@ -44,7 +45,7 @@ CRD_RT = ResourceType("apiextensions.k8s.io", "v1", "CustomResourceDefinition",
                       "customresourcedefinitions", namespaced=False)
 DEPLOYMENT_RT = ResourceType("apps", "v1", "Deployment", "deployments", namespaced=True)
 _TYPES = {(rt.api_version, rt.kind): rt for rt in (
-    CRD_RT, DEPLOYMENT_RT, syncobject.SYNC_RT,
+    CRD_RT, DEPLOYMENT_RT, syncobject.SYNC_RT, deploykey.SECRET_RT,
     ResourceType("", "v1", "Namespace", "namespaces", namespaced=False),
     ResourceType("", "v1", "ServiceAccount", "serviceaccounts", namespaced=True),
     ResourceType("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),
@@ -83,8 +84,10 @@ class InstallRequest:
     ignore: tuple[str, ...] = ()
     default_namespace: str = "default"
     deploy_key: str = ""  # deploy-key name (Secret <name>-deploy-key); "" when none is needed
+    ca_file: Path | None = None  # HTTPS: the CA of the Git server, kept in the credentials Secret
     decryption_secret: str = ""  # Secret with the age key for SOPS files; "" when none
     image: str = DEFAULT_IMAGE
+    verify: signatures.Policy | None = None  # spec.verify, its keys in a Secret of their own
 
 
 @dataclass(frozen=True)
@@ -154,11 +157,54 @@ def deployment(request: InstallRequest, replicas: int) -> dict[str, Any]:
 
 
 def sync_object(request: InstallRequest) -> dict[str, Any]:
-    return syncobject.body(request.sync, NAMESPACE, request.repo, request.branch, request.path,
-                           request.interval, request.prune, request.ignore,
-                           request.default_namespace,
-                           deploykey.secret_name(request.deploy_key) if request.deploy_key
-                           else "", request.decryption_secret)
+    """The Sync: its repo without credentials (they go to `credentials_secret`)."""
+    if request.deploy_key:
+        secret = deploykey.secret_name(request.deploy_key)
+    else:
+        secret = credentials_secret_name(request.sync) if _needs_secret(request) else ""
+    return syncobject.body(request.sync, NAMESPACE,
+                           git_https.without_credentials(request.repo), request.branch,
+                           request.path, request.interval, request.prune, request.ignore,
+                           request.default_namespace, secret,
+                           (request.verify.mode, verifykeys.secret_name(request.sync))
+                           if request.verify else None,
+                           request.decryption_secret)
+
+
+def credentials_secret_name(sync: str) -> str:
+    return f"{sync}-git-credentials"
+
+
+def _needs_secret(request: InstallRequest) -> bool:
+    return git_https.without_credentials(request.repo) != request.repo or bool(request.ca_file)
+
+
+def store_credentials(kube: Kube, request: InstallRequest) -> tuple[str, bool] | None:
+    """The username and token of an https://USER:TOKEN@ (or TOKEN@) repo URL, in a Secret
+    beside the Sync (keys `username` and `password`, as the agent reads them, and `ca.crt`
+    with a CA file), so the Sync object, readable by more people than Secrets are, holds the
+    URL without them."""
+    if not _needs_secret(request):
+        return None
+    username, password = git_https.credentials(request.repo, None, None)
+    name = credentials_secret_name(request.sync)
+    data = {deploykey.USERNAME: username or "", deploykey.PASSWORD: password or ""}
+    if request.ca_file:
+        try:
+            data[deploykey.CA] = Path(request.ca_file).read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"--ca-file {request.ca_file}: cannot read it ({e})") from None
+    body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name, "namespace": NAMESPACE,
+                         "labels": {"app.kubernetes.io/managed-by": "gitops-restore"}},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+    try:
+        before = kube.get(deploykey.SECRET_RT, NAMESPACE, name)
+        kube.apply(deploykey.SECRET_RT, body)
+    except ApiError as e:  # the server's message may quote the request: status and reason only
+        raise OperationFailed(f"Secret {NAMESPACE}/{name}: cannot store the Git credentials: "
+                              f"HTTP {e.status} {e.reason or 'error'}") from None
+    return f"Secret/{NAMESPACE}/{name}", (before or {}).get("data") != body["data"]
 
 
 def install(t: Target, request: InstallRequest, start: bool = True) -> list[tuple[str, bool]]:
@@ -176,6 +222,11 @@ def install(t: Target, request: InstallRequest, start: bool = True) -> list[tupl
         results.append(apply(t.kube, doc))
         if doc["kind"] == "CustomResourceDefinition":
             _wait_established(t.kube, doc["metadata"]["name"])
+    stored = store_credentials(t.kube, request)
+    results += [stored] if stored else []
+    if request.verify:  # the keys before the Sync that names them
+        results.append(apply(t.kube, verifykeys.secret_body(request.sync, NAMESPACE,
+                                                            request.verify.keys)))
     results.append(apply(t.kube, sync_object(_keep_decryption(t.kube, request))))
     return results
 
@@ -215,8 +266,16 @@ def apply(kube: Kube, doc: dict[str, Any]) -> tuple[str, bool]:
                               content_type="application/apply-patch+yaml")
     except ApiError as e:
         raise OperationFailed(f"{label}: cannot apply it: {e}") from e
-    version = (before or {}).get("metadata", {}).get("resourceVersion")
-    return label, version != stored["metadata"].get("resourceVersion")
+    return label, before is None or _settled(before) != _settled(stored)
+
+
+def _settled(body: dict[str, Any]) -> dict[str, Any]:
+    """What an apply can change: not the status or bookkeeping that others (the agent's
+    status writes, controllers) move between our read and our write, which would otherwise
+    make an unchanged object read as configured."""
+    meta = {k: v for k, v in body.get("metadata", {}).items()
+            if k not in ("resourceVersion", "managedFields", "generation")}
+    return {**{k: v for k, v in body.items() if k != "status"}, "metadata": meta}
 
 
 def _wait_established(kube: Kube, name: str, timeout: float = 60) -> None:

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from bootstrap import agent, sops_key
+from bootstrap import agent, sops_key, sync_lookup
 from bootstrap import sync_options as opt
 from bootstrap.errors import UserError
 from bootstrap.output import Output, emit_json, exits_cleanly, stderr, stdout
@@ -56,7 +56,7 @@ def needs_key(repo: str) -> bool:
 def default_key_name(name: str | None, repo: str) -> str:
     """The deploy key a Sync reads with: as `deploy-key create` names it by default (one key
     per repository); "" for repositories that need none."""
-    return opt.sync_name(name, repo, "") if needs_key(repo) else ""
+    return opt.key_name(name, repo) if needs_key(repo) else ""
 
 
 def check_interval(text: str) -> str:
@@ -73,27 +73,35 @@ def install(repo: opt.Repo, branch: Branch = "main", path: opt.PathOpt = "",
             interval: Interval = "1m", ignore: opt.Ignore = None,
             image: Image = agent.DEFAULT_IMAGE, name: opt.SyncName = None,
             namespace: opt.Namespace = "default", deploy_key: DeployKey = None,
-            no_prune: NoPrune = False, kubeconfig: opt.Kubeconfig = None,
+            no_prune: NoPrune = False, ca_file: opt.CaFile = None,
+            kubeconfig: opt.Kubeconfig = None,
             context: opt.Context = None, cluster: opt.ClusterName = None,
-            output: opt.OutputOpt = Output.text, sops_age_key: SopsAgeKey = None,
+            output: opt.OutputOpt = Output.text, verify_signatures: opt.VerifySignatures = None,
+            allowed_signers: opt.AllowedSigners = None,
+            trusted_keys: opt.TrustedKeys = None, sops_age_key: SopsAgeKey = None,
             rotate: RotateAgeKey = False) -> None:
     """Install the agent and its Sync object, and start it (idempotent).
 
     Applies Namespace gitops-restore-system, the Sync CRD, ServiceAccount and RBAC, the
-    Deployment agent-<sync> and the Sync. On the local provider the Deployment is kept at 0
-    replicas and the agent runs as a local process instead (pods there run nothing).
+    Deployment agent-<sync> and the Sync. HTTPS credentials in --repo (https://USER:TOKEN@…)
+    and --ca-file go to the Secret <sync>-git-credentials, never into the Sync. On the local
+    provider the Deployment is kept at 0 replicas and the agent runs as a local process
+    instead (pods there run nothing).
 
     Example: gitops-restore agent install --cluster demo --repo ssh://git@git.example/fleet.git
     --branch main --path clusters/demo --interval 1m
     """
-    sync = opt.sync_name(name, repo, path)
+    if ca_file and not ca_file.is_file():
+        raise UserError(f"--ca-file {ca_file}: no such file (nothing was changed)")
+    verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
+    age_keys = opt.age_keys(sops_age_key)  # a bad key file: change nothing
+    t = agent.target(kubeconfig, context, cluster)
+    sync = sync_lookup.continued_name(t.kube, opt.sync_name(name, repo, path), repo, path)
     request = agent.InstallRequest(
         sync=sync, repo=repo, branch=branch, path=path, interval=check_interval(interval),
         prune=not no_prune, ignore=tuple(ignore or ()), default_namespace=namespace,
-        deploy_key=default_key_name(deploy_key, repo), image=image,
-        decryption_secret=decryption.secret_name(sync) if sops_age_key else "")
-    age_keys = opt.age_keys(sops_age_key)  # a bad key file: change nothing
-    t = agent.target(kubeconfig, context, cluster)
+        deploy_key=default_key_name(deploy_key, repo), image=image, ca_file=ca_file,
+        verify=verify, decryption_secret=decryption.secret_name(sync) if sops_age_key else "")
     if age_keys is not None:
         sops_key.store(t.kube, sync, age_keys, rotate)
     results = agent.install(t, request)

@@ -29,14 +29,14 @@ from typing import Annotated
 
 import typer
 
-from bootstrap import agent, agent_commands, sops_key
+from bootstrap import agent, agent_commands, clusters, sops_key
 from bootstrap import deploy_key as dk
 from bootstrap import provision as provisioning
 from bootstrap import sync_options as opt
 from bootstrap.errors import OperationFailed, UserError
 from bootstrap.output import Output, emit_json, exits_cleanly, progress_printer, stderr, stdout
 from bootstrap.progress import PhaseProgress
-from sync_agent import engine, sops
+from sync_agent import engine, sops, source
 from sync_agent.agent import decryption, syncobject
 from sync_agent.apply import ApplyError
 from sync_agent.render_options import RenderOptions
@@ -59,6 +59,7 @@ class Run:
     phases: list[Phase] = field(default_factory=list)
     report: engine.Report | None = None
     where: agent.Placement | None = None
+    cluster: clusters.ClusterRecord | None = None
 
     def timed(self, name: str, step) -> object:
         """Run `step()` -> (value, changed, note) and record it as a phase."""
@@ -103,9 +104,11 @@ def bootstrap(
     image: agent_commands.Image = agent.DEFAULT_IMAGE,
     timeout: Annotated[str, typer.Option(help="How long to wait for health and the "
                                          "deploy key.")] = "10m",
+    lock_timeout: opt.LockTimeout = "2m",
     sops_age_key: agent_commands.SopsAgeKey = None,
     rotate: agent_commands.RotateAgeKey = False,
-    output: opt.OutputOpt = Output.text,
+    output: opt.OutputOpt = Output.text, verify_signatures: opt.VerifySignatures = None,
+    allowed_signers: opt.AllowedSigners = None, trusted_keys: opt.TrustedKeys = None,
 ) -> None:
     """Provision a cluster, give it a deploy key, install the agent, restore from Git, wait.
 
@@ -120,14 +123,18 @@ def bootstrap(
         sync=sync_name, repo=repo, branch=branch, path=path,
         interval=agent_commands.check_interval(interval), ignore=tuple(ignore or ()),
         default_namespace=namespace, deploy_key=agent_commands.default_key_name(None, repo),
-        image=image, decryption_secret=decryption.secret_name(sync_name) if sops_age_key else "")
+        image=image, verify=opt.signature_policy(verify_signatures, allowed_signers,
+                                                 trusted_keys),
+        decryption_secret=decryption.secret_name(sync_name) if sops_age_key else "")
     age_keys = opt.age_keys(sops_age_key)  # a bad key file: change nothing
     wait = opt.parse_duration(timeout)
-    if request.deploy_key and (known_hosts or accept_host_key):
-        dk.pin_host_key(repo, known_hosts, accept_host_key)  # a wrong host key: change nothing
+    accept_host_key = _check_inputs(provider, name, nodes, kubeconfig, request,
+                                    private_key_file, known_hosts, accept_host_key, yes)
+    waits = (wait, opt.parse_duration(lock_timeout, "--lock-timeout"))
     run = Run()
     provisioned = run.timed("provision", lambda: _provision(provider, name, nodes,
                                                             kubeconfig, context))
+    run.cluster = provisioned.record
     t = agent.target(None, None, provisioned.record.name)
     key = run.timed("deploy-key", lambda: _deploy_key(
         t, request, private_key_file, known_hosts, accept_host_key, yes, wait))
@@ -135,11 +142,34 @@ def bootstrap(
         run.timed("sops-age-key", lambda: (None, *sops_key.store(t.kube, sync_name, age_keys,
                                                                  rotate)))
     run.timed("agent-install", lambda: _install(t, request))
-    run.report = run.timed("restore", lambda: _restore(t, request, key, wait, output,
+    run.report = run.timed("restore", lambda: _restore(t, request, key, waits, output,
                                                        age_keys))
     run.where = run.timed("agent-start", lambda: _start(t, request))
     run.timed("agent-ready", lambda: _agent_ready(t, sync_name, run.report, wait))
     _summary(run, name, sync_name, output)
+
+
+def _check_inputs(provider: str, name: str, nodes: int, kubeconfig: str | None,
+                  request: agent.InstallRequest, private_key_file: Path | None,
+                  known_hosts: Path | None, accept_host_key: str | None, yes: bool
+                  ) -> str | None:
+    """Refuse bad input before anything is made. Returns the host key fingerprint to pin
+    (the one given, or the one the user confirmed now), so no later phase asks again."""
+    provisioning.check_request(provider, name, nodes, kubeconfig)
+    if not request.deploy_key:
+        return accept_host_key
+    dk.parse_ssh_url(request.repo)
+    if private_key_file is not None:
+        dk.load_key_file(request.deploy_key, private_key_file)  # unreadable or no key: exit 2
+    if known_hosts or accept_host_key:
+        dk.pin_host_key(request.repo, known_hosts, accept_host_key)  # a wrong one: exit 2
+        return accept_host_key
+    if provisioning.is_recorded(name):
+        return None  # the cluster may already hold the deploy key: it is reused, unasked
+    # A new cluster needs the host key pinned: with --yes nobody can confirm it, so the
+    # error names the fingerprint to pass; else the user confirms it now, not after minutes.
+    pinned = dk.pin_host_key(request.repo, None, None, None if yes else _confirm_host_key)
+    return dk.host_fingerprints(pinned)[0]
 
 
 def _provision(provider: str, name: str, nodes: int, kubeconfig: str | None,
@@ -154,7 +184,7 @@ def _deploy_key(t: agent.Target, request: agent.InstallRequest, private_key_file
                 known_hosts: Path | None, accept_host_key: str | None, yes: bool,
                 wait: float):
     if not request.deploy_key:
-        return None, False, f"not needed for {request.repo}"
+        return None, False, f"not needed for {source.redact(request.repo)}"
     secret = dk.secret_name(request.deploy_key)
     existing = None if agent.deploykey_missing(t.kube, request.deploy_key) else \
         dk.load_deploy_key(t.kube, request.deploy_key)
@@ -193,18 +223,19 @@ def _install(t: agent.Target, request: agent.InstallRequest):
 
 
 def _restore(t: agent.Target, request: agent.InstallRequest, key: dk.DeployKey | None,
-             wait: float, output: Output, age_keys: sops.AgeKeys | None = None):
+             waits: tuple[float, float], output: Output, age_keys: sops.AgeKeys | None = None):
     obj = agent.read_sync(t.kube, request.sync)
     if obj is None:
         raise OperationFailed(f"Sync {agent.NAMESPACE}/{request.sync}: missing after install")
     if obj.spec.suspend:
         return None, False, "skipped: the Sync is suspended (gitops-restore agent resume)"
     options = engine.SyncOptions(sync_name=request.sync, namespace=request.default_namespace,
-                                 prune=obj.spec.prune, wait=True, timeout=wait)
+                                 prune=obj.spec.prune, wait=True, timeout=waits[0],
+                                 lock_timeout=waits[1])
 
     def restore(auth) -> engine.Report:
         spec = engine.SourceSpec(repo=request.repo, ref=obj.spec.target, path=request.path,
-                                 ignore=request.ignore, auth=auth,
+                                 ignore=request.ignore, auth=auth, verify=request.verify,
                                  render=RenderOptions(sops_keys=age_keys))
         with PhaseProgress(enabled=output is Output.text) as progress:
             return engine.restore(t.kube, spec, options, progress.emit)
@@ -221,10 +252,14 @@ def _restore(t: agent.Target, request: agent.InstallRequest, key: dk.DeployKey |
     if report.unhealthy:
         raise OperationFailed("not healthy within the timeout:\n" + "\n".join(
             f"  {h.ref}: {h.reason}" for h in report.unhealthy))
+    for health in report.warnings:
+        stderr.print(f"warning: {health}", markup=False)
     counts = ", ".join(f"{n} {a}" for a, n in report.changes.count().items() if n)
     pinned = f" (pinned: {obj.spec.revision})" if obj.spec.revision else ""
+    signed = f"; {report.signatures[0]}" if report.signatures else ""
     return report, report.changes.changed, (f"{obj.spec.target}{pinned} -> "
-                                            f"{report.revision.sha[:12]}: {counts or 'empty'}")
+                                            f"{report.revision.sha[:12]}: {counts or 'empty'}"
+                                            f"{signed}")
 
 
 def _start(t: agent.Target, request: agent.InstallRequest):
@@ -257,7 +292,10 @@ def _agent_ready(t: agent.Target, sync: str, report: engine.Report | None, wait:
 def _summary(run: Run, cluster: str, sync: str, output: Output) -> None:
     report, total = run.report, sum(p.seconds for p in run.phases)
     if output is Output.json:
-        emit_json({"cluster": cluster, "sync": sync, "changed": run.changed,
+        record = run.cluster.to_json() if run.cluster else {}
+        emit_json({"cluster": cluster, "kubeconfig": record.get("kubeconfig"),
+                   "context": record.get("context"), "provider": record.get("provider"),
+                   "sync": sync, "changed": run.changed,
                    "sha": report.revision.sha if report else None,
                    "counts": report.changes.count() if report else None,
                    "phases": [{"phase": p.name, "seconds": round(p.seconds, 3),
@@ -270,6 +308,8 @@ def _summary(run: Run, cluster: str, sync: str, output: Output) -> None:
     for p in run.phases:
         stdout.print(f"  {p.name:<14} {p.seconds:7.2f}s  {p.note}", markup=False)
     stdout.print(f"[bold]recovery time {total:.2f}s[/bold]")
+    if run.cluster:
+        stdout.print(f"kubeconfig: {run.cluster.kubeconfig}", markup=False)
     if not run.changed:
         stdout.print(f"cluster {cluster} already matches Git and its agent is running: "
                      "nothing changed")

@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from bootstrap import deploy_key_forge as forges
 from bootstrap.errors import OperationFailed, UserError
-from sync_agent import source
+from sync_agent import git_process, source
 from sync_agent.kube import ApiError, Kube, ResourceType
 
 AGENT_NAMESPACE = "gitops-restore-system"
@@ -104,6 +105,7 @@ class DeployKeyResult:
     host_fingerprints: tuple[str, ...]
     replaced: bool  # an existing Secret held another key
     registration: forges.Registration | None = None
+    stored: bool = True  # False: the Secret already held exactly this key and host keys
 
     def to_json(self) -> dict:
         """Everything about the key but the private key itself."""
@@ -112,7 +114,7 @@ class DeployKeyResult:
                 "public_key": self.key.public_key, "fingerprint": self.key.fingerprint,
                 "host_fingerprint": self.host_fingerprints[0] if self.host_fingerprints else None,
                 "host_fingerprints": list(self.host_fingerprints), "replaced": self.replaced,
-                "registered": registered}
+                "stored": self.stored, "registered": registered}
 
 
 def secret_name(name: str) -> str:
@@ -179,7 +181,7 @@ def load_key_file(name: str, path: Path) -> DeployKey:
             private = serialization.load_pem_private_key(identity, password=None)
         public = private.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                                    serialization.PublicFormat.OpenSSH).decode()
-    except (ValueError, TypeError, AttributeError, serialization.UnsupportedAlgorithm):
+    except (ValueError, TypeError, AttributeError, UnsupportedAlgorithm):
         # The library's message is dropped on purpose: nothing about the key's bytes may leak.
         raise UserError(f"--private-key-file {path}: not an unencrypted SSH private key "
                         "(ed25519, ECDSA or RSA; remove a passphrase with ssh-keygen -p)"
@@ -278,18 +280,21 @@ def create_deploy_key(kube: Kube, request: DeployKeyRequest, confirm: Confirm | 
     if keys is not None:
         registration, stale = forges.register(keys, key_title(request.name), key.public_key,
                                               request.rotate, log)
-    try:
-        _store(kube, key, request.repo)
-    except OperationFailed as e:
-        if keys is None or registration is None or not registration.created:
-            raise
-        raise OperationFailed(f"{e}. The new key (id {registration.key_id}) is already "
-                              f"registered on {keys.forge.label}; rerun with --rotate") from None
-    log(f"stored in Secret {AGENT_NAMESPACE}/{secret}")
+    if not same:  # the same key and host keys again: the Secret already says it all
+        try:
+            _store(kube, key, request.repo)
+        except OperationFailed as e:
+            if keys is None or registration is None or not registration.created:
+                raise
+            raise OperationFailed(f"{e}. The new key (id {registration.key_id}) is already "
+                                  f"registered on {keys.forge.label}; rerun with --rotate"
+                                  ) from None
+        log(f"stored in Secret {AGENT_NAMESPACE}/{secret}")
     if keys is not None and registration is not None:
         registration = forges.remove_old(keys, registration, stale, log)
     return DeployKeyResult(key, f"{AGENT_NAMESPACE}/{secret}", host_fingerprints(known_hosts),
-                           replaced=existing is not None and not same, registration=registration)
+                           replaced=existing is not None and not same, registration=registration,
+                           stored=not same)
 
 
 def load_deploy_key(kube: Kube, name: str) -> DeployKey:
@@ -310,11 +315,10 @@ def wait_until_accepted(url: str, key: DeployKey, timeout: float = 600, interval
     """
     deadline = time.monotonic() + timeout
     with key.git_auth() as auth:
-        env = {**os.environ, "GIT_SSH_COMMAND": source.ssh_command(auth),
-               "GIT_TERMINAL_PROMPT": "0"}
+        env = {"GIT_SSH_COMMAND": source.ssh_command(auth), "GIT_TERMINAL_PROMPT": "0"}
         while True:
-            done = subprocess.run(["git", "ls-remote", "--", url, "HEAD"], env=env,
-                                  capture_output=True, text=True, stdin=subprocess.DEVNULL)
+            done = git_process.run(["ls-remote", "--", url, "HEAD"], env, source.redact(url),
+                                   "read HEAD of")
             if done.returncode == 0:
                 return
             reason = ssh_failure(done.stderr)

@@ -71,7 +71,7 @@ def create(repo: SshRepo, name: KeyName = None, known_hosts: KnownHostsFile = No
     if known_hosts and accept_host_key:
         raise UserError("give either --known-hosts or --accept-host-key, not both")
     request = dk.DeployKeyRequest(
-        repo=repo, name=opt.sync_name(name, repo, ""), known_hosts_file=known_hosts,
+        repo=repo, name=opt.key_name(name, repo), known_hosts_file=known_hosts,
         accept_host_key=accept_host_key, private_key_file=private_key_file, rotate=rotate,
         forge=_forge(github, gitlab, token_env, api_url))
     confirm = _ask if sys.stdin.isatty() and not (known_hosts or accept_host_key) else None
@@ -84,7 +84,8 @@ def create(repo: SshRepo, name: KeyName = None, known_hosts: KnownHostsFile = No
         emit_json(result.to_json())
         return
     stdout.print(result.key.public_key, markup=False)
-    stderr.print(f"deploy key {result.key.fingerprint} stored in Secret {result.secret}"
+    stored = "stored in" if result.stored else "already in"
+    stderr.print(f"deploy key {result.key.fingerprint} {stored} Secret {result.secret}"
                  f"{' (replacing the previous key)' if result.replaced else ''}; "
                  f"host key pinned: {', '.join(result.host_fingerprints)}", markup=False)
     if result.registration is None and private_key_file is None:

@@ -7,8 +7,9 @@ after the Secret holds the new key, `delete` the old ones. The new key is thus a
 the old one goes away, and a failure before the Secret is written leaves the old key working.
 
 Plain urllib (no new dependency). The token is sent only over HTTPS (or plain HTTP to a
-loopback address, for tests), never follows a redirect to another host, and never appears in
-a message.
+loopback address, for tests), follows a redirect only for a read and only to the same scheme,
+host and port (anything else stops with an error, the token unsent), and never appears in a
+message.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import ipaddress
 import json
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from bootstrap.errors import OperationFailed, UserError
+from sync_agent import redaction
 
 DEFAULT_API = {"github": "https://api.github.com", "gitlab": "https://gitlab.com"}
 _HINTS = {
@@ -128,8 +131,9 @@ class ForgeKeys:
 
     def _call(self, method: str, path: str, body: Any = None) -> tuple[Any, Any]:
         url = path if "://" in path else self.base + path
-        if urlsplit(url).netloc != urlsplit(self.base).netloc:
-            raise UserError(f"{self.forge.label}: the API pointed to another host; stopped")
+        if _origin(url) != _origin(self.base):
+            raise UserError(f"{self.forge.label}: the API pointed to another host or scheme; "
+                            "stopped (the token was not sent there)")
         data = None if body is None else json.dumps(body).encode()
         headers = {**self.headers, "User-Agent": "gitops-restore"}
         if data is not None:
@@ -140,6 +144,8 @@ class ForgeKeys:
             with self._opener.open(request, timeout=30) as response:
                 raw = response.read()
                 return (json.loads(raw) if raw.strip() else None), response.headers
+        except UserError as e:
+            raise UserError(f"{self.forge.label}: {e}") from None
         except urllib.error.HTTPError as e:
             detail = self._scrub(_error_detail(e))
             hint = _HINTS.get(e.code, "")
@@ -183,12 +189,32 @@ def remove_old(keys: ForgeKeys, registration: Registration, stale: list[int],
 
 
 class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow a redirect (a renamed repository) only on the same host: the token goes along."""
+    """Follow a redirect (a renamed repository) only for a read and only to the same origin
+    (scheme, host and port), since the token goes along. Anything else stops before a byte is
+    sent there: another host, plain http after https, a POST or DELETE that urllib would
+    silently turn into a GET."""
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
-        if urlsplit(newurl).netloc != urlsplit(req.full_url).netloc:
-            return None
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+        target = urllib.parse.urljoin(req.full_url, newurl)
+        where = _origin(target)
+        if where != _origin(req.full_url) or req.get_method() not in ("GET", "HEAD"):
+            shown = f"{where[0]}://{where[1]}:{where[2]}{urlsplit(target).path}"
+            raise UserError(f"{req.get_method()} {urlsplit(req.full_url).path}: the API "
+                            f"redirected (HTTP {code}) to {redaction.redact(shown)}; the token "
+                            "was not sent there. Give the API's own address with --api-url "
+                            "(https://, the host that serves it)")
+        return super().redirect_request(req, fp, code, msg, headers, target)
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of a URL, the port filled in from the scheme."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = 443 if parts.scheme == "https" else 80
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port or default
 
 
 def _check_transport(base: str) -> None:

@@ -12,6 +12,13 @@ the recovery to prove, and every failure is reported. Nothing runs on a cluster 
 be provisioned, and teardown always runs. The restores wait until the workloads are healthy,
 so their time is the recovery time; provision, the verifies and teardown are the drill's own
 overhead, reported apart. Called by `drill_commands`; `drill_reports` writes the result.
+
+The restores run with the safety flags given, as the real rollback would (--force,
+--allow-mass-prune, --prune-data): nothing is allowed behind the operator's back. Each
+recovery phase records the flags its plan needed, given or not, so the report says with which
+flags the real procedure works. The verifies use the options that decide what a revision means
+(--create-namespaces, --prune-data), so what restore keeps by its own rules is `kept`, not
+drift.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from bootstrap import binaries, clusters
 from bootstrap import provision as provisioning
 from bootstrap.errors import UserError
 from bootstrap.resources import resource
-from sync_agent import engine, events, rollback_target
+from sync_agent import engine, events, rollback_target, signatures
 from sync_agent.changes import Action, ChangeSet
 from sync_agent.errors import SyncError
 from sync_agent.kube import Kube
@@ -41,13 +48,14 @@ from sync_agent.rollback_target import Target
 PHASES = ("provision", "restore-from", "verify-from", "rollback-to", "verify-to",
           "roll-forward", "verify-forward", "teardown")
 RESTORES = frozenset({"restore-from", "rollback-to", "roll-forward"})  # the recovery time
-PROVISIONED = frozenset({"local", "kind"})  # providers whose clusters the drill makes
 
 # What each action means after a restore, and in a verify (CREATE = missing, and so on).
 DONE = {Action.CREATE: "created", Action.UPDATE: "configured", Action.RECREATE: "recreated",
         Action.UNCHANGED: "unchanged", Action.DELETE: "deleted", Action.KEEP: "kept"}
 FOUND = {Action.CREATE: "missing", Action.UPDATE: "drifted", Action.RECREATE: "drifted",
-         Action.UNCHANGED: "in sync", Action.DELETE: "extra", Action.KEEP: "extra"}
+         Action.UNCHANGED: "in sync", Action.DELETE: "extra", Action.KEEP: "kept"}
+# The flags a restore may need beyond the revision, as `rollback` takes them.
+SAFETY_FLAGS = ("--force", "--allow-mass-prune", "--prune-data")
 _COUNT_ORDER = ("created", "configured", "recreated", "deleted", "kept", "missing", "drifted",
                 "extra", "in sync", "unchanged", "unhealthy")
 _OBJECT_FIRST = re.compile(r"^([A-Z][A-Za-z0-9]*(?:\.[a-z0-9.-]+)?/[^\s:,]+):\s*(.*)$", re.S)
@@ -69,7 +77,13 @@ class DrillSpec:
     to_ref: str | None  # None: the previous commit that changed the declared state
     to_path: str | None  # the path at --to, when the directory moved; None: --path
     cluster: ClusterRequest
-    sync: engine.SyncOptions  # sync name, namespace, create_namespaces, timeout, workers...
+    sync: engine.SyncOptions  # sync name, namespace, create_namespaces, safety flags, ...
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The safety flags given, as the command line spells them."""
+        given = (self.sync.force, self.sync.allow_mass_prune, self.sync.prune_data)
+        return tuple(flag for flag, on in zip(SAFETY_FLAGS, given, strict=True) if on)
 
 
 @dataclass(frozen=True)
@@ -81,6 +95,8 @@ class DrillPlan:
     to_target: Target
     cluster_name: str
     prepare_seconds: float
+    # "from"/"to": the verified signatures (--verify-signatures), checked before provisioning
+    signed: dict[str, tuple[signatures.Signed, ...]] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -95,6 +111,18 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class Need:
+    """A safety flag a restore's plan needed: given (it passed) or not (the phase failed)."""
+
+    flag: str
+    reason: str
+    given: bool
+
+    def __str__(self) -> str:
+        return f"{self.flag} ({'given' if self.given else 'NOT given'}): {self.reason}"
+
+
+@dataclass(frozen=True)
 class PhaseResult:
     name: str  # one of PHASES
     status: str = "passed"  # passed, failed or skipped
@@ -105,6 +133,7 @@ class PhaseResult:
     changes: tuple[tuple[str, str], ...] = ()  # (object, outcome) other than unchanged
     failures: tuple[Failure, ...] = ()
     note: str = ""
+    needs: tuple[Need, ...] = ()  # recovery phases: the safety flags the plan needed
 
     @property
     def recovery(self) -> bool:
@@ -146,6 +175,12 @@ class DrillResult:
     @property
     def failures(self) -> list[tuple[str, Failure]]:
         return [(p.name, f) for p in self.phases for f in p.failures]
+
+    @property
+    def needed(self) -> tuple[str, ...]:
+        """The safety flags any recovery phase needed: the real procedure needs them too."""
+        found = {n.flag for p in self.phases for n in p.needs}
+        return tuple(flag for flag in SAFETY_FLAGS if flag in found)
 
 
 @dataclass(frozen=True)
@@ -191,7 +226,24 @@ def prepare(spec: DrillSpec) -> DrillPlan:
                         "an existing cluster with --provider existing --kubeconfig PATH")
     from_target, to_target = rollback_target.resolve_targets(spec.source, spec.to_ref,
                                                              spec.to_path)
-    return DrillPlan(spec, from_target, to_target, name, time.monotonic() - started)
+    signed = _verify_signatures(spec, from_target, to_target)
+    if signed:  # verified by the refs asked for; the restores then pin bare SHAs
+        spec = dataclasses.replace(spec, source=dataclasses.replace(spec.source, verify=None))
+    return DrillPlan(spec, from_target, to_target, name, time.monotonic() - started, signed)
+
+
+def _verify_signatures(spec: DrillSpec, frm: Target, to: Target
+                       ) -> dict[str, tuple[signatures.Signed, ...]]:
+    """Both targets, each as `head` would (a drill's cluster starts empty, so a chain is the
+    target alone); a refusal is bad input: exit 2 before anything is provisioned."""
+    policy = spec.source.verify
+    if policy is None:
+        return {}
+    repo, _ = engine.fetch(spec.source)
+    asked = {"from": spec.source.ref, "to": spec.to_ref}
+    return {label: tuple(signatures.verify(str(repo.git_dir), target.revision.sha, policy,
+                                           ref=asked[label]))
+            for label, target in (("from", frm), ("to", to))}
 
 
 def run(plan: DrillPlan, emit: Sink = events.ignore) -> DrillResult:
@@ -244,13 +296,22 @@ class _Drill:
         try:
             result = action()
         except (SyncError, UserError) as e:
-            result = PhaseResult(name, failures=error_failures(e))
+            needs = self._needs(getattr(e, "needs", {}))
+            missing = [n.flag for n in needs if not n.given]
+            note = (f"the plan needs {', '.join(missing)}, which the drill was not given; the "
+                    "real rollback needs it too: drill it with the same flags" if missing else "")
+            result = PhaseResult(name, failures=error_failures(e), needs=needs, note=note)
         status = "failed" if result.failures else result.status
         result = dataclasses.replace(result, name=name, status=status,
                                      seconds=time.monotonic() - started)
         self.phases.append(result)
         self.emit(DrillPhaseFinished(result))
         return result
+
+    def _needs(self, needs: dict[str, str]) -> tuple[Need, ...]:
+        given = self.plan.spec.flags
+        return tuple(Need(flag, needs[flag], flag in given) for flag in SAFETY_FLAGS
+                     if flag in needs)
 
     def _cluster_detail(self) -> str:
         return f"{self.plan.cluster_name} ({self.request.provider})"
@@ -264,17 +325,18 @@ class _Drill:
         return PhaseResult("provision", note=self.request.provider)
 
     def _sync(self, kube: Kube, target: Target, label: str, verify: bool) -> PhaseResult:
-        base = self.plan.spec.sync
+        # Once its first restore made the inventory its own, the drill's sync moves between
+        # the two targets' paths (a directory moved between them): that is no other source.
+        base = dataclasses.replace(self.plan.spec.sync, take_over=any(
+            p.name == "restore-from" and p.status == "passed" for p in self.phases))
         spec = target.spec(self.plan.spec.source)
         if verify:
             options = dataclasses.replace(base, wait=True, prune=False, plan_only=False)
             report = engine.verify(kube, spec, options, self.emit)
             words, failing = FOUND, (Action.CREATE, Action.UPDATE, Action.RECREATE,
-                                     Action.DELETE, Action.KEEP)
+                                     Action.DELETE)
         else:
-            options = dataclasses.replace(
-                base, wait=True, prune=True, allow_mass_prune=True, plan_only=False,
-                prune_data=base.prune_data or self.request.provider in PROVISIONED)
+            options = dataclasses.replace(base, wait=True, prune=True, plan_only=False)
             report = engine.restore(kube, spec, options, self.emit)
             words, failing = DONE, ()
         failures = [Failure(str(c.ref), words[c.action], c.detail or words[c.action])
@@ -286,7 +348,7 @@ class _Drill:
                            changes=tuple((str(c.ref), words[c.action])
                                          for c in report.changes.changes
                                          if c.action is not Action.UNCHANGED),
-                           failures=tuple(failures))
+                           failures=tuple(failures), needs=self._needs(report.needs))
 
     def _teardown(self) -> None:
         if self.record is None:

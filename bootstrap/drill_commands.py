@@ -49,8 +49,15 @@ Keep = Annotated[bool, typer.Option(
 Timeout = Annotated[str, typer.Option(
     "--timeout", help="How long each restore and verify waits for health, e.g. 90s, 5m.")]
 PruneData = Annotated[bool, typer.Option(
-    "--prune-data", help="For --provider existing: let rollbacks delete PVCs, PVs and "
-                         "Namespaces (always on in clusters the drill provisions).")]
+    "--prune-data", help="As for rollback: let the restores delete PVCs, PVs and Namespaces "
+                         "the revision dropped (else they are kept, and verify lists them "
+                         "as kept).")]
+Force = Annotated[bool, typer.Option(
+    "--force", help="As for rollback: delete and recreate objects whose immutable fields "
+                    "changed between the revisions.")]
+MassPrune = Annotated[bool, typer.Option(
+    "--allow-mass-prune", help="As for rollback: allow a prune of more than half the owned "
+                               "objects.")]
 CreateNamespaces = Annotated[bool, typer.Option(
     "--create-namespaces", help="Create namespaces the revision uses but does not declare.")]
 Junit = Annotated[Path | None, typer.Option(
@@ -67,22 +74,29 @@ def drill_command(
         to_path: ToPath = None, ignore: opt.Ignore = None, provider: Provider = "local",
         cluster_name: ClusterName = None, nodes: Nodes = 1, kubeconfig: Kubeconfig = None,
         context: Context = None, keep: Keep = False, timeout: Timeout = "5m",
-        prune_data: PruneData = False, create_namespaces: CreateNamespaces = False,
+        prune_data: PruneData = False, force: Force = False,
+        allow_mass_prune: MassPrune = False, create_namespaces: CreateNamespaces = False,
         name: opt.SyncName = None, namespace: opt.Namespace = "default",
         ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
         ca_file: opt.CaFile = None, workers: opt.Workers = DEFAULT_WORKERS, junit: Junit = None,
         report: ReportFile = None, summary: Summary = None,
+        lock_timeout: opt.LockTimeout = "2m",
         output: opt.OutputOpt = Output.text, allow_remote_bases: opt.AllowRemoteBases = False,
         max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
         max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
+        verify_signatures: opt.VerifySignatures = None,
+        allowed_signers: opt.AllowedSigners = None,
+        trusted_keys: opt.TrustedKeys = None,
         sops_age_key: opt.SopsAgeKey = None) -> None:
     """Rehearse a recovery in a throwaway cluster: restore, roll back, roll forward, verify.
 
     Provisions a cluster, restores --from, rolls back to --to, rolls forward to --from,
     verifying each against Git (every object with its declared fields, nothing extra,
     workloads healthy), then tears the cluster down. Every phase is timed; the restores'
-    times are the recovery time. Exit 1 if a phase fails, 2 on bad input (before anything is
-    provisioned).
+    times are the recovery time. The restores take rollback's safety flags (--force,
+    --allow-mass-prune, --prune-data) and the report records which ones each needed: the
+    real rollback needs the same. Exit 1 if a phase fails, 2 on bad input (before anything
+    is provisioned).
 
     Example: gitops-restore drill --repo ./fleet --path apps --junit drill.xml
     --report drill.json --summary drill.md
@@ -90,13 +104,17 @@ def drill_command(
     spec = drill.DrillSpec(
         source=opt.source_spec(repo, from_ref, None, path, ignore, ssh_key, known_hosts, ca_file,
                                opt.render_options(allow_remote_bases, max_file_size,
-                                                  max_yaml_nodes, sops_age_key)),
+                                                  max_yaml_nodes, sops_age_key),
+                               opt.signature_policy(verify_signatures, allowed_signers,
+                                                    trusted_keys)),
         to_ref=to_ref, to_path=to_path,
         cluster=drill.ClusterRequest(provider, cluster_name or "", nodes, kubeconfig, context,
                                      keep),
         sync=SyncOptions(sync_name=opt.sync_name(name, repo, path), namespace=namespace,
                          create_namespaces=create_namespaces, prune_data=prune_data,
-                         timeout=opt.parse_duration(timeout), workers=workers))
+                         force=force, allow_mass_prune=allow_mass_prune,
+                         timeout=opt.parse_duration(timeout), workers=workers,
+                         lock_timeout=opt.parse_duration(lock_timeout, "--lock-timeout")))
     _drill(spec, junit, report, summary, output)
 
 
@@ -157,6 +175,8 @@ def _show_plan(plan: drill.DrillPlan) -> None:
         stderr.print(f"{label:<4} {escape(rev.ref)} -> [bold]{rev.sha[:12]}[/bold] "
                      f"{escape(target.path or '.')} ({target.objects} objects; "
                      f"{rev.committed_at[:10]} {escape(rev.message)})")
+        for signed in plan.signed.get(label, ()):
+            stderr.print(f"     signed: {signed}", markup=False)
 
 
 class _ProgressSink:
@@ -181,6 +201,8 @@ class _ProgressSink:
                 if result.steps and not stderr.is_terminal:
                     steps = " · ".join(f"{step} {s:.2f}s" for step, s in result.steps)
                     stderr.print(f"    [dim]{steps}[/dim]")
+                for need in result.needs:
+                    stderr.print(f"    needed {need}", markup=False)
                 for failure in result.failures:
                     stderr.print(f"    {failure}", markup=False)
             case events.Message(text=text) if self._progress is None:
@@ -212,6 +234,9 @@ def _show(result: drill.DrillResult) -> None:
     for phase in result.phases:
         if phase.recovery and phase.changes:
             stdout.print(f"  {phase.name}: {_changes(phase.changes)}", markup=False)
+    for phase in result.phases:
+        for need in phase.needs:
+            stdout.print(f"  {phase.name} needed {need}", markup=False)
     for phase_name, failure in result.failures:
         stdout.print(f"[red]failed[/red] {phase_name}: ", end="")
         stdout.print(str(failure), markup=False)

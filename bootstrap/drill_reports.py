@@ -14,6 +14,7 @@ from typing import Any
 from bootstrap.drill import DrillResult, PhaseResult
 from bootstrap.resources import resource
 from sync_agent.rollback_target import Target
+from sync_agent.signatures import Signed
 
 SCHEMA = resource("schemas") / "drill-report.schema.json"
 SCHEMA_ID = "https://gitops-restore.io/schemas/drill-report/v1"
@@ -31,11 +32,12 @@ def to_json(result: DrillResult) -> dict[str, Any]:
         "started_at": result.started_at,
         "repo": plan.from_target.revision.repo,
         "sync": spec.sync.sync_name,
-        "from": _target(plan.from_target),
-        "to": _target(plan.to_target),
+        "from": _target(plan.from_target, plan.signed.get("from", ())),
+        "to": _target(plan.to_target, plan.signed.get("to", ())),
         "cluster": {"name": result.cluster.name, "provider": result.cluster.provider,
                     "kubeconfig": result.cluster.kubeconfig, "context": result.cluster.context,
                     "kept": result.cluster.kept},
+        "flags": {"given": list(spec.flags), "needed": list(result.needed)},
         "phases": [_phase(p) for p in result.phases],
         "seconds": {"prepare": _round(plan.prepare_seconds),
                     "recovery": _round(result.recovery_seconds),
@@ -55,11 +57,11 @@ def json_text(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2) + "\n"
 
 
-def _target(target: Target) -> dict[str, Any]:
+def _target(target: Target, signed: tuple[Signed, ...]) -> dict[str, Any]:
     rev = target.revision
     return {"ref": rev.ref, "sha": rev.sha, "path": target.path, "committed_at":
             rev.committed_at, "author": rev.author, "message": rev.message,
-            "objects": target.objects}
+            "objects": target.objects, "signatures": [s.to_json() for s in signed]}
 
 
 def _phase(phase: PhaseResult) -> dict[str, Any]:
@@ -74,6 +76,7 @@ def _phase(phase: PhaseResult) -> dict[str, Any]:
         "changes": [{"object": obj, "result": outcome} for obj, outcome in phase.changes],
         "failures": [{"object": f.object, "kind": f.kind, "reason": f.reason}
                      for f in phase.failures],
+        "needs": [{"flag": n.flag, "given": n.given, "reason": n.reason} for n in phase.needs],
         "note": phase.note,
     }
 
@@ -102,6 +105,8 @@ def junit_xml(result: DrillResult) -> str:
                        ("to.sha", plan.to_target.revision.sha),
                        ("to.path", plan.to_target.path),
                        ("cluster", f"{result.cluster.name} ({result.cluster.provider})"),
+                       ("flags.given", " ".join(plan.spec.flags)),
+                       ("flags.needed", " ".join(result.needed)),
                        ("recovery_seconds", f"{result.recovery_seconds:.3f}")):
         ET.SubElement(props, "property", {"name": key, "value": value})
     classname = f"gitops-restore.drill.{plan.spec.sync.sync_name}"
@@ -118,6 +123,7 @@ def junit_xml(result: DrillResult) -> str:
             where = f" ({target.revision.sha[:12]} {target.path or '.'})" if target else ""
             element.text = f"{phase.name}{where}: {failure}"
         lines = [f"{name}: {seconds:.3f}s" for name, seconds in phase.steps]
+        lines[:0] = [f"needed {need}" for need in phase.needs]
         if phase.note:
             lines.insert(0, phase.note)
         if lines:
@@ -141,6 +147,10 @@ def markdown(result: DrillResult) -> str:
         rev = target.revision
         lines.append(f"| {label} | {_cell(rev.ref)} | `{rev.sha}` | `{target.path or '.'}` | "
                      f"{target.objects} | {rev.committed_at} | {_cell(rev.message)} |")
+    signers = [f"- {label}: {_cell(str(s))}" for label in ("from", "to")
+               for s in plan.signed.get(label, ())]
+    if signers:
+        lines += ["", "Signatures verified:", "", *signers]
     lines += ["", "| phase | kind | result | time | detail |", "|---|---|---|---:|---|"]
     for phase in result.phases:
         kind = "recovery" if phase.recovery else "overhead"
@@ -150,6 +160,11 @@ def markdown(result: DrillResult) -> str:
               f"roll-forward, each until healthy); drill overhead "
               f"{result.overhead_seconds:.2f} s (provision, verification, teardown); total "
               f"{result.total_seconds:.2f} s."]
+    if result.needed or plan.spec.flags:
+        lines += ["", f"Safety flags given: {_flags(plan.spec.flags)}; needed: "
+                  f"{_flags(result.needed)}."]
+        lines += [f"- **{phase.name}** needed {_cell(str(need))}"
+                  for phase in result.phases for need in phase.needs]
     if result.failures:
         lines += ["", "### Failures", ""]
         lines += [f"- **{phase}** {'`' + f.object + '` ' if f.object else ''}{f.kind}: "
@@ -161,6 +176,10 @@ def phase_detail(phase: PhaseResult) -> str:
     """The counts of a phase, or its note: `2 deleted, 2 configured, 5 unchanged`."""
     counts = ", ".join(f"{n} {word}" for word, n in phase.counts)
     return "; ".join(part for part in (counts, phase.note) if part)
+
+
+def _flags(flags: tuple[str, ...]) -> str:
+    return " ".join(f"`{flag}`" for flag in flags) or "none"
 
 
 def _cell(text: str) -> str:

@@ -10,7 +10,7 @@ from rich.table import Table
 from bootstrap import sync_options as opt
 from bootstrap.output import Output, emit_json, exits_cleanly, stdout
 from sync_agent import history as history_mod
-from sync_agent import inventory, source
+from sync_agent import inventory, signatures, source
 
 
 def register(app: typer.Typer) -> None:
@@ -27,21 +27,27 @@ def history(repo: opt.Repo, path: opt.PathOpt = "", ref: opt.Ref = None,
             allow_remote_bases: opt.AllowRemoteBases = False,
             max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
             max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
+            allowed_signers: opt.AllowedSigners = None,
+            trusted_keys: opt.TrustedKeys = None,
             sops_age_key: opt.SopsAgeKey = None) -> None:
-    """Commits that changed the declared state under --path, with the objects each changed.
+    """Commits that changed the declared state under --path, with the objects each changed
+    and who signed each (checked against --allowed-signers / --trusted-keys when given).
 
     Example: gitops-restore history --repo ./fleet --path apps --limit 10
     """
+    keys = signatures.Keys.from_files(allowed_signers, trusted_keys)
     repository = source.open_repository(repo, opt.git_auth(ssh_key, known_hosts, ca_file))
     entries = history_mod.history(
         repository, repo, path, ref=ref, limit=limit, ignore=tuple(ignore or ()),
         options=opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes,
                                    sops_age_key))
+    signer = signatures.signers(str(repository.git_dir), [e.sha for e in entries], keys)
     if output is Output.json:
-        emit_json([vars(e) for e in entries])
+        emit_json([{**vars(e), "signer": signer[e.sha]} for e in entries])
         return
     for e in entries:
-        stdout.print(f"[bold]{e.sha[:12]}[/bold] {e.date} {e.author}  {e.message}")
+        stdout.print(f"[bold]{e.sha[:12]}[/bold] {e.date} {e.author}  {e.message}  "
+                     f"[dim]signer:[/dim] {signer[e.sha]}")
         for label, refs in (("+", e.added), ("~", e.changed), ("-", e.removed)):
             for ref_text in refs:
                 stdout.print(f"    {label} {ref_text}")

@@ -36,12 +36,7 @@ class ProvisionResult:
 def provision(provider: str, name: str, nodes: int = 1, kubeconfig: str | None = None,
               context: str | None = None, progress: ProgressCallback | None = None
               ) -> ProvisionResult:
-    if provider not in clusters.PROVIDERS:
-        raise UserError(f"provider {provider!r}: choose one of {', '.join(clusters.PROVIDERS)}")
-    if nodes < 1:
-        raise UserError(f"--nodes {nodes}: a cluster needs at least one node")
-    if provider == "existing" and not kubeconfig:
-        raise UserError("--provider existing needs --kubeconfig PATH (and optionally --context)")
+    check_request(provider, name, nodes, kubeconfig)
     directory = clusters.cluster_dir(name)
     result_file = directory / "result.json"
     extravars = {
@@ -54,12 +49,9 @@ def provision(provider: str, name: str, nodes: int = 1, kubeconfig: str | None =
     }
     if provider == "existing":
         path = Path(kubeconfig).expanduser().resolve()
-        if not path.is_file():
-            raise UserError(f"{kubeconfig}: no such kubeconfig file; pass the kubeconfig of "
-                            "the cluster with --kubeconfig PATH")
         extravars.update(kubeconfig=str(path), kube_context=context or "",
                          kubectl=paths.kubectl())
-    known = (directory / "cluster.json").exists()
+    known = is_recorded(name)
     try:
         run_playbook(provider, extravars, progress)
     except OperationFailed:
@@ -72,6 +64,26 @@ def provision(provider: str, name: str, nodes: int = 1, kubeconfig: str | None =
                                     kubeconfig=result["kubeconfig"], context=result["context"])
     clusters.save(record)
     return ProvisionResult(record=record, already_running=bool(result["already_running"]))
+
+
+def check_request(provider: str, name: str, nodes: int, kubeconfig: str | None) -> None:
+    """Refuse what `provision` would refuse, before anything is made (bootstrap calls it
+    first too)."""
+    if provider not in clusters.PROVIDERS:
+        raise UserError(f"provider {provider!r}: choose one of {', '.join(clusters.PROVIDERS)}")
+    clusters.check_name(name)
+    if nodes < 1:
+        raise UserError(f"--nodes {nodes}: a cluster needs at least one node")
+    if provider == "existing" and not kubeconfig:
+        raise UserError("--provider existing needs --kubeconfig PATH (and optionally --context)")
+    if provider == "existing" and not Path(kubeconfig).expanduser().is_file():
+        raise UserError(f"{kubeconfig}: no such kubeconfig file; pass the kubeconfig of "
+                        "the cluster with --kubeconfig PATH")
+
+
+def is_recorded(name: str) -> bool:
+    """Whether `provision` made this cluster already (it may be stopped)."""
+    return (clusters.cluster_dir(name) / "cluster.json").exists()
 
 
 def destroy(name: str, progress: ProgressCallback | None = None) -> clusters.ClusterRecord:

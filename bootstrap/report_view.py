@@ -12,7 +12,7 @@ from sync_agent.engine import Report
 _DONE = {Action.CREATE: "created", Action.UPDATE: "configured", Action.RECREATE: "recreated",
          Action.UNCHANGED: "unchanged", Action.DELETE: "deleted", Action.KEEP: "kept"}
 _VERIFY = {Action.CREATE: "missing", Action.UPDATE: "drifted", Action.RECREATE: "drifted",
-           Action.UNCHANGED: "in sync", Action.DELETE: "extra", Action.KEEP: "extra"}
+           Action.UNCHANGED: "in sync", Action.DELETE: "extra", Action.KEEP: "kept"}
 
 
 def show(report: Report, verb: str) -> None:
@@ -23,6 +23,8 @@ def show(report: Report, verb: str) -> None:
                  f"[bold]{rev.sha}[/bold] ({rev.committed_at}, {rev.message})")
     if report.path:
         stdout.print(f"path: {report.path}")
+    for signed in report.signatures:
+        stdout.print(f"signed: {signed}", markup=False)
     table = Table(show_header=True, header_style="bold", box=None)
     table.add_column("object")
     table.add_column("result")
@@ -38,7 +40,11 @@ def show(report: Report, verb: str) -> None:
         stdout.print(f"skipped: {note}")
     for health in report.unhealthy:
         stdout.print(f"[red]not ready[/red] {health.ref}: {health.reason}")
+    for health in report.warnings:
+        stdout.print(f"[yellow]warning[/yellow] {health.ref}: {health.reason}")
     for error in report.errors:
         stdout.print(f"[red]error[/red] {error}")
+    for flag, why in report.needs.items():
+        stdout.print(f"needed {flag}: {why}", markup=False)
     phases = "  ".join(f"{name} {seconds:.2f}s" for name, seconds in report.phases)
     stdout.print(f"phases: {phases}  [bold]total {report.seconds:.2f}s[/bold]")

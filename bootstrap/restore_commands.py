@@ -7,16 +7,17 @@ from typing import Annotated
 
 import typer
 
-from bootstrap import report_view, rollback_handoff
+from bootstrap import report_view, rollback_handoff, sync_lookup
 from bootstrap import sync_options as opt
 from bootstrap.errors import OperationFailed, UserError
 from bootstrap.output import Output, emit_json, exits_cleanly, stdout
 from bootstrap.progress import PhaseProgress
 from sync_agent import engine, source
 from sync_agent.apply import ApplyError
+from sync_agent.changes import Action
 from sync_agent.engine import SyncOptions
 from sync_agent.errors import SyncError
-from sync_agent.kube import DEFAULT_WORKERS, Kube
+from sync_agent.kube import DEFAULT_WORKERS, Kube, Unreachable
 
 EXIT_DIFFERENCES = 3
 
@@ -39,6 +40,15 @@ Force = Annotated[bool, typer.Option(
     "--force", help="Delete and recreate objects whose immutable fields changed.")]
 CreateNamespaces = Annotated[bool, typer.Option(
     "--create-namespaces", help="Create namespaces the revision uses but does not declare.")]
+RollbackPath = Annotated[str | None, typer.Option(
+    "--path", help="Directory in the repo to apply (default: the path the sync's inventory "
+                   "records, where that directory was at --to).")]
+TakeOver = Annotated[bool, typer.Option(
+    "--take-over", help="Apply under --name although its inventory records another repo or "
+                        "path (the sync moves; what it owned and no longer declares is pruned).")]
+Strict = Annotated[bool, typer.Option(
+    "--strict", help="Count what restore keeps or creates by its own rules (listed as kept) "
+                     "as differences too.")]
 
 
 def _run(spec_args: dict, conn_args: dict, options: SyncOptions,
@@ -53,6 +63,7 @@ def _run(spec_args: dict, conn_args: dict, options: SyncOptions,
 def _run_with(kube: Kube, spec_args: dict, options: SyncOptions,
               verify_only: bool = False) -> engine.Report:
     spec = opt.source_spec(**spec_args)
+    options = sync_lookup.continued(kube, options, spec.repo, spec.path)
     try:
         with PhaseProgress() as progress:
             if verify_only:
@@ -61,6 +72,11 @@ def _run_with(kube: Kube, spec_args: dict, options: SyncOptions,
     except ApplyError as e:
         raise OperationFailed("apply failed; objects applied before the failure stay applied "
                               "and owned (re-run to converge):\n" + str(e)) from None
+    except Unreachable as e:
+        kept = "" if verify_only or options.plan_only else (
+            " Objects applied before it went away stay applied and owned by the inventory:")
+        raise OperationFailed(f"{e}: the run stopped.{kept} re-run once the API server "
+                              "answers again") from None
 
 
 @exits_cleanly
@@ -68,14 +84,19 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
             ignore: opt.Ignore = None, prune: Prune = False, prune_data: PruneData = False,
             allow_mass_prune: MassPrune = False, wait: Wait = False, timeout: Timeout = "10m",
             force: Force = False, create_namespaces: CreateNamespaces = False,
-            name: opt.SyncName = None, namespace: opt.Namespace = "default",
+            name: opt.SyncName = None, take_over: TakeOver = False,
+            namespace: opt.Namespace = "default",
             ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
             ca_file: opt.CaFile = None, kubeconfig: opt.Kubeconfig = None,
             context: opt.Context = None, cluster: opt.ClusterName = None,
-            workers: opt.Workers = DEFAULT_WORKERS, output: opt.OutputOpt = Output.text,
+            workers: opt.Workers = DEFAULT_WORKERS, lock_timeout: opt.LockTimeout = "2m",
+            output: opt.OutputOpt = Output.text,
             allow_remote_bases: opt.AllowRemoteBases = False,
             max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
             max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
+            verify_signatures: opt.VerifySignatures = None,
+            allowed_signers: opt.AllowedSigners = None,
+            trusted_keys: opt.TrustedKeys = None,
             sops_age_key: opt.SopsAgeKey = None) -> None:
     """Make the cluster match the repo at a revision: validate, apply in stages, prune, wait.
 
@@ -86,10 +107,13 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
         sync_name=opt.sync_name(name, repo, path), namespace=namespace, prune=prune,
         prune_data=prune_data, allow_mass_prune=allow_mass_prune,
         create_namespaces=create_namespaces, force=force, wait=wait,
-        timeout=opt.parse_duration(timeout), workers=workers)
+        timeout=opt.parse_duration(timeout), workers=workers, take_over=take_over,
+        lock_timeout=opt.parse_duration(lock_timeout, "--lock-timeout"))
+    verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
-                       known_hosts=known_hosts, ca_file=ca_file, render=opt.render_options(
-                           allow_remote_bases, max_file_size, max_yaml_nodes, sops_age_key)),
+                       known_hosts=known_hosts, ca_file=ca_file, verify=verify,
+                       render=opt.render_options(allow_remote_bases, max_file_size,
+                                                 max_yaml_nodes, sops_age_key)),
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options)
     _present(report, output, "restore")
     if report.errors or report.unhealthy:
@@ -99,15 +123,16 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
 @exits_cleanly
 def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
                  "--to", help="The revision to return to (commit, tag, HEAD~N).")],
-             path: opt.PathOpt = "", ignore: opt.Ignore = None, prune_data: PruneData = False,
-             allow_mass_prune: MassPrune = False, wait: Wait = False,
-             timeout: Timeout = "10m", force: Force = False,
+             path: RollbackPath = None, ignore: opt.Ignore = None,
+             prune_data: PruneData = False, allow_mass_prune: MassPrune = False,
+             wait: Wait = False, timeout: Timeout = "10m", force: Force = False,
              create_namespaces: CreateNamespaces = False, name: opt.SyncName = None,
-             namespace: opt.Namespace = "default", ssh_key: opt.SshKey = None,
+             take_over: TakeOver = False, namespace: opt.Namespace = "default",
+             ssh_key: opt.SshKey = None,
              known_hosts: opt.KnownHosts = None, ca_file: opt.CaFile = None,
              kubeconfig: opt.Kubeconfig = None, context: opt.Context = None,
              cluster: opt.ClusterName = None, workers: opt.Workers = DEFAULT_WORKERS,
-             output: opt.OutputOpt = Output.text,
+             lock_timeout: opt.LockTimeout = "2m", output: opt.OutputOpt = Output.text,
              revert: Annotated[bool, typer.Option(
                  "--revert", help="Push a commit reverting --path to --to on the branch "
                                   "(instead of pinning the agent).")] = False,
@@ -119,52 +144,79 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
              ] = "main", allow_remote_bases: opt.AllowRemoteBases = False,
              max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
              max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
+             verify_signatures: opt.VerifySignatures = None,
+             allowed_signers: opt.AllowedSigners = None,
+             trusted_keys: opt.TrustedKeys = None,
              sops_age_key: opt.SopsAgeKey = None) -> None:
     """Return the cluster exactly to an earlier revision (restore with prune).
 
+    It rolls back the sync that applied --repo here (--name when several did), at the path its
+    inventory records, followed to where that directory was at --to if it moved since.
     If the sync agent serves this sync name, it is first pinned to that commit so it does not
     roll forward again (`gitops-restore agent resume` unpins). With --revert a commit that
     returns --path to that revision is pushed instead, and the agent keeps following the
     branch.
 
-    Example: gitops-restore rollback --repo ./fleet --path apps --to HEAD~1 --wait
+    Example: gitops-restore rollback --repo ./fleet --to HEAD~1 --wait
     """
-    sync = opt.sync_name(name, repo, path)
-    options = SyncOptions(
-        sync_name=sync, namespace=namespace, prune=True,
-        prune_data=prune_data, allow_mass_prune=allow_mass_prune,
-        create_namespaces=create_namespaces, force=force, wait=wait,
-        timeout=opt.parse_duration(timeout), workers=workers)
-    spec_args = dict(repo=repo, ref=to, at=None, path=path, ignore=ignore, ssh_key=ssh_key,
-                     known_hosts=known_hosts, ca_file=ca_file,
-                     render=opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes,
-                                               sops_age_key))
-    conn_args = dict(kubeconfig=kubeconfig, context=context, cluster=cluster)
-    read_auth = opt.source_spec(**spec_args).auth
+    if name:
+        opt.check_sync_name(name)
+    timeout_seconds = opt.parse_duration(timeout)
+    lock_seconds = opt.parse_duration(lock_timeout, "--lock-timeout")
+    render = opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes, sops_age_key)
+    verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
+    read_auth = opt.git_auth(ssh_key, known_hosts, ca_file)
     if revert and push_key is None and source.is_remote(repo) \
-            and not repo.startswith("file://"):
+            and not repo.startswith(("file://", "http://", "https://")):
         raise UserError("--revert pushes a commit: give --push-key FILE, a key with write "
-                        "access to the repository (the agent's deploy key is read-only)")
+                        "access to the repository (the agent's deploy key is read-only; over "
+                        "HTTPS the token pushes)")
     push_auth = opt.git_auth(push_key, known_hosts, ca_file) if push_key else read_auth
-    kube = opt.connect(**conn_args)
+    kube = opt.connect(kubeconfig, context, cluster)
     try:
+        target = sync_lookup.for_rollback(kube, name, repo, path, to, read_auth)
+        sync, path = target.name, target.path
+        options = SyncOptions(
+            sync_name=sync, namespace=namespace, prune=True,
+            prune_data=prune_data, allow_mass_prune=allow_mass_prune,
+            create_namespaces=create_namespaces, force=force, wait=wait,
+            timeout=timeout_seconds, workers=workers, lock_timeout=lock_seconds,
+            take_over=take_over or target.moved)
+        spec_args = dict(repo=repo, ref=to, at=None, path=path, ignore=ignore,
+                         ssh_key=ssh_key, known_hosts=known_hosts, ca_file=ca_file,
+                         render=render)
+        # --to as asked (a signed tag counts), before the pin or a revert commit changes
+        # anything; the run then pins the SHA, which was just verified.
+        signed = _verify_first(kube, opt.source_spec(**spec_args, verify=verify), sync) \
+            if verify else []
         handoff = rollback_handoff.rollback_handoff(kube, sync, repo, to, path, read_auth,
                                                     revert, branch, push_auth)
         try:
             report = _run_with(kube, {**spec_args, "ref": handoff.ref}, options)
+            report.signatures = signed
         except SyncError as e:
             if e.exit_code == 2:  # refused before any write: the pin goes too
                 rollback_handoff.undo_pin(kube, handoff)
             raise
     finally:
         kube.close()
+    moved = {"moved_from": target.recorded_path} if target.moved else {}
     if output is Output.json:
-        emit_json({"command": "rollback", **report.to_json(), "agent": handoff.to_json()})
+        emit_json({"command": "rollback", **report.to_json(), **moved,
+                   "agent": handoff.to_json()})
     else:
         _present(report, output, "rollback")
+        if target.moved:
+            stdout.print(f"path: the sync's directory '{target.recorded_path}' was at "
+                         f"'{path or '.'}' in {to}", markup=False)
         stdout.print(f"agent: {handoff.note}", markup=False)
     if report.errors or report.unhealthy:
         raise typer.Exit(code=1)
+
+
+def _verify_first(kube: Kube, spec: engine.SourceSpec, sync: str) -> list:
+    repo, revision = engine.fetch(spec)
+    return engine.verify_signatures(kube, repo, revision, spec, sync)
 
 
 @exits_cleanly
@@ -172,6 +224,7 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
          ignore: opt.Ignore = None, prune: Prune = False, prune_data: PruneData = False,
          allow_mass_prune: MassPrune = False, force: Force = False,
          create_namespaces: CreateNamespaces = False, name: opt.SyncName = None,
+         take_over: TakeOver = False,
          namespace: opt.Namespace = "default", ssh_key: opt.SshKey = None,
          known_hosts: opt.KnownHosts = None, ca_file: opt.CaFile = None,
          kubeconfig: opt.Kubeconfig = None, context: opt.Context = None,
@@ -179,6 +232,9 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
          output: opt.OutputOpt = Output.text, allow_remote_bases: opt.AllowRemoteBases = False,
          max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
          max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
+         verify_signatures: opt.VerifySignatures = None,
+         allowed_signers: opt.AllowedSigners = None,
+         trusted_keys: opt.TrustedKeys = None,
          sops_age_key: opt.SopsAgeKey = None) -> None:
     """Show what restore would do, per object, using server-side dry-run. Exit 3 if anything.
 
@@ -187,10 +243,13 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
     options = SyncOptions(
         sync_name=opt.sync_name(name, repo, path), namespace=namespace, prune=prune,
         prune_data=prune_data, allow_mass_prune=allow_mass_prune,
-        create_namespaces=create_namespaces, force=force, workers=workers, plan_only=True)
+        create_namespaces=create_namespaces, force=force, workers=workers, plan_only=True,
+        take_over=take_over)
+    verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
-                       known_hosts=known_hosts, ca_file=ca_file, render=opt.render_options(
-                           allow_remote_bases, max_file_size, max_yaml_nodes, sops_age_key)),
+                       known_hosts=known_hosts, ca_file=ca_file, verify=verify,
+                       render=opt.render_options(allow_remote_bases, max_file_size,
+                                                 max_yaml_nodes, sops_age_key)),
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options)
     _present(report, output, "plan")
     if report.changes.changed:
@@ -199,7 +258,9 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
 
 @exits_cleanly
 def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathOpt = "",
-           ignore: opt.Ignore = None, wait: Wait = False, timeout: Timeout = "2m",
+           ignore: opt.Ignore = None, prune_data: PruneData = False,
+           create_namespaces: CreateNamespaces = False, strict: Strict = False,
+           wait: Wait = False, timeout: Timeout = "2m",
            name: opt.SyncName = None, namespace: opt.Namespace = "default",
            ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
            ca_file: opt.CaFile = None, kubeconfig: opt.Kubeconfig = None,
@@ -211,10 +272,17 @@ def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pat
            sops_age_key: opt.SopsAgeKey = None) -> None:
     """Check that the live cluster matches a revision: drifted, missing and extra objects.
 
+    What restore keeps or creates by its own rules is listed as kept, with the reason, and is
+    not a difference (--strict counts it): a namespace made by --create-namespaces, a PVC, PV
+    or Namespace the revision dropped (unless --prune-data), a namespace the revision's
+    objects are in. Give verify the options given to restore or rollback that decide what the
+    revision means (--path, --ignore, -n, --name, --create-namespaces, --prune-data).
+
     Exit 0 when it matches, 3 when anything differs (1 with --wait if unhealthy).
-    Example: gitops-restore verify --repo ./fleet --path apps --ref v1.4.0
+    Example: gitops-restore verify --repo ./fleet --path apps --ref v1.4.0 --create-namespaces
     """
     options = SyncOptions(sync_name=opt.sync_name(name, repo, path), namespace=namespace,
+                          prune_data=prune_data, create_namespaces=create_namespaces,
                           wait=wait, timeout=opt.parse_duration(timeout), workers=workers)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
                        known_hosts=known_hosts, ca_file=ca_file, render=opt.render_options(
@@ -222,7 +290,7 @@ def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pat
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options,
                   verify_only=True)
     _present(report, output, "verify")
-    if report.changes.changed:
+    if report.changes.changed or (strict and report.changes.of(Action.KEEP)):
         raise typer.Exit(code=EXIT_DIFFERENCES)
     if report.unhealthy:
         raise typer.Exit(code=1)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from bootstrap.agent import read_sync, set_spec
 from bootstrap.errors import OperationFailed, UserError
-from sync_agent import source
+from sync_agent import git_https, git_process, paths, source
 from sync_agent.inventory import NAMESPACE
 from sync_agent.kube import Kube
 
@@ -28,26 +30,41 @@ class Revert:
 
 
 class _Git:
-    """git on a private bare clone, with the push key's ssh command; errors name the repo."""
+    """git on a private bare clone. The remote is reached at `url` (no credentials in it: a
+    token goes through git_https's askpass helper, a key through the ssh command), with
+    git_process's deadline; errors name the repository without credentials."""
 
-    def __init__(self, directory: Path, repo: str, auth: source.GitAuth | None):
-        self.dir, self.repo, self.shown = directory, repo, source.redact(repo)
-        self.env = {**os.environ, "GIT_SSH_COMMAND": source.ssh_command(auth),
-                    "GIT_TERMINAL_PROMPT": "0"}
+    def __init__(self, directory: Path, repo: str, env: dict[str, str]):
+        self.dir, self.shown = directory, source.redact(repo)
+        self.url = git_https.without_credentials(repo)
+        self.env = env
         (directory / "work").mkdir()  # empty: `rm --cached` wants a work tree, uses none
         subprocess.run(["git", "init", "-q", "--bare", str(directory / "repo.git")],
                        check=True, capture_output=True)
 
     def __call__(self, *args: str, env: dict[str, str] | None = None, doing: str = "",
                  check: bool = True) -> str:
-        done = subprocess.run(["git", "--git-dir", str(self.dir / "repo.git"), "--work-tree",
-                               str(self.dir / "work"), *args], capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, env={**self.env, **(env or {})})
+        done = git_process.run(["--git-dir", str(self.dir / "repo.git"), "--work-tree",
+                                str(self.dir / "work"), *args], {**self.env, **(env or {})},
+                               self.shown, doing or args[0])
         if done.returncode != 0 and check:
             detail = source.redact(" ".join(done.stderr.strip().splitlines()[-2:]))
             raise OperationFailed(f"{self.shown}: cannot {doing or args[0]}: {detail}; "
                                   "nothing was pushed")
         return done.stdout.strip() if done.returncode == 0 else ""
+
+
+@contextmanager
+def _remote_env(repo: str, auth: source.GitAuth | None, scratch: Path) -> Iterator[dict[str, str]]:
+    """The environment git needs to reach `repo`: the ssh command, and for HTTPS the CA and the
+    askpass helper holding the token (never the URL or the command line). The helper lives
+    under `scratch` (the cache, not /tmp, which is often mounted noexec)."""
+    auth = auth or source.GitAuth()
+    scratch.mkdir(parents=True, exist_ok=True)
+    env = {"GIT_SSH_COMMAND": source.ssh_command(auth), "GIT_TERMINAL_PROMPT": "0"}
+    with git_https.git_env(repo, source.redact(repo), auth.ca_file, auth.username,
+                           auth.password, scratch=scratch) as https_env:
+        yield {**env, **https_env}
 
 
 def revert_to(repo: str, branch: str, path: str, to: str,
@@ -60,9 +77,10 @@ def revert_to(repo: str, branch: str, path: str, to: str,
     """
     path = path.strip("/")
     path = "" if path == "." else path
-    with tempfile.TemporaryDirectory(prefix="gitops-restore-revert-") as tmp:
-        git = _Git(Path(tmp), repo, auth)
-        git("fetch", "-q", "--", repo, f"+refs/heads/{branch}:refs/heads/{branch}",
+    with tempfile.TemporaryDirectory(prefix="gitops-restore-revert-") as tmp, \
+            _remote_env(repo, auth, paths.cache_root()) as env:
+        git = _Git(Path(tmp), repo, env)
+        git("fetch", "-q", "--", git.url, f"+refs/heads/{branch}:refs/heads/{branch}",
             doing=f"fetch branch {branch}")
         head = git("rev-parse", f"refs/heads/{branch}")
         if to == "HEAD" or to.startswith(("HEAD~", "HEAD^")):
@@ -86,7 +104,7 @@ def revert_to(repo: str, branch: str, path: str, to: str,
         who = {k: os.environ.get(k, v) for k, v in _IDENTITY.items()}
         new = git("commit-tree", tree, "-p", head, "-m", message, env=who,
                   doing="write the revert commit")
-        git("push", "-q", "--", repo, f"{new}:refs/heads/{branch}",
+        git("push", "-q", "--", git.url, f"{new}:refs/heads/{branch}",
             doing=f"push the revert commit to {branch} (--push-key needs write access; if "
                   "the branch moved meanwhile, run again)")
         return Revert(new, target, reverted)

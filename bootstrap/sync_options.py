@@ -3,6 +3,7 @@ engine's SourceSpec and SyncOptions."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -13,7 +14,7 @@ import typer
 from bootstrap import clusters
 from bootstrap.errors import UserError
 from bootstrap.output import Output
-from sync_agent import git_https, sops, source
+from sync_agent import git_https, signatures, sops, source, sync_identity
 from sync_agent import render_options as render_options_mod
 from sync_agent.engine import SourceSpec
 from sync_agent.kube import Kube
@@ -62,15 +63,28 @@ SopsAgeKey = Annotated[Path | None, typer.Option(
          "manifests and secretGenerator files.")]
 DEFAULT_MAX_FILE_SIZE = "64Mi"
 DEFAULT_MAX_YAML_NODES = DEFAULTS.max_yaml_nodes
+LockTimeout = Annotated[str, typer.Option(
+    "--lock-timeout", help="How long to wait while another writer (a command or the sync "
+                           "agent) holds the sync's lock, e.g. 30s; then exit 2 naming it.")]
+VerifySignatures = Annotated[str | None, typer.Option(
+    "--verify-signatures", help="Refuse unless signed by a trusted key: head (the resolved "
+                                "commit, or its signed tag) or chain (also every first-parent "
+                                "commit since the last applied one).")]
+AllowedSigners = Annotated[Path | None, typer.Option(
+    "--allowed-signers", help="Trusted SSH signing keys (OpenSSH allowed_signers file).")]
+TrustedKeys = Annotated[Path | None, typer.Option(
+    "--trusted-keys", help="Trusted OpenPGP public keys: an .asc file or a directory of them.")]
 
 
 def source_spec(repo: str, ref: str | None, at: str | None, path: str,
                 ignore: list[str] | None, ssh_key: Path | None,
                 known_hosts: Path | None, ca_file: Path | None = None,
-                render: RenderOptions = DEFAULTS) -> SourceSpec:
+                render: RenderOptions = DEFAULTS,
+                verify: signatures.Policy | None = None) -> SourceSpec:
     return SourceSpec(repo=repo, ref=ref, at=source.parse_time(at) if at else None,
                       path=path, ignore=tuple(ignore or ()),
-                      auth=git_auth(ssh_key, known_hosts, ca_file), render=render)
+                      auth=git_auth(ssh_key, known_hosts, ca_file), render=render,
+                      verify=verify)
 
 
 def render_options(allow_remote_bases: bool, max_file_size: str,
@@ -95,6 +109,17 @@ def age_keys(path: Path | None) -> sops.AgeKeys | None:
         raise UserError(str(e)) from None
 
 
+def signature_policy(mode: str | None, allowed_signers: Path | None,
+                     trusted_keys: Path | None) -> signatures.Policy | None:
+    """--verify-signatures and its keys; keys without a mode are a mistake, not a default."""
+    if mode is None:
+        if allowed_signers or trusted_keys:
+            raise UserError("--allowed-signers/--trusted-keys are used only with "
+                            "--verify-signatures head|chain: add it")
+        return None
+    return signatures.Policy(mode, signatures.Keys.from_files(allowed_signers, trusted_keys))
+
+
 def git_auth(ssh_key: Path | None, known_hosts: Path | None,
              ca_file: Path | None = None) -> source.GitAuth | None:
     """The options' key files, and an HTTPS username and token from the environment (never an
@@ -114,23 +139,50 @@ def connect(kubeconfig: str | None, context: str | None, cluster: str | None) ->
 
 
 def sync_name(name: str | None, repo: str, path: str) -> str:
-    """A stable default, so that restore and a later rollback of the same repo and path share
-    one inventory."""
+    """--name, else the default: readable, and unique per repository and path.
+
+    The default is the repository's name and the path, cut to 43 characters, then 8 hex digits
+    of a hash of the repository and path (spelled as `sync_identity` records them), so two
+    repositories called `fleet`, `apps/web` and `apps-web`, or long paths that differ only at
+    the end never share an inventory. Syncs started before (named without the hash) keep their
+    name: see `sync_lookup.continued`.
+    """
     if name:
-        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?", name):
-            raise UserError(f"--name {name!r}: use lowercase letters, digits and '-' "
-                            "(at most 52), starting and ending with a letter or digit")
-        return name
+        return check_sync_name(name)
+    repo = sync_identity.repo_of(repo)  # also: no credentials in the name
+    tag = hashlib.sha256(f"{repo}\n{sync_identity.path_of(path)}".encode()).hexdigest()[:8]
+    stem = _slug(repo, path)[:43].strip("-")
+    return f"{stem}-{tag}" if stem else f"sync-{tag}"
+
+
+def legacy_sync_name(repo: str, path: str) -> str:
+    """The default sync name before it carried a hash (collides; read only to continue)."""
+    return _slug(repo, path)[:52].strip("-") or "default"
+
+
+def key_name(name: str | None, repo: str) -> str:
+    """A deploy key's name: --name, else the repository's name (unchanged, so existing keys
+    are found again)."""
+    return check_sync_name(name) if name else legacy_sync_name(repo, "")
+
+
+def check_sync_name(name: str) -> str:
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?", name):
+        raise UserError(f"--name {name!r}: use lowercase letters, digits and '-' "
+                        "(at most 52), starting and ending with a letter or digit")
+    return name
+
+
+def _slug(repo: str, path: str) -> str:
     shown = source.redact(repo)  # a URL without a path would otherwise lend its token
     stem = re.sub(r"\.git$", "", shown.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1])
     raw = f"{stem}-{path}" if path.strip("./") else stem
-    slug = re.sub(r"[^a-z0-9]+", "-", raw.lower()).strip("-")[:52].strip("-")
-    return slug or "default"
+    return re.sub(r"[^a-z0-9]+", "-", raw.lower()).strip("-")
 
 
-def parse_duration(text: str) -> float:
+def parse_duration(text: str, option: str = "--timeout") -> float:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
     if not match:
-        raise UserError(f"--timeout {text!r}: use a duration such as 90s, 10m or 1h")
+        raise UserError(f"{option} {text!r}: use a duration such as 90s, 10m or 1h")
     value, unit = float(match.group(1)), match.group(2) or "s"
     return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from sync_agent import events, health, order
 from sync_agent.changes import Action, Change, Desired
 from sync_agent.errors import SyncError, ValidationError
-from sync_agent.kube import DEFAULT_WORKERS, ApiError, Kube
+from sync_agent.kube import DEFAULT_WORKERS, ApiError, Kube, Unreachable
 from sync_agent.objects import ObjectRef
 from sync_agent.plan import Plan, dry_run, owned_fields_digest, shown_error
 from sync_agent.workers import map_batched
@@ -97,6 +97,8 @@ def _try_apply(kube: Kube, d: Desired, planned: Change) -> Applied | str:
     """Apply one object; an error comes back as the sentence to report."""
     try:
         return _apply_one(kube, d, planned)
+    except Unreachable:
+        raise  # every other object would fail alike: stop the run
     except ApiError as e:
         return f"{d.origin}: {d.ref}: {shown_error(e, d)}"
 
@@ -124,6 +126,8 @@ def _validate_deferred(kube: Kube, pool: ThreadPoolExecutor, deferred: Sequence[
                 plan.actions[d.ref] = dry_run(kube, d, None, existing_namespaces)
                 return
             except ApiError as e:
+                if e.about_server:
+                    raise
                 if e.status == 404 and attempt < 19:
                     time.sleep(0.25)
                     continue

@@ -8,15 +8,17 @@ it knows nothing of either.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sync_agent import discovery, events, inventory, source
+from sync_agent import discovery, events, inventory, lock, signatures, source, sync_identity
 from sync_agent import health as health_mod
 from sync_agent import render as render_mod
 from sync_agent.apply import Applied, ApplyError, ApplyOptions, apply_plan
@@ -24,17 +26,23 @@ from sync_agent.changes import Action, Change, ChangeSet, Desired
 from sync_agent.kube import DEFAULT_WORKERS, Kube
 from sync_agent.objects import RenderResult, Revision
 from sync_agent.plan import (
-    HOLDS_DATA,
     PRUNE_ANNOTATION,
+    STILL_OWNED,
     Plan,
     PlanOptions,
     Previous,
     list_owned,
     make_plan,
 )
-from sync_agent.prune import PruneError, prune
+from sync_agent.prune import RECREATED, PruneError, prune
 from sync_agent.render_options import DEFAULTS, RenderOptions
-from sync_agent.validate import NAMESPACE_RT, ValidateOptions, prepare
+from sync_agent.validate import (
+    CREATED_NAMESPACE,
+    NAMESPACE_RT,
+    SYNC_LABEL,
+    ValidateOptions,
+    prepare,
+)
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,7 @@ class SourceSpec:
     ignore: tuple[str, ...] = ()
     auth: source.GitAuth | None = None
     render: RenderOptions = DEFAULTS  # bounds, and whether remote kustomize bases may be fetched
+    verify: signatures.Policy | None = None  # --verify-signatures: checked before rendering
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,9 @@ class SyncOptions:
     timeout: float = 600.0  # for --wait
     workers: int = DEFAULT_WORKERS
     plan_only: bool = False
+    lock_timeout: float = 120.0  # how long to wait for another writer of the sync (lock.py)
+    # Apply under this name even though its inventory records another repository or path.
+    take_over: bool = False
 
 
 @dataclass
@@ -76,7 +88,13 @@ class Report:
     phases: list[tuple[str, float]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     unhealthy: list[health_mod.Health] = field(default_factory=list)
+    # Not ready for want of a controller the cluster lacks (health.State.UNSERVED): reported,
+    # never a failure.
+    warnings: list[health_mod.Health] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    signatures: list[signatures.Signed] = field(default_factory=list)  # verified, target first
+    # Safety flags the run relied on (--force, --allow-mass-prune, --prune-data), with why.
+    needs: dict[str, str] = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:
@@ -97,7 +115,10 @@ class Report:
             "seconds": round(self.seconds, 3),
             "skipped": self.skipped,
             "unhealthy": [{"object": str(h.ref), "reason": h.reason} for h in self.unhealthy],
+            "warnings": [{"object": str(h.ref), "reason": h.reason} for h in self.warnings],
             "errors": self.errors,
+            "signatures": [s.to_json() for s in self.signatures],
+            "needs": [{"flag": f, "reason": why} for f, why in self.needs.items()],
         }
 
 
@@ -129,8 +150,8 @@ def render_revision(repo, revision: Revision, spec: SourceSpec) -> RenderResult:
                                  left_out)
 
 
-def _fetch_and_render(spec: SourceSpec, options: SyncOptions, emit: events.EventSink
-                      ) -> tuple[Report, _Timer, RenderResult]:
+def _fetch_and_render(spec: SourceSpec, options: SyncOptions, emit: events.EventSink,
+                      kube: Kube) -> tuple[Report, _Timer, RenderResult]:
     started = time.monotonic()
     emit(events.PhaseStarted("fetch"))
     repo, revision = fetch(spec)
@@ -138,45 +159,79 @@ def _fetch_and_render(spec: SourceSpec, options: SyncOptions, emit: events.Event
     report.phases.append(("fetch", time.monotonic() - started))
     emit(events.PhaseFinished("fetch", report.phases[-1][1]))
     timer = _Timer(report, emit)
+    if spec.verify is not None:
+        with timer.phase("signatures"):
+            report.signatures = verify_signatures(kube, repo, revision, spec, options.sync_name)
     with timer.phase("render"):
         rendered = render_revision(repo, revision, spec)
         report.skipped = list(rendered.skipped)
     return report, timer, rendered
 
 
+def verify_signatures(kube: Kube, repo, revision: Revision, spec: SourceSpec,
+                      sync_name: str) -> list[signatures.Signed]:
+    """Raises signatures.SignatureError (exit 2) before anything is rendered or applied."""
+    old = inventory.load(kube, sync_name) if spec.verify.mode == "chain" else None
+    return signatures.verify(str(repo.git_dir), revision.sha, spec.verify,
+                             ref=spec.ref if spec.at is None else None,
+                             last_applied=old.revision if old else "")
+
+
 def restore(kube: Kube, spec: SourceSpec, options: SyncOptions,
-            emit: events.EventSink = events.ignore) -> Report:
-    """Restore (or, with plan_only, plan) the cluster to the declared state of `spec`."""
-    report, timer, rendered = _fetch_and_render(spec, options, emit)
+            emit: events.EventSink = events.ignore, guard: lock.Guard | None = None) -> Report:
+    """Restore (or, with plan_only, plan) the cluster to the declared state of `spec`.
+
+    Everything after rendering runs under the sync's one-writer lock: taken here (waiting up
+    to options.lock_timeout), unless the caller holds it and passes its `guard` (the agent).
+    """
+    report, timer, rendered = _fetch_and_render(spec, options, emit, kube)
+    if options.plan_only:
+        return _restore(kube, spec, options, emit, report, timer, rendered, None)
+    if guard is not None:
+        return _restore(kube, spec, options, lock.checked(emit, guard), report, timer,
+                        rendered, guard)
+    with timer.phase("lock"):
+        held = lock.acquire(kube, options.sync_name, options.lock_timeout, emit)
+    try:
+        return _restore(kube, spec, options, lock.checked(emit, held), report, timer,
+                        rendered, held)
+    finally:
+        held.release()
+
+
+def _restore(kube: Kube, spec: SourceSpec, options: SyncOptions, emit: events.EventSink,
+             report: Report, timer: _Timer, rendered: RenderResult,
+             guard: lock.Guard | None) -> Report:
     revision = report.revision
     with timer.phase("validate", len(rendered.resources)):
         plan, old, namespaces = _validate_and_plan(
-            kube, rendered, options, emit,
+            kube, spec, rendered, options, emit,
             PlanOptions(options.sync_name, prune=options.prune, prune_data=options.prune_data,
                         allow_mass_prune=options.allow_mass_prune, force=options.force,
                         workers=options.workers))
     report.changes = plan.change_set()
+    report.needs = dict(plan.needs)
     if options.plan_only:
         return report
 
     previous = _previous(old)
     pending = _pending_entries(plan, previous)
+    book = _InventoryWriter(kube, options, spec, revision, old, guard)
     if pending != previous:
-        _save_inventory(kube, options, spec, revision, old, pending, keep_revision=True)
+        book.save(pending, keep_revision=True)
     try:
         applied, timings = apply_plan(kube, plan, namespaces,
                                       ApplyOptions(workers=options.workers), emit)
     except ApplyError as e:
         report.phases.extend((t.phase, t.seconds) for t in e.timings)
-        _save_inventory(kube, options, spec, revision, old,
-                        {**previous, **_entries_of(e.applied)}, keep_revision=True)
+        book.save({**previous, **_entries_of(e.applied)}, keep_revision=True)
         raise
     report.phases.extend((t.phase, t.seconds) for t in timings)
     report.changes = _change_set(plan, applied)
 
     with timer.phase("prune", len(plan.prune)):
         try:
-            pruned = prune(kube, plan.prune, options.workers, emit)
+            pruned = prune(kube, plan.prune, options.sync_name, options.workers, emit)
         except PruneError as e:
             report.errors.extend(e.problems)
             pruned = e.done
@@ -184,20 +239,27 @@ def restore(kube: Kube, spec: SourceSpec, options: SyncOptions,
         report.changes.add(change)
     entries = _final_entries(plan, applied, previous, pruned)
     with timer.phase("inventory"):
-        _save_inventory(kube, options, spec, revision, old, entries, keep_revision=False)
+        book.save(entries, keep_revision=False)
     if options.wait:
         report.unhealthy = _wait_healthy(kube, plan.desired, options, report, emit)
     return report
 
 
-def _validate_and_plan(kube: Kube, rendered: RenderResult, options: SyncOptions,
-                       emit: events.EventSink, plan_options: PlanOptions):
+def _validate_and_plan(kube: Kube, spec: SourceSpec, rendered: RenderResult,
+                       options: SyncOptions, emit: events.EventSink, plan_options: PlanOptions):
     found = discovery.discover(kube)
-    namespaces = {o["metadata"]["name"] for o in kube.list(NAMESPACE_RT)}
+    listed = kube.list(NAMESPACE_RT)
+    namespaces = {o["metadata"]["name"] for o in listed}
+    ours = frozenset(o["metadata"]["name"] for o in listed
+                     if (o["metadata"].get("labels") or {}).get(SYNC_LABEL) == options.sync_name)
     desired, problems = prepare(rendered.resources, found, namespaces,
                                 ValidateOptions(options.sync_name, options.namespace,
-                                                options.create_namespaces, rendered.digest_key))
+                                                options.create_namespaces,
+                                                owned_namespaces=ours,
+                                                digest_key=rendered.digest_key))
     old = inventory.load(kube, options.sync_name)
+    if old is not None and not options.take_over:
+        sync_identity.check(old.name, old.repo, old.path, spec.repo, spec.path)
     plan = make_plan(kube, desired, _previous(old), found, namespaces, plan_options, emit,
                      problems)
     return plan, old, namespaces
@@ -208,16 +270,23 @@ def verify(kube: Kube, spec: SourceSpec, options: SyncOptions,
     """Compare the live cluster with the revision, writing nothing.
 
     Every declared object is dry-run (nothing is trusted from the inventory): CREATE means
-    missing, UPDATE drifted (the detail names the fields), DELETE/KEEP an extra owned object.
+    missing, UPDATE (or RECREATE, an immutable field) drifted, the detail names the fields;
+    DELETE an extra owned object. KEEP is what restore keeps or creates by its own rules, with
+    the same options: a namespace made by --create-namespaces, a data-holding object without
+    --prune-data, a namespace the revision's objects are in. It is not drift.
+
+    A namespace the revision uses but neither declares nor finds is reported missing (with
+    its objects) whatever the options, so a failed restore's verify says what differs.
     """
-    report, timer, rendered = _fetch_and_render(spec, options, emit)
+    report, timer, rendered = _fetch_and_render(spec, options, emit, kube)
     with timer.phase("verify", len(rendered.resources)):
         plan, _, _ = _validate_and_plan(
-            kube, rendered, options, emit,
-            PlanOptions(options.sync_name, prune=True, prune_data=True, allow_mass_prune=True,
-                        trust_inventory=False, workers=options.workers))
+            kube, spec, rendered, dataclasses.replace(options, create_namespaces=True), emit,
+            PlanOptions(options.sync_name, prune=True, prune_data=options.prune_data,
+                        allow_mass_prune=True, trust_inventory=False, compare_only=True,
+                        workers=options.workers))
         desired = plan.desired
-        report.changes = plan.change_set()
+        report.changes = _verified(plan, options.create_namespaces)
         _add_unlisted_extras(kube, plan, desired, report.changes, options.sync_name)
     if options.wait:
         report.unhealthy = _wait_healthy(kube, desired, options, report, emit)
@@ -227,10 +296,31 @@ def verify(kube: Kube, spec: SourceSpec, options: SyncOptions,
 def _wait_healthy(kube: Kube, desired: list[Desired], options: SyncOptions, report: Report,
                   emit: events.EventSink) -> list[health_mod.Health]:
     started = time.monotonic()  # health.wait emits its own phase events
-    unhealthy = health_mod.wait(kube, [(d.rt, d.ref) for d in desired], options.timeout,
+    not_ready = health_mod.wait(kube, [(d.rt, d.ref) for d in desired], options.timeout,
                                 emit=emit, phase="health")
     report.phases.append(("health", time.monotonic() - started))
-    return unhealthy
+    report.warnings = [h for h in not_ready if h.warning]
+    return [h for h in not_ready if not h.warning]
+
+
+def _verified(plan: Plan, create_namespaces: bool) -> ChangeSet:
+    """The plan as verify reports it: a namespace --create-namespaces made is kept, not in
+    sync; one it would make is missing, and says whether restore is given the flag."""
+    changes = plan.change_set()
+    created = {d.ref for d in plan.desired if d.origin == CREATED_NAMESPACE}
+    users = Counter(d.ref.namespace for d in plan.desired if created)
+    for i, change in enumerate(changes.changes):
+        if change.ref not in created:
+            continue
+        objects = f"{users[change.ref.name]} object(s) of the revision are in it"
+        if change.action is Action.UNCHANGED:
+            changes.changes[i] = dataclasses.replace(
+                change, action=Action.KEEP,
+                detail=f"created by --create-namespaces: {objects}, none declares it")
+        elif change.action is Action.CREATE and not create_namespaces:
+            changes.changes[i] = dataclasses.replace(
+                change, detail=f"{objects}, none declares it: restore needs --create-namespaces")
+    return changes
 
 
 def _add_unlisted_extras(kube: Kube, plan: Plan, desired: list[Desired], changes: ChangeSet,
@@ -275,8 +365,8 @@ def _final_entries(plan: Plan, applied: list[Applied], previous: Previous,
     entries = {d.ref: previous.get(d.ref, (d.rt.api_version, "", "")) for d in plan.desired}
     entries.update(_entries_of(applied))
     for change in pruned:
-        if change.action is Action.KEEP and change.detail == HOLDS_DATA:
-            entries[change.ref] = previous[change.ref]  # still ours: --prune-data deletes later
+        if change.action is Action.KEEP and change.detail in (*STILL_OWNED, RECREATED):
+            entries[change.ref] = previous[change.ref]  # still ours: a later run decides
     failed_deletes = {i.ref for i in plan.prune} - {c.ref for c in pruned}
     for ref in failed_deletes:
         entries[ref] = previous[ref]
@@ -291,17 +381,36 @@ def _change_set(plan: Plan, applied: list[Applied]) -> ChangeSet:
     return changes
 
 
-def _save_inventory(kube: Kube, options: SyncOptions, spec: SourceSpec, revision: Revision,
-                    old: inventory.Inventory | None, entries: Previous,
-                    keep_revision: bool) -> None:
-    if keep_revision:  # nothing of the new revision is complete yet
-        sha, ref = (old.revision, old.ref) if old else ("", "")
-    else:
-        sha, ref = revision.sha, revision.ref
-    inventory.save(kube, inventory.Inventory(
-        name=options.sync_name, revision=sha, ref=ref,
-        applied_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        entries=tuple(inventory.Entry(ref=r, version=v, digest=dg, owned=ow)
-                      for r, (v, dg, ow) in sorted(entries.items())),
-        path=spec.path, repo=source.redact(spec.repo), complete=not keep_revision))
+@dataclass
+class _InventoryWriter:
+    """Writes a run's inventory records while the run holds the sync's lock, each on the
+    version the load or the previous write left: a record another writer changed meanwhile
+    is a conflict (inventory.InventoryConflict), never overwritten."""
+
+    kube: Kube
+    options: SyncOptions
+    spec: SourceSpec
+    revision: Revision
+    old: inventory.Inventory | None
+    guard: lock.Guard
+    version: str = ""
+
+    def __post_init__(self) -> None:
+        self.version = self.old.resource_version if self.old else ""
+
+    def save(self, entries: Previous, keep_revision: bool) -> None:
+        self.guard.check("writing the inventory")
+        old, revision, spec = self.old, self.revision, self.spec
+        if keep_revision:  # nothing of the new revision is complete yet
+            sha, ref = (old.revision, old.ref) if old else ("", "")
+        else:
+            sha, ref = revision.sha, revision.ref
+        self.version = inventory.save(self.kube, inventory.Inventory(
+            name=self.options.sync_name, revision=sha, ref=ref,
+            applied_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            entries=tuple(inventory.Entry(ref=r, version=v, digest=dg, owned=ow)
+                          for r, (v, dg, ow) in sorted(entries.items())),
+            path=sync_identity.path_of(spec.path), repo=sync_identity.recorded(spec.repo),
+            complete=not keep_revision),
+            expected=self.version)
 

@@ -36,4 +36,12 @@ class RenderError(SyncError):
 
 
 class ValidationError(RenderError):
-    """The rendered revision would not apply cleanly; nothing was changed."""
+    """The rendered revision would not apply cleanly; nothing was changed.
+
+    `needs` names the safety flags (--force, --allow-mass-prune, ...) the revision needs, with
+    why: a drill records them, so the real procedure is known to need them too.
+    """
+
+    def __init__(self, problems: list[str], needs: dict[str, str] | None = None):
+        super().__init__(problems)
+        self.needs = dict(needs or {})

@@ -1,9 +1,10 @@
 """HTTPS remotes: how a username and token reach git without ever being written down.
 
-A token comes from the URL's user part (https://user:token@host/repo.git) or from GitAuth (the
-CLI fills it from GITOPS_RESTORE_GIT_USERNAME and GITOPS_RESTORE_GIT_PASSWORD). git is given
-the URL without it and reads it, when the server asks, from a GIT_ASKPASS helper that answers
-from the environment of that one git process. So the clone cache's config and FETCH_HEAD, git's
+A token comes from the URL's user part (https://user:token@host/repo.git, or the token alone,
+https://TOKEN@host/repo.git, as GitHub takes it) or from GitAuth (the CLI fills it from
+GITOPS_RESTORE_GIT_USERNAME and GITOPS_RESTORE_GIT_PASSWORD). git is given the URL without any
+user part and reads both, when the server asks, from a GIT_ASKPASS helper that answers from
+the environment of that one git process. So the clone cache's config and FETCH_HEAD, git's
 messages and the command line (visible to every user in `ps`) never hold it. The user's own
 credential helpers are switched off for such a run: they would otherwise store the token (the
 `store` helper writes ~/.git-credentials) or answer with credentials of their own.
@@ -28,7 +29,7 @@ USERNAME_ENV = "GITOPS_RESTORE_GIT_USERNAME"
 PASSWORD_ENV = "GITOPS_RESTORE_GIT_PASSWORD"
 IGNORED_ENV = ("GIT_SSL_NO_VERIFY",)  # would switch certificate checks off: never passed on
 
-_PASSWORD_IN_URL = re.compile(r"^(https?://[^/@:]*):[^/@]*@", re.IGNORECASE)
+_USER_PART = re.compile(r"^(https?://)[^/@]*@", re.IGNORECASE)
 _ASKPASS_USERNAME = "GITOPS_RESTORE_ASKPASS_USERNAME"
 _ASKPASS_PASSWORD = "GITOPS_RESTORE_ASKPASS_PASSWORD"
 _ASKPASS_SCRIPT = f"""#!/bin/sh
@@ -39,21 +40,24 @@ esac
 """
 
 
-def without_password(url: str) -> str:
-    """An http(s) URL without the password or token in its user part; the username stays."""
-    return _PASSWORD_IN_URL.sub(r"\1@", url)
+def without_credentials(url: str) -> str:
+    """An http(s) URL without its user part (username, password or token); others as given."""
+    return _USER_PART.sub(r"\1", url)
 
 
 def credentials(url: str, username: str | None, password: str | None
                 ) -> tuple[str | None, str | None]:
     """The username and password for an http(s) URL: its own user part first, then the given
-    ones. (None, None) for other URLs."""
+    ones. A user part without a password is a token (https://TOKEN@host): it is sent as the
+    username with an empty password unless a password is given. (None, None) for other URLs."""
     if not url.lower().startswith(("https://", "http://")):
         return None, None
     parts = urlsplit(url)
     url_username = unquote(parts.username) if parts.username else None
     url_password = unquote(parts.password) if parts.password is not None else None
-    return url_username or username, password if url_password is None else url_password
+    if url_password is None:
+        url_password = password if password is not None else ("" if url_username else None)
+    return url_username or username, url_password
 
 
 @contextmanager

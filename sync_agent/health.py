@@ -22,6 +22,7 @@ from sync_agent.kube import ApiError, Kube, ResourceType
 from sync_agent.objects import ObjectRef
 
 PODS = ResourceType("", "v1", "Pod", "pods", namespaced=True)
+SERVICES = ResourceType("", "v1", "Service", "services", namespaced=True)
 EVENTS = ResourceType("", "v1", "Event", "events", namespaced=True)
 # Kinds whose reasons are completed with those of the pods their selector matches.
 WORKLOADS = frozenset({("apps", "Deployment"), ("apps", "StatefulSet"), ("apps", "DaemonSet"),
@@ -30,12 +31,20 @@ _GET_AT_MOST = 3  # more pending objects of one type in one namespace: one LIST,
 _NAMESPACES_AT_MOST = 8  # a type pending in more namespaces: one LIST across all of them
 _DETAILS = 3  # pod problems and events named per object
 _DETAIL_NAMESPACES = 50  # namespaces whose pods and events are read for the final reasons
+# How long a LoadBalancer Service may wait for a controller to take it on before the absence
+# of any controller is concluded (MetalLB, kube-vip and kwok assign within a second; a cloud's
+# service controller marks the Service with LB_FINALIZER as soon as it starts).
+CONTROLLER_GRACE = 10.0
+LB_FINALIZER = "service.kubernetes.io/load-balancer-cleanup"
 
 
 class State(enum.Enum):
     READY = "ready"
     IN_PROGRESS = "in progress"
     FAILED = "failed"  # will not become ready without a change to the object: stop waiting
+    # Waits for a controller the cluster does not have (a LoadBalancer Service where nothing
+    # assigns addresses): a warning, since no wait can help and the object itself is fine.
+    UNSERVED = "no controller"
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,10 @@ class Health:
     @property
     def ready(self) -> bool:
         return self.state is State.READY
+
+    @property
+    def warning(self) -> bool:
+        return self.state is State.UNSERVED
 
     def __str__(self) -> str:
         return f"{self.ref}: {self.reason or self.state.value}"
@@ -247,15 +260,20 @@ def wait(kube: Kube, targets: Sequence[tuple[ResourceType, ObjectRef]], timeout:
          phase: str = "health") -> list[Health]:
     """Poll until every target is ready, one has FAILED, or `timeout` seconds pass.
 
-    Returns the targets not ready (empty when all are), sorted by reference. Emits
+    Returns the targets not ready (empty when all are), sorted by reference; those waiting for
+    a controller the cluster lacks are among them as UNSERVED (`Health.warning`), concluded
+    after CONTROLLER_GRACE instead of waiting out the timeout. Emits
     PhaseStarted(phase, total), ObjectDone(phase, ref, "ready") as each turns ready,
-    ObjectDone(phase, ref, "failed") for each that failed for good, and PhaseFinished.
+    ObjectDone(phase, ref, "failed") for each that failed for good, ObjectDone(phase, ref,
+    "warning") for each unserved, and PhaseFinished.
     """
     started = time.monotonic()
     deadline = started + timeout
     pending = {ref: rt for rt, ref in targets}
     emit(events.PhaseStarted(phase, len(pending)))
     last: dict[ObjectRef, tuple[State, str, dict | None]] = {}
+    unserved: dict[ObjectRef, str] = {}
+    next_check = started + CONTROLLER_GRACE
     # Rollouts on a healthy cluster finish within a second or so: poll fast at first, so the
     # recovery time measured is the cluster's, not our polling interval's.
     delay = min(0.1, interval)
@@ -270,6 +288,14 @@ def wait(kube: Kube, targets: Sequence[tuple[ResourceType, ObjectRef]], timeout:
                 last[ref] = (state, reason, body)
                 failed = failed or state is State.FAILED
         remaining = deadline - time.monotonic()
+        waiting = {ref: last[ref][2] for ref in pending if _awaits_address(last[ref][2])}
+        if waiting and (remaining <= 0 or failed or (
+                len(waiting) == len(pending) and time.monotonic() >= next_check)):
+            for ref, reason in _unserved(kube, waiting).items():
+                del pending[ref]
+                unserved[ref] = reason
+                emit(events.ObjectDone(phase, ref, "warning"))
+            next_check = time.monotonic() + CONTROLLER_GRACE
         if not pending or failed or remaining <= 0:
             break
         time.sleep(min(delay, remaining))
@@ -278,8 +304,38 @@ def wait(kube: Kube, targets: Sequence[tuple[ResourceType, ObjectRef]], timeout:
     for health in result:
         if health.state is State.FAILED:
             emit(events.ObjectDone(phase, health.ref, "failed"))
+    result += [Health(ref, State.UNSERVED, reason) for ref, reason in unserved.items()]
     emit(events.PhaseFinished(phase, time.monotonic() - started))
-    return result
+    return sorted(result, key=lambda h: h.ref)
+
+
+def _awaits_address(body: dict | None) -> bool:
+    return body is not None and body.get("kind") == "Service" and \
+        (body.get("spec") or {}).get("type") == "LoadBalancer" and \
+        not ((body.get("status") or {}).get("loadBalancer") or {}).get("ingress")
+
+
+def _unserved(kube: Kube, waiting: dict[ObjectRef, dict]) -> dict[ObjectRef, str]:
+    """The LoadBalancer Services among `waiting` that no controller serves: no Service of
+    their class anywhere in the cluster has an address, and none took them on (a cloud's
+    service controller adds LB_FINALIZER as it starts)."""
+    served = {(s.get("spec") or {}).get("loadBalancerClass") for s in _list(kube, SERVICES, "")
+              if ((s.get("status") or {}).get("loadBalancer") or {}).get("ingress")}
+    found = {}
+    for ref, body in waiting.items():
+        lb_class = body["spec"].get("loadBalancerClass")
+        if lb_class in served or LB_FINALIZER in (body["metadata"].get("finalizers") or []):
+            continue
+        if lb_class:
+            found[ref] = (f"no controller serves loadBalancerClass {lb_class}: no Service of "
+                          "that class in the cluster has an address; reachable inside the "
+                          "cluster at its ClusterIP")
+        else:
+            found[ref] = ("no load-balancer controller in this cluster (a cloud provider's "
+                          "service controller, MetalLB or kube-vip): no Service of type "
+                          "LoadBalancer has an address; reachable inside the cluster at its "
+                          "ClusterIP")
+    return found
 
 
 def _fetch(kube: Kube, pending: dict[ObjectRef, ResourceType]) -> dict[ObjectRef, dict | None]:

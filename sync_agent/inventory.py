@@ -15,16 +15,22 @@ Storage, in namespace `gitops-restore-system`, modelled on kustomize-controller'
   newlines inside a field are %-escaped, so the format is unambiguous for any name the API
   server accepts.
 - Up to `SHARD_BYTES` of compressed data sit inline in `binaryData["entries.gz"]` (`shards: 0`).
-  Larger payloads are cut into `SHARD_BYTES` chunks stored in `inventory-<name>-<d>-<i>`
-  (i = 1..shards, d = the first 10 hex digits of the payload's sha256), labelled
+  Larger payloads are cut into `SHARD_BYTES` chunks stored in `inventory-<name>-<s>-<i>`
+  (i = 1..shards, s = annotation `shard-set`, 10 random hex digits new with every save; older
+  records without it used the first 10 hex digits of the payload's sha256), labelled
   `gitops-restore.io/inventory=<name>` and `gitops-restore.io/inventory-shard=<i>`.
 
 Save order, so that a crash at any point leaves a loadable inventory:
-  1. write the shards -- content-addressed names, so the previous save's shards stay untouched;
-  2. write the main object -- the single switch from the old payload to the new one;
-  3. delete shards of this name that the main object no longer names.
+  1. write the shards -- names new to this save, so nobody else's shards are touched;
+  2. write the main object -- the single switch from the old payload to the new one, with the
+     resourceVersion the writer read as a precondition (optimistic concurrency): if another
+     writer switched it meanwhile, nothing is overwritten, this save's shards are removed and
+     `InventoryConflict` says so;
+  3. delete the shards of the record just replaced (named by it, so no other writer's), and
+     orphans older than `ORPHAN_SECONDS` (a save that died between 1 and 2; a live save takes
+     seconds, so a younger shard may belong to a writer still at step 1).
 A crash before 2 leaves the previous inventory intact plus orphan shards; a crash before 3
-leaves stale shards. Both are ignored by `load` and removed by the next `save` or `delete`.
+leaves stale shards. Both are ignored by `load` and removed by a later `save`, or `delete`.
 `load` checks the sha256 and entry count recorded on the main object, so a mixed set of shards
 is reported, never read. `delete` removes the main object first for the same reason.
 
@@ -48,6 +54,7 @@ import base64
 import gzip
 import hashlib
 import re
+import secrets
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -56,12 +63,13 @@ from datetime import UTC, datetime
 from urllib.parse import unquote
 
 from sync_agent.errors import SyncError
-from sync_agent.kube import ApiError, Kube, ResourceType
+from sync_agent.kube import FIELD_MANAGER, ApiError, Kube, ResourceType
 from sync_agent.objects import ObjectRef, Resource
 
 NAMESPACE = "gitops-restore-system"
 SHARD_BYTES = 900_000  # compressed bytes per ConfigMap; the API server allows 1 MiB of data
 FORMAT_HEADER = "gitops-restore-inventory/v1"
+ORPHAN_SECONDS = 600.0  # a shard no record names is a dead save's only after this long
 
 CONFIGMAP = ResourceType(group="", version="v1", kind="ConfigMap", plural="configmaps",
                          namespaced=True)
@@ -82,6 +90,20 @@ _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # SHA-1 or SHA-256 object forma
 
 class InventoryError(SyncError):
     """An inventory cannot be read or written."""
+
+
+class InventoryConflict(InventoryError):
+    """Another writer changed the inventory since this one read it; nothing was overwritten."""
+
+    def __init__(self, name: str, expected: str, found: str):
+        read = f"version {expected}" if expected else "no inventory"
+        now = f"version {found}" if found else "none"
+        super().__init__(
+            f"inventory {name!r}: ConfigMap {NAMESPACE}/{configmap_name(name)} was changed by "
+            f"another writer since this run read it (read {read}, now {now}); nothing was "
+            "overwritten. Another gitops-restore command or the sync agent wrote this sync "
+            "meanwhile: run again once it has finished (every writer holds the lock Lease "
+            f"{NAMESPACE}/agent-{name}; a writer without it is not gitops-restore's).")
 
 
 class InvalidSyncName(InventoryError):
@@ -134,6 +156,8 @@ class Inventory:
     path: str = ""  # repository path synced
     repo: str = ""  # repository URL
     complete: bool = True  # False for the `merge` record of an unfinished restore
+    # of the main ConfigMap as loaded: the precondition of the next save ("" when not loaded)
+    resource_version: str = field(default="", compare=False)
     refs: frozenset[ObjectRef] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -191,9 +215,22 @@ def merge(old: Inventory | None, new: Inventory) -> Inventory:
 
 # ---- cluster I/O --------------------------------------------------------------------------
 
+class _Replaced(Exception):
+    """The main object was switched to a new record while it was being read."""
+
+
 def load(kube: Kube, name: str) -> Inventory | None:
     """The stored inventory of `name`, or None when there is none."""
     check_name(name)
+    for _ in range(3):
+        try:
+            return _load(kube, name)
+        except _Replaced:
+            continue  # a save replaced it (and deleted the shards we were reading): again
+    return _load(kube, name)
+
+
+def _load(kube: Kube, name: str) -> Inventory | None:
     main_name = configmap_name(name)
     with _api(name, f"read ConfigMap {NAMESPACE}/{main_name}"):
         main = kube.get(CONFIGMAP, NAMESPACE, main_name)
@@ -223,10 +260,14 @@ def load(kube: Kube, name: str) -> Inventory | None:
     else:
         parts = []
         for index in range(1, shards + 1):
-            shard_name = _shard_name(name, digest, index)
+            shard_name = _shard_name(name, _shard_set(notes), index)
             with _api(name, f"read ConfigMap {NAMESPACE}/{shard_name}"):
                 shard = kube.get(CONFIGMAP, NAMESPACE, shard_name)
             if shard is None:
+                with _api(name, f"read ConfigMap {NAMESPACE}/{main_name}"):
+                    now = kube.get(CONFIGMAP, NAMESPACE, main_name)
+                if _version(now) != _version(main):
+                    raise _Replaced()
                 raise corrupt(f"its shard {shard_name} ({index} of {shards}) is missing")
             parts.append(_b64(shard, _SHARD_KEY, lambda p, s=shard_name: corrupt(p, s)))
         payload = b"".join(parts)
@@ -241,13 +282,20 @@ def load(kube: Kube, name: str) -> Inventory | None:
         return Inventory(name=name, revision=notes[_A + "revision"], ref=notes[_A + "ref"],
                          applied_at=notes[_A + "applied-at"], entries=entries,
                          path=notes.get(_A + "path", ""), repo=notes.get(_A + "repo", ""),
-                         complete=notes.get(_A + "complete", "true") == "true")
+                         complete=notes.get(_A + "complete", "true") == "true",
+                         resource_version=_version(main))
     except InventoryError as e:
         raise corrupt(str(e).removeprefix(f"inventory {name!r}: ")) from None
 
 
-def save(kube: Kube, inventory: Inventory) -> None:
-    """Store `inventory`, replacing the previous one of its name (order: see module doc)."""
+def save(kube: Kube, inventory: Inventory, expected: str | None = None) -> str:
+    """Store `inventory`, replacing the previous one of its name (order: see module doc).
+
+    `expected` is the resourceVersion of the main object the writer read ("": there was
+    none); if it changed meanwhile, InventoryConflict is raised and nothing is overwritten.
+    None replaces whatever is stored when the call starts (the switch itself is still
+    conditional). Returns the new resourceVersion, the precondition of the next save.
+    """
     name = inventory.name
     main_name = configmap_name(name)
     payload = _encode(inventory)
@@ -259,26 +307,59 @@ def save(kube: Kube, inventory: Inventory) -> None:
         if kube.get(NAMESPACE_TYPE, "", NAMESPACE) is None:
             kube.apply(NAMESPACE_TYPE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {
                 "name": NAMESPACE, "labels": {MANAGED_BY: "gitops-restore"}}})
+    with _api(name, f"read ConfigMap {NAMESPACE}/{main_name}"):
+        current = kube.get(CONFIGMAP, NAMESPACE, main_name)
+    found = _version(current)
+    if expected is not None and found != expected:
+        raise InventoryConflict(name, expected, found)
 
-    keep = set()
+    shard_set = secrets.token_hex(5) if shards else ""
+    written: list[str] = []
     for index, chunk in enumerate(chunks if shards else [], start=1):
-        shard_name = _shard_name(name, digest, index)
-        keep.add(shard_name)
+        shard_name = _shard_name(name, shard_set, index)
         body = _configmap(shard_name, {INVENTORY_LABEL: name, SHARD_LABEL: str(index)},
                           {_A + "digest": digest}, {_SHARD_KEY: chunk})
         with _api(name, f"write ConfigMap {NAMESPACE}/{shard_name}"):
-            kube.apply(CONFIGMAP, body)
+            kube.request("POST", CONFIGMAP.path(NAMESPACE), body)
+        written.append(shard_name)
 
     notes = {"revision": inventory.revision, "ref": inventory.ref,
              "applied-at": inventory.applied_at, "path": inventory.path, "repo": inventory.repo,
              "complete": "true" if inventory.complete else "false",
-             "entries": str(len(inventory.entries)), "shards": str(shards), "digest": digest}
+             "entries": str(len(inventory.entries)), "shards": str(shards), "digest": digest,
+             "shard-set": shard_set}
     body = _configmap(main_name, {INVENTORY_LABEL: name}, {_A + k: v for k, v in notes.items()},
                       {} if shards else {_INLINE_KEY: payload})
-    with _api(name, f"write ConfigMap {NAMESPACE}/{main_name}"):
-        kube.apply(CONFIGMAP, body)
+    stored = _switch(kube, name, body, current, written)
 
-    _delete_shards(kube, name, keep)
+    replaced = [_shard_name(name, _shard_set(_notes(current)), i)
+                for i in range(1, _shard_count(current) + 1)]
+    _delete_named(kube, name, [s for s in replaced if s not in written])
+    _delete_orphans(kube, name, set(written), stored)
+    return _version(stored)
+
+
+def _switch(kube: Kube, name: str, body: dict, current: dict | None,
+            written: list[str]) -> dict:
+    """Write the main object on the condition that it is still `current`."""
+    main_name = body["metadata"]["name"]
+    query = {"fieldManager": FIELD_MANAGER}
+    try:
+        if current is None:
+            return kube.request("POST", CONFIGMAP.path(NAMESPACE), body, query=query)
+        body["metadata"]["resourceVersion"] = _version(current)
+        return kube.request("PUT", CONFIGMAP.path(NAMESPACE, main_name), body, query=query)
+    except ApiError as e:
+        if e.status != 409:
+            raise InventoryError(f"inventory {name!r}: cannot write ConfigMap "
+                                 f"{NAMESPACE}/{main_name}: {e}") from e
+        with _api(name, f"read ConfigMap {NAMESPACE}/{main_name}"):
+            now = kube.get(CONFIGMAP, NAMESPACE, main_name)
+        if _notes(now).get(_A + "digest") == body["metadata"]["annotations"][_A + "digest"] \
+                and _shard_set(_notes(now)) == _shard_set(body["metadata"]["annotations"]):
+            return now  # our own write, retried after a lost response
+        _delete_named(kube, name, written)
+        raise InventoryConflict(name, _version(current), _version(now)) from None
 
 
 def names(kube: Kube) -> list[str]:
@@ -287,6 +368,32 @@ def names(kube: Kube) -> list[str]:
     with _api(None, f"list ConfigMaps in {NAMESPACE}"):
         found = _list_metadata(kube, selector)
     return sorted({meta["labels"][INVENTORY_LABEL] for meta in found})
+
+
+@dataclass(frozen=True)
+class Source:
+    """What an inventory records of where its objects came from (read without its entries)."""
+
+    name: str
+    repo: str
+    path: str
+    revision: str
+    applied_at: str
+
+
+def sources(kube: Kube) -> list[Source]:
+    """Every inventory's recorded repository, path and revision, sorted by sync name; read from
+    metadata only, so an inventory with corrupt entries does not hide the others."""
+    selector = f"{MANAGED_BY}=gitops-restore,{INVENTORY_LABEL},!{SHARD_LABEL}"
+    with _api(None, f"list ConfigMaps in {NAMESPACE}"):
+        found = _list_metadata(kube, selector)
+    records = []
+    for meta in found:
+        notes = meta.get("annotations") or {}
+        records.append(Source(meta["labels"][INVENTORY_LABEL], notes.get(_A + "repo", ""),
+                              notes.get(_A + "path", ""), notes.get(_A + "revision", ""),
+                              notes.get(_A + "applied-at", "")))
+    return sorted(records, key=lambda r: r.name)
 
 
 def delete(kube: Kube, name: str) -> bool:
@@ -343,8 +450,8 @@ def _digest(payload: bytes) -> str:
     return "sha256:" + hashlib.sha256(payload).hexdigest()
 
 
-def _shard_name(name: str, digest: str, index: int) -> str:
-    return f"{configmap_name(name)}-{digest.removeprefix('sha256:')[:10]}-{index}"
+def _shard_name(name: str, shard_set: str, index: int) -> str:
+    return f"{configmap_name(name)}-{shard_set}-{index}"
 
 
 def _configmap(name: str, labels: dict[str, str], annotations: dict[str, str],
@@ -375,6 +482,51 @@ def _list_metadata(kube: Kube, selector: str) -> list[dict]:
         if not token:
             return items
         query["continue"] = token
+
+
+def _version(configmap: dict | None) -> str:
+    return (configmap or {}).get("metadata", {}).get("resourceVersion", "") if configmap else ""
+
+
+def _notes(configmap: dict | None) -> dict:
+    return ((configmap or {}).get("metadata") or {}).get("annotations") or {}
+
+
+def _shard_set(notes: dict) -> str:
+    return notes.get(_A + "shard-set") or notes.get(_A + "digest", "").removeprefix("sha256:")[:10]
+
+
+def _shard_count(configmap: dict | None) -> int:
+    count = _notes(configmap).get(_A + "shards", "0")
+    return int(count) if count.isdigit() else 0
+
+
+def _delete_named(kube: Kube, name: str, shard_names: Iterable[str]) -> None:
+    for shard_name in shard_names:
+        with _api(name, f"delete ConfigMap {NAMESPACE}/{shard_name}"):
+            kube.delete(CONFIGMAP, NAMESPACE, shard_name)
+
+
+def _delete_orphans(kube: Kube, name: str, keep: set[str], stored: dict) -> None:
+    """Delete shards no record names that are older than ORPHAN_SECONDS before our write, by
+    the API server's clock (the time it recorded our write)."""
+    written_at = max((_time(f.get("time")) for f in stored["metadata"].get("managedFields", [])
+                      if f.get("manager") == FIELD_MANAGER), default=None)
+    if written_at is None:
+        return
+    with _api(name, f"list the shards of ConfigMap {NAMESPACE}/{configmap_name(name)}"):
+        found = _list_metadata(kube, f"{INVENTORY_LABEL}={name},{SHARD_LABEL}")
+    _delete_named(kube, name, [
+        meta["name"] for meta in found if meta["name"] not in keep
+        and (_time(meta.get("creationTimestamp")) or written_at)
+        <= written_at - ORPHAN_SECONDS])
+
+
+def _time(text: str | None) -> float | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None
+    except ValueError:
+        return None
 
 
 def _delete_shards(kube: Kube, name: str, keep: set[str]) -> bool:

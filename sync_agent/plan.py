@@ -25,6 +25,11 @@ PRUNE_ANNOTATION = "gitops-restore.io/prune"
 DATA_KINDS = frozenset({"PersistentVolumeClaim", "PersistentVolume", "Namespace"})
 OPTED_OUT = f"{PRUNE_ANNOTATION}: disabled"  # kept, and no longer owned
 HOLDS_DATA = "holds data; pass --prune-data to delete it"  # kept, still owned
+DROPPED = "dropped from this inventory"  # the end of every "no longer ours" detail
+# A namespace the revision's objects live in, even if the revision does not declare it:
+# deleting it would delete them too. Kept, still owned.
+HOLDS_REVISION = "the revision's objects are in it; it is not deleted while they are"
+STILL_OWNED = (HOLDS_DATA, HOLDS_REVISION)  # kept and left in the inventory
 # Fields the server owns; they differ between a dry-run result and the live object even when
 # nothing we declare changed.
 VOLATILE_METADATA = ("managedFields", "resourceVersion", "generation")
@@ -40,6 +45,9 @@ class PlanOptions:
     workers: int = DEFAULT_WORKERS
     # Skip the dry-run of objects whose declared body and live state are as we last left them.
     trust_inventory: bool = True
+    # For verify: an object the API server rejects (an immutable field, a forbidden update) is
+    # a difference to report, not bad input; and no safety flag is needed to compare.
+    compare_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,9 @@ class PruneItem:
     rt: ResourceType
     action: Action  # DELETE or KEEP
     detail: str = ""
+    # The live object seen when planning: prune deletes exactly that one (see prune.py).
+    uid: str = ""
+    resource_version: str = ""
 
 
 @dataclass
@@ -55,6 +66,9 @@ class Plan:
     desired: list[Desired]
     actions: dict[ObjectRef, Change] = field(default_factory=dict)
     prune: list[PruneItem] = field(default_factory=list)
+    # The safety flags this plan relies on (given) or lacks (then also a problem), with why:
+    # "--force", "--allow-mass-prune", "--prune-data".
+    needs: dict[str, str] = field(default_factory=dict)
 
     def to_apply(self) -> list[Desired]:
         """Objects to send, deferred ones included (their action is only known after)."""
@@ -86,6 +100,7 @@ def make_plan(kube: Kube, desired: Sequence[Desired], previous: Previous, found:
                       options.sync_name, metadata_only=options.trust_inventory)
     plan = Plan(desired=list(desired))
     problems = list(problems)
+    immutable_changes: list[str] = []  # "Deployment/ns/web: spec.selector", for plan.needs
 
     def settled(d: Desired) -> Change | None:
         """The change decided without a request, if it can be."""
@@ -103,7 +118,13 @@ def make_plan(kube: Kube, desired: Sequence[Desired], previous: Previous, found:
                 current = kube.get(d.rt, d.ref.namespace, d.ref.name)
             return dry_run(kube, d, current, existing_namespaces)
         except ApiError as e:
+            if e.about_server:  # not the object's fault: the run fails (exit 1), not "invalid"
+                raise
             immutable = _immutable_fields(e)
+            if options.compare_only:
+                return _rejected(d, current, immutable, e)
+            if immutable:
+                immutable_changes.append(f"{d.ref}: immutable {immutable} changed")
             if immutable and options.force:
                 return Change(d.ref, Action.RECREATE, f"immutable {immutable} changed",
                               d.rt.api_version)
@@ -130,10 +151,27 @@ def make_plan(kube: Kube, desired: Sequence[Desired], previous: Previous, found:
             plan.actions[d.ref] = change
             emit(events.ObjectDone("validate", d.ref, change.action.value))
     if options.prune:
-        plan.prune = _prune_items(kube, desired, previous, live, found, options, problems)
+        plan.prune = _prune_items(kube, desired, previous, live, found, options, problems,
+                                  plan.needs)
+    if immutable_changes:
+        plan.needs["--force"] = _summary(sorted(immutable_changes))
     if problems:
-        raise ValidationError(problems)
+        raise ValidationError(problems, plan.needs)
     return plan
+
+
+def _rejected(d: Desired, live: dict | None, immutable: str, error: ApiError) -> Change:
+    """For verify: a dry-run the API server rejects still says the live object differs."""
+    if immutable:
+        return Change(d.ref, Action.RECREATE, f"immutable {immutable} differs; restore needs "
+                      "--force to recreate it", d.rt.api_version)
+    return Change(d.ref, Action.CREATE if live is None else Action.UPDATE,
+                  f"the API server rejects the revision's object: {error}", d.rt.api_version)
+
+
+def _summary(reasons: list[str]) -> str:
+    more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
+    return reasons[0] + more
 
 
 def dry_run(kube: Kube, d: Desired, live: dict | None, existing_namespaces: set[str]) -> Change:
@@ -243,19 +281,50 @@ def _previous_types(previous: Previous, found: Discovery) -> set[ResourceType]:
 
 
 def _immutable_fields(error: ApiError) -> str:
+    """Fields the server refuses to change in place ("" if the error is something else).
+
+    Besides fields called immutable, a StatefulSet refuses any update to its spec other than
+    a few fields ("spec: Forbidden: updates to statefulset spec for fields other than ..."),
+    e.g. a larger volumeClaimTemplates: recreating it keeps its claims, as `--force` does.
+    """
     if error.status != 422:
         return ""
-    fields = [c.get("field", "") for c in error.causes if "immutable" in c.get("message", "")]
+    fields = [c.get("field", "") for c in error.causes
+              if "immutable" in c.get("message", "")
+              or c.get("message", "").startswith("Forbidden: updates to")]
     if not fields and "immutable" in str(error):
         fields = ["(unnamed)"]
     return ", ".join(f for f in fields if f)
 
 
+def not_ours(obj: dict, sync_name: str) -> str:
+    """Why a live object is no longer this sync's to prune ("" while it carries our mark).
+
+    Apply sets the label SYNC_LABEL=<sync name> on every object; whoever applies the object
+    next under another sync (or another tool taking the label over, or someone removing it)
+    takes it from us, as Flux's prune checks its own labels before deleting.
+    """
+    owner = (obj.get("metadata", {}).get("labels") or {}).get(SYNC_LABEL)
+    if owner == sync_name:
+        return ""
+    if owner:
+        return f"now owned by sync {owner!r}; {DROPPED}"
+    return f"no longer labelled {SYNC_LABEL}={sync_name} (no owner); {DROPPED}"
+
+
 def _prune_items(kube: Kube, desired: Sequence[Desired], previous: Previous,
                  live: dict[ObjectRef, dict], found: Discovery, options: PlanOptions,
-                 problems: list[str]) -> list[PruneItem]:
+                 problems: list[str], needs: dict[str, str]) -> list[PruneItem]:
+    """What prune does with each object the inventory lists and the revision does not.
+
+    Only objects that exist and still carry this sync's mark are candidates; the mass-prune
+    guard compares the deletes with the listed objects that exist and carry the mark, so
+    entries of objects that are gone (or were never there) cannot dilute it.
+    """
     wanted = {d.ref for d in desired}
+    used_namespaces = {d.ref.namespace for d in desired}
     items: list[PruneItem] = []
+    owned = sum(1 for ref in previous if ref in wanted and ref in live)
     for ref, (version, _, _) in sorted(previous.items()):
         if ref in wanted:
             continue
@@ -265,19 +334,41 @@ def _prune_items(kube: Kube, desired: Sequence[Desired], previous: Previous,
         obj = live.get(ref) or kube.get(rt, ref.namespace, ref.name)
         if obj is None:
             continue
-        annotations = obj.get("metadata", {}).get("annotations") or {}
+        meta = obj.get("metadata", {})
+        seen = dict(uid=meta.get("uid", ""), resource_version=meta.get("resourceVersion", ""))
+        other = not_ours(obj, options.sync_name)
+        if other:
+            items.append(PruneItem(ref, rt, Action.KEEP, other))
+            continue
+        owned += 1
+        annotations = meta.get("annotations") or {}
         if annotations.get(PRUNE_ANNOTATION) == "disabled":
-            items.append(PruneItem(ref, rt, Action.KEEP, OPTED_OUT))
+            items.append(PruneItem(ref, rt, Action.KEEP, OPTED_OUT, **seen))
+        elif ref.kind == "Namespace" and ref.group == "" and ref.name in used_namespaces:
+            items.append(PruneItem(ref, rt, Action.KEEP, HOLDS_REVISION, **seen))
         elif ref.kind in DATA_KINDS and ref.group == "" and not options.prune_data:
-            items.append(PruneItem(ref, rt, Action.KEEP, HOLDS_DATA))
+            items.append(PruneItem(ref, rt, Action.KEEP, HOLDS_DATA, **seen))
         else:
-            items.append(PruneItem(ref, rt, Action.DELETE))
-    deletes = sum(1 for i in items if i.action is Action.DELETE)
-    owned = len(previous)
-    if deletes and not options.allow_mass_prune and (not desired or deletes * 2 > owned):
-        problems.append(f"inventory {options.sync_name}: prune would delete {deletes} of {owned} "
-                        "owned objects" + (" (the revision declares nothing)" if not desired
-                                           else "") +
-                        "; check --path and --ref, or pass --allow-mass-prune")
+            items.append(PruneItem(ref, rt, Action.DELETE, **seen))
+    _check_guards(items, bool(desired), owned, options, problems, needs)
     return items
 
+
+def _check_guards(items: list[PruneItem], declares_anything: bool, owned: int,
+                  options: PlanOptions, problems: list[str], needs: dict[str, str]) -> None:
+    """Record which safety flags the prune needs (drills report them) and refuse, without
+    the flag, a prune of more than half of what this sync owns."""
+    data = sorted(str(i.ref) for i in items
+                  if i.action is Action.DELETE and i.ref.kind in DATA_KINDS and i.ref.group == "")
+    if data and not options.compare_only:
+        needs["--prune-data"] = _summary([f"deletes {ref}" for ref in data])
+    deletes = sum(1 for i in items if i.action is Action.DELETE)
+    if deletes and (not declares_anything or deletes * 2 > owned):
+        mass = (f"prune would delete {deletes} of {owned} owned objects" +
+                (" (the revision declares nothing)" if not declares_anything else ""))
+        if not options.compare_only:
+            needs["--allow-mass-prune"] = mass
+        if not options.allow_mass_prune:
+            problems.append(f"inventory {options.sync_name}: {mass}; check --path and --ref, "
+                            "or pass --allow-mass-prune")
+    return items

@@ -144,6 +144,17 @@ def _exists(repo: git.Repo, sha: str, path: str) -> bool:
 
 def moved_from(repo: git.Repo, parent: str, sha: str, path: str) -> str | None:
     """The directory that `path` was renamed from between `parent` and `sha`, if it was."""
+    return _renamed(repo, parent, sha, path, into=True)
+
+
+def moved_to(repo: git.Repo, parent: str, sha: str, path: str) -> str | None:
+    """The directory that `path` was renamed to between `parent` and `sha`, if it was."""
+    return _renamed(repo, parent, sha, path, into=False)
+
+
+def _renamed(repo: git.Repo, parent: str, sha: str, path: str, into: bool) -> str | None:
+    """The other end of a directory rename of `path` (its source when `into`, else its
+    destination): the directory most renamed files agree on."""
     top = PurePosixPath(path.strip("/") or ".")
     if str(top) == ".":
         return None
@@ -156,10 +167,11 @@ def moved_from(repo: git.Repo, parent: str, sha: str, path: str) -> str | None:
         if status.startswith(("R", "C")) and index + 2 < len(fields):
             old, new = PurePosixPath(fields[index + 1]), PurePosixPath(fields[index + 2])
             index += 3
-            if status.startswith("R") and new.is_relative_to(top):
-                rel = new.relative_to(top)
-                if old.parts[len(old.parts) - len(rel.parts):] == rel.parts:
-                    base = PurePosixPath(*old.parts[:len(old.parts) - len(rel.parts)])
+            here, there = (new, old) if into else (old, new)
+            if status.startswith("R") and here.is_relative_to(top):
+                rel = here.relative_to(top)
+                if there.parts[len(there.parts) - len(rel.parts):] == rel.parts:
+                    base = PurePosixPath(*there.parts[:len(there.parts) - len(rel.parts)])
                     votes[str(base)] = votes.get(str(base), 0) + 1
         else:
             index += 2 if status else 1
@@ -167,6 +179,55 @@ def moved_from(repo: git.Repo, parent: str, sha: str, path: str) -> str | None:
         return None
     best = max(votes, key=lambda name: votes[name])
     return "" if best == "." else best
+
+
+def path_at(repo: git.Repo, path: str, start: str, target: str) -> str:
+    """Where the directory that is `path` at commit `start` is at commit `target`.
+
+    Follows directory renames back from `start` to the commits' merge base, then forward to
+    `target`, so it works whether `target` is older (a rollback), newer or on another branch.
+    A directory that was created or deleted rather than moved keeps its path.
+    """
+    base = repo.git.merge_base(start, target)
+    return _forward(repo, _back(repo, path, start, base), base, target)
+
+
+def _back(repo: git.Repo, path: str, start: str, base: str) -> str:
+    current, sha = path.strip("/"), start
+    for _ in range(_MOVES_FOLLOWED):
+        if not current or current == ".":
+            return current
+        commits = repo.git.log("--format=%H", "--topo-order", f"{base}..{sha}", "--",
+                               current).split()
+        if not commits:
+            return current
+        oldest = repo.commit(commits[-1])  # the change that brought `current` here, if any
+        if not oldest.parents or _exists(repo, oldest.parents[0].hexsha, current):
+            return current
+        parent = oldest.parents[0].hexsha
+        old = moved_from(repo, parent, oldest.hexsha, current)
+        if old is None:
+            return current
+        current, sha = old, parent
+    return current
+
+
+def _forward(repo: git.Repo, path: str, base: str, target: str) -> str:
+    current, sha = path.strip("/"), base
+    for _ in range(_MOVES_FOLLOWED):
+        if not current or current == ".":
+            return current
+        commits = repo.git.log("--format=%H", "--topo-order", "--reverse", f"{sha}..{target}",
+                               "--", current).split()
+        gone = next((c for c in commits if not _exists(repo, c, current)), None)
+        if gone is None:
+            return current
+        parent = repo.commit(gone).parents[0].hexsha
+        new = moved_to(repo, parent, gone, current)
+        if new is None:
+            return current
+        current, sha = new, gone
+    return current
 
 
 def _as_revision(url: str, entry: history.HistoryEntry) -> Revision:

@@ -20,7 +20,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import git
 
-from sync_agent import git_https, paths
+from sync_agent import git_https, git_process, paths, redaction
 from sync_agent.errors import SourceError
 from sync_agent.objects import Revision
 
@@ -39,6 +38,8 @@ _SCP_LIKE = re.compile(r"^(?:[^@/:]+@)?[^/:]+:(?!//)")
 _TIME_FORMS = "2026-11-01T12:00Z, 2026-11-01T12:00:00+02:00 or 2026-11-01 (midnight UTC)"
 _FETCH_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 _FIRST_PARENT_LOG = ("log", "--first-parent", "--no-show-signature")
+_SSH_CONNECT_TIMEOUT = 30  # seconds for TCP connect plus the SSH handshake
+_SSH_ALIVE_INTERVAL, _SSH_ALIVE_COUNT = 15, 4  # a server silent for 60 s is given up on
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,9 @@ def parse_time(text: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def redact(url: str) -> str:
-    """The URL without a password or token in its user part, for messages."""
-    return re.sub(r"^([a-z+]+://[^/@:]*):[^/@]*@", r"\1:***@", url, flags=re.IGNORECASE)
+def redact(text: str) -> str:
+    """A URL, or a message quoting one, without credentials in any spelling (see redaction)."""
+    return redaction.redact(text)
 
 
 def is_remote(url: str) -> bool:
@@ -74,14 +75,26 @@ def is_remote(url: str) -> bool:
 
 
 def ssh_command(auth: GitAuth | None) -> str:
-    """GIT_SSH_COMMAND for a remote: host keys are always checked, prompts never wait."""
-    parts = ["ssh"]
+    """GIT_SSH_COMMAND for a remote: the user's ~/.ssh/config and /etc/ssh/ssh_config are not
+    read (they could switch on agent forwarding, a multiplexed connection that skips host key
+    checks, other identities or other known_hosts); host keys are checked against the pinned
+    known_hosts only (else the user's ~/.ssh/known_hosts); a given key is the only identity
+    offered, without the agent; nothing is forwarded; prompts never wait; a silent server is
+    given up on (ConnectTimeout covers the handshake, ServerAlive probes the transfer)."""
+    connect = min(_SSH_CONNECT_TIMEOUT, git_process.timeout())
+    parts = ["ssh", "-F", "/dev/null"]
     if auth and auth.ssh_key:
-        parts += ["-i", str(auth.ssh_key), "-o", "IdentitiesOnly=yes"]
+        parts += ["-i", str(auth.ssh_key), "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"]
     if auth and auth.known_hosts:
         parts += ["-o", f"UserKnownHostsFile={auth.known_hosts}"]
-    parts += ["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"]
-    parts += ["-o", "ConnectTimeout=30"]
+    options = ["StrictHostKeyChecking=yes", "GlobalKnownHostsFile=/dev/null", "UpdateHostKeys=no",
+               "BatchMode=yes", "ForwardAgent=no", "ForwardX11=no", "ClearAllForwardings=yes",
+               "PermitLocalCommand=no", "ControlMaster=no", "ControlPath=none",
+               f"ConnectTimeout={max(1, round(connect))}",
+               f"ServerAliveInterval={_SSH_ALIVE_INTERVAL}",
+               f"ServerAliveCountMax={_SSH_ALIVE_COUNT}"]
+    for option in options:
+        parts += ["-o", option]
     return shlex.join(parts)
 
 
@@ -97,10 +110,11 @@ def open_repository(url: str, auth: GitAuth | None = None) -> git.Repo:
     env = {
         "GIT_SSH_COMMAND": ssh_command(auth),
         "GIT_TERMINAL_PROMPT": "0",  # fail instead of waiting for a password nobody will type
-        "GIT_HTTP_LOW_SPEED_LIMIT": "1000",  # bytes/s; give up on a stalled HTTPS transfer
-        "GIT_HTTP_LOW_SPEED_TIME": "60",
+        # bytes/s over seconds: give up on a stalled HTTPS transfer (git_process has a deadline)
+        "GIT_HTTP_LOW_SPEED_LIMIT": "1000",
+        "GIT_HTTP_LOW_SPEED_TIME": str(max(1, round(min(60, git_process.timeout())))),
     }
-    remote = _Remote(git_https.without_password(url), redact(url))
+    remote = _Remote(git_https.without_credentials(url), redact(url))
     mirror = cache_path(url)
     mirror.parent.mkdir(parents=True, exist_ok=True)
     with _locked(mirror.with_suffix(".lock")), git_https.git_env(
@@ -117,7 +131,7 @@ def open_repository(url: str, auth: GitAuth | None = None) -> git.Repo:
 def cache_path(url: str) -> Path:
     """Where the bare mirror of a remote URL lives in the clone cache: keyed by the URL without
     its token, so a rotated token finds the same mirror and no path is derived from it."""
-    digest = hashlib.sha256(git_https.without_password(url).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(git_https.without_credentials(url).encode()).hexdigest()[:16]
     return paths.cache_root() / "repos" / f"{digest}.git"
 
 
@@ -162,16 +176,12 @@ def _locked(lock_path: Path) -> Iterator[None]:
 
 
 def _run_git(args: Sequence[str], env: dict[str, str], remote: _Remote, doing: str) -> str:
-    inherited = {k: v for k, v in os.environ.items() if k not in git_https.IGNORED_ENV}
-    result = subprocess.run(
-        ["git", *args],
-        env={**inherited, **env},
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
+    result = git_process.run(args, env, remote.shown, doing)
     if result.returncode != 0:
         detail = git_failure(result.stderr) or f"exit {result.returncode}"
+        hung = git_process.timed_out(remote.shown, doing, detail)
+        if hung:
+            raise hung
         fix = git_https.advice(detail) if remote.url.lower().startswith("http") else None
         raise SourceError(
             f"{remote.shown}: cannot {doing}: {redact(detail)}. "

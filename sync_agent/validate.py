@@ -23,6 +23,8 @@ from sync_agent.objects import ObjectRef, Origin, Resource
 
 SYNC_LABEL = "gitops-restore.io/sync"
 NAMESPACE_RT = ResourceType("", "v1", "Namespace", "namespaces", namespaced=False)
+# The origin of a Namespace that --create-namespaces adds: used by the revision, declared by none.
+CREATED_NAMESPACE = Origin("--create-namespaces", 0)
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,9 @@ class ValidateOptions:
     sync_name: str
     default_namespace: str = "default"
     create_namespaces: bool = False
+    # Namespaces this sync created (they carry its label): with create_namespaces they stay
+    # declared on every later run, so prune never takes them and verify expects them.
+    owned_namespaces: frozenset[str] = frozenset()
     # Keys the digests of secret objects (`RenderResult.digest_key`); without it they get none.
     digest_key: bytes = field(default=b"", repr=False)
 
@@ -68,16 +73,16 @@ def prepare(resources: Sequence[Resource], found: Discovery, existing_namespaces
                                deferred=deferred, decrypted=resource.decrypted))
 
     declared_namespaces = {d.ref.name for d in desired if d.ref.kind == "Namespace"}
-    missing = sorted({d.ref.namespace for d in desired if d.ref.namespace}
-                     - existing_namespaces - declared_namespaces)
-    for name in missing:
-        if options.create_namespaces:
+    undeclared = {d.ref.namespace for d in desired if d.ref.namespace} - declared_namespaces
+    missing = sorted(undeclared - existing_namespaces)
+    if options.create_namespaces:
+        for name in sorted((undeclared & options.owned_namespaces) | set(missing)):
             body = {"apiVersion": "v1", "kind": "Namespace",
                     "metadata": {"name": name, "labels": {SYNC_LABEL: options.sync_name}}}
             desired.append(Desired(ref=ObjectRef("", "Namespace", "", name), rt=NAMESPACE_RT,
-                                   body=body, origin=Origin("--create-namespaces", 0),
-                                   digest=digest(body)))
-            continue
+                                   body=body, origin=CREATED_NAMESPACE, digest=digest(body)))
+        missing = []
+    for name in missing:
         users = [d for d in desired if d.ref.namespace == name]
         problems.append(f"{users[0].origin}: {users[0].ref} is in namespace {name!r}, which "
                         f"neither exists nor is declared in the revision ({len(users)} object(s) "

@@ -133,8 +133,9 @@ class HttpsGitServer:
         self.repos.mkdir()
         self.ca = make_ca(self.root / "ca")
         self._cert_chain = self.ca.issue_server_cert(self.root)
+        # token "" with the token as `username`: a server taking https://TOKEN@host (GitHub)
         self._site = _Site(self.root, self.repos, username,
-                           token or f"tok-{secrets.token_hex(16)}")
+                           f"tok-{secrets.token_hex(16)}" if token is None else token)
         self.port = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None

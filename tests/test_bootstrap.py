@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from bootstrap import clusters
+from bootstrap import agent_commands, clusters
+from bootstrap import deploy_key as dk
 from sync_agent import inventory, paths
 from sync_agent.agent import localproc, syncobject
 from sync_agent.agent.lease import LEASE_RT
@@ -125,6 +126,8 @@ def test_bootstrap_end_to_end_then_nothing_changes_then_destroy_stops_the_agent(
     assert first.returncode == 0, stderr.text()
     report = json.loads(out)
     assert report["sha"] == head and report["changed"] is True
+    record = clusters.load(CLUSTER)
+    assert (report["kubeconfig"], report["context"]) == (record.kubeconfig, record.context)
     assert [p["phase"] for p in report["phases"]] == [
         "provision", "deploy-key", "agent-install", "restore", "agent-start", "agent-ready"]
     assert report["seconds"] > 0 and all(p["seconds"] >= 0 for p in report["phases"])
@@ -132,7 +135,6 @@ def test_bootstrap_end_to_end_then_nothing_changes_then_destroy_stops_the_agent(
     pid = report["agent"]["local"]["pid"]
     assert report["agent"]["where"] == "local-process" and pid_alive(pid)
 
-    record = clusters.load(CLUSTER)
     api = config.new_client_from_config(config_file=record.kubeconfig)
     apps = client.AppsV1Api(api)
     frontend = apps.read_namespaced_deployment("frontend", "default")
@@ -163,7 +165,24 @@ def test_bootstrap_end_to_end_then_nothing_changes_then_destroy_stops_the_agent(
                     check_code=0)
     assert "nothing changed" in again.stdout
     assert "recovery time" in again.stdout
+    assert f"kubeconfig: {record.kubeconfig}" in again.stdout
+    assert "configured" not in again.stderr and "stored in Secret" not in again.stderr, again.stderr
     assert cli.run_json("agent", "status", "--cluster", CLUSTER)["agent"]["local"]["pid"] == pid
+
+    # The same again with the key pair given as a file: it is the one stored, so nothing is
+    # stored again and every phase says so once.
+    key = dk.load_deploy_key(Kube.from_kubeconfig(record.kubeconfig),
+                             agent_commands.default_key_name(None, url))
+    key_file = tmp_path / "deploy_key"
+    dk.write_private(key_file, key.identity)
+    third = cli.run(*bootstrap_args(url, git_server.host_key_fingerprint())[1:],
+                    "--private-key-file", str(key_file), "--output", "json", check_code=0)
+    rerun = json.loads(third.stdout)
+    assert rerun["changed"] is False and not any(p["changed"] for p in rerun["phases"])
+    notes = {p["phase"]: p["note"] for p in rerun["phases"]}
+    assert notes["agent-install"].endswith(" objects unchanged"), notes
+    assert notes["deploy-key"].startswith(key.fingerprint), notes
+    assert "stored in Secret" not in third.stderr and "configured" not in third.stderr, third.stderr
 
     cli.run("destroy", "--name", CLUSTER, check_code=0)
     assert not pid_alive(pid)
@@ -177,6 +196,32 @@ def test_bootstrap_refuses_a_wrong_host_key_before_making_anything(git_server, g
     result = cli.run("bootstrap", "--provider", "local", "--name", "never-made", "--repo", url,
                      *GUESTBOOK, "--accept-host-key", wrong, "--yes", check_code=2)
     assert "refusing it" in result.stderr and "nothing was changed" in result.stderr
+    assert not clusters.cluster_dir("never-made").exists()
+
+
+def test_bootstrap_checks_the_private_key_file_before_making_anything(git_server, guestbook,
+                                                                     state_root, tmp_path):
+    url, _ = guestbook
+    args = ("bootstrap", "--provider", "local", "--name", "never-made", "--repo", url,
+            *GUESTBOOK, "--accept-host-key", git_server.host_key_fingerprint(), "--yes")
+    missing = tmp_path / "no-such-key"
+    result = cli.run(*args, "--private-key-file", str(missing), check_code=2)
+    assert f"--private-key-file {missing}: cannot read it" in result.stderr
+    garbage = tmp_path / "not-a-key"
+    garbage.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nnonsense\n")
+    result = cli.run(*args, "--private-key-file", str(garbage), check_code=2)
+    assert f"--private-key-file {garbage}: not an unencrypted SSH private key" in result.stderr
+    assert "nonsense" not in result.stderr
+    assert not clusters.cluster_dir("never-made").exists()
+
+
+def test_bootstrap_with_yes_and_no_pinned_host_key_refuses_before_making_anything(
+        git_server, guestbook, state_root):
+    url, _ = guestbook
+    result = cli.run("bootstrap", "--provider", "local", "--name", "never-made", "--repo", url,
+                     *GUESTBOOK, "--yes", check_code=2)
+    assert f"--accept-host-key {git_server.host_key_fingerprint()}" in result.stderr
+    assert "nothing was changed" in result.stderr
     assert not clusters.cluster_dir("never-made").exists()
 
 

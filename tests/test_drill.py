@@ -229,3 +229,125 @@ def test_demo_repo_is_the_same_on_every_build(tmp_path):
     two = drill.build_demo_repo(tmp_path / "two")
     assert git(one, "log", "--format=%H %cI %s") == git(two, "log", "--format=%H %cI %s")
     assert len(git(one, "log", "--format=%H").split()) == len(drill.DEMO_HISTORY)
+
+
+# --- the drill rehearses the real rollback: its flags, what it keeps, what differs ----------
+
+def test_drill_of_guestbook_in_an_undeclared_namespace_passes_with_create_namespaces(
+        api_client, local_cluster, namespace, guestbook, tmp_path):
+    """Guestbook's manifests name no namespace: drilled into one that does not exist."""
+    target = f"{namespace}-gb"
+    try:
+        report, _ = drill_existing(guestbook, target, local_cluster.kubeconfig, tmp_path,
+                                   "--path", "web/guestbook", *GUESTBOOK_ONLY_APP,
+                                   "--create-namespaces", "--timeout", "2m", code=0)
+        assert {p["result"] for p in report["phases"]} == {"passed"}
+        for name in ("verify-from", "verify-to", "verify-forward"):
+            assert phase(report, name)["counts"] == {"kept": 1, "in sync": 6}
+            assert {"object": f"Namespace/{target}", "result": "kept"} in \
+                phase(report, name)["changes"]
+        assert report["flags"] == {"given": [], "needed": []}
+    finally:
+        client.CoreV1Api(api_client).delete_namespace(target)
+
+
+def relabelled_guestbook(guestbook: Path, dest: Path) -> Path:
+    """Guestbook plus a commit that relabels the redis replicas in place (same Deployment
+    name, new selector), as real histories do: rolling back across it needs --force."""
+    repo = clone_bundle("guestbook", dest)
+    for name in ("redis-replica-deployment.yaml", "redis-replica-service.yaml"):
+        path = repo / "web" / "guestbook" / name
+        path.write_text(path.read_text().replace("role: replica", "role: follower"))
+    commit(repo, {}, "redis: select replicas by role=follower")
+    return repo
+
+
+def test_drill_rehearses_a_rollback_that_needs_force(api_client, local_cluster, namespace,
+                                                     guestbook, tmp_path):
+    repo = relabelled_guestbook(guestbook, tmp_path / "relabelled")
+    args = ("--path", "web/guestbook", *GUESTBOOK_ONLY_APP, "--to", "HEAD~1", "--timeout", "2m")
+    replicas = f"Deployment/{namespace}/redis-replica"
+
+    report, _ = drill_existing(repo, namespace, local_cluster.kubeconfig, tmp_path / "bare",
+                               *args, code=1)
+    rollback = phase(report, "rollback-to")
+    assert rollback["result"] == "failed"
+    (need,) = rollback["needs"]
+    assert need["flag"] == "--force" and not need["given"]
+    assert replicas in need["reason"] and "spec.selector" in need["reason"]
+    assert "--force" in rollback["note"]
+    assert report["flags"] == {"given": [], "needed": ["--force"]}
+    # verify-to says what differs from the older revision, not the rollback's error again.
+    verify_to = phase(report, "verify-to")
+    found = {f["object"]: f for f in verify_to["failures"]}
+    assert found[replicas]["kind"] == "drifted" and "spec.selector" in found[replicas]["reason"]
+    assert found[f"Service/{namespace}/redis-replica"]["kind"] == "drifted"
+    assert {f["kind"] for f in verify_to["failures"]} == {"drifted"}
+    assert phase(report, "verify-forward")["result"] == "passed"
+
+    report, junit = drill_existing(repo, namespace, local_cluster.kubeconfig,
+                                   tmp_path / "forced", *args, "--force", code=0)
+    assert {p["result"] for p in report["phases"]} == {"passed"}
+    assert {"object": replicas, "result": "recreated"} in phase(report, "rollback-to")["changes"]
+    for name in ("rollback-to", "roll-forward"):
+        assert [(n["flag"], n["given"]) for n in phase(report, name)["needs"]] == [
+            ("--force", True)]
+    assert report["flags"] == {"given": ["--force"], "needed": ["--force"]}
+    assert "needed --force (given)" in junit_cases(junit)["rollback-to"].find("system-out").text
+    assert "Safety flags given: `--force`; needed: `--force`" in \
+        (tmp_path / "forced" / "summary.md").read_text()
+    live = client.AppsV1Api(api_client).read_namespaced_deployment("redis-replica", namespace)
+    assert live.spec.selector.match_labels["role"] == "follower"  # rolled forward
+
+
+def test_drill_rehearses_a_mass_prune(local_cluster, namespace, tmp_path):
+    repo = new_repo(tmp_path / "split")
+    commit(repo, {"app/settings.yaml": m.configmap("settings", v="1")}, "one settings map")
+    commit(repo, {f"app/settings-{i}.yaml": m.configmap(f"settings-{i}", v="1")
+                  for i in range(4)}, "settings split per service")
+    report, _ = drill_existing(repo, namespace, local_cluster.kubeconfig, tmp_path / "bare",
+                               "--path", "app", code=1)
+    (need,) = phase(report, "rollback-to")["needs"]
+    assert (need["flag"], need["given"]) == ("--allow-mass-prune", False)
+    assert "delete 4 of 5" in need["reason"]
+    extra = {f["object"] for f in phase(report, "verify-to")["failures"]
+             if f["kind"] == "extra"}
+    assert extra == {f"ConfigMap/{namespace}/settings-{i}" for i in range(4)}
+
+    report, _ = drill_existing(repo, namespace, local_cluster.kubeconfig, tmp_path / "allowed",
+                               "--path", "app", "--allow-mass-prune", code=0)
+    assert report["flags"] == {"given": ["--allow-mass-prune"], "needed": ["--allow-mass-prune"]}
+    assert phase(report, "roll-forward")["needs"] == []  # creating is never a mass prune
+
+
+def test_drill_keeps_a_database_claim_on_rollback_and_verifies_it_as_kept(
+        api_client, local_cluster, namespace, tmp_path):
+    volume = f"{namespace}-pv"
+    pv = f"""apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: {volume}
+spec:
+  capacity: {{storage: 1Gi}}
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  hostPath: {{path: /tmp/{volume}}}
+"""
+    claim = m.pvc("postgres-data").replace(
+        "  resources:", f"  storageClassName: \"\"\n  volumeName: {volume}\n  resources:")
+    repo = new_repo(tmp_path / "db")
+    commit(repo, {"app/web.yaml": m.deployment("web", replicas=1)}, "web")
+    commit(repo, {"app/postgres.yaml": m.deployment("postgres", replicas=1, image="postgres:17"),
+                  "app/data.yaml": pv + "---\n" + claim}, "add the database")
+    try:
+        report, _ = drill_existing(repo, namespace, local_cluster.kubeconfig, tmp_path,
+                                   "--path", "app", "--timeout", "2m", code=0)
+        rollback = {c["object"]: c["result"] for c in phase(report, "rollback-to")["changes"]}
+        assert rollback == {f"Deployment/{namespace}/postgres": "deleted",
+                            f"PersistentVolumeClaim/{namespace}/postgres-data": "kept",
+                            f"PersistentVolume/{volume}": "kept"}
+        assert phase(report, "verify-to")["counts"] == {"kept": 2, "in sync": 1}
+        assert report["flags"] == {"given": [], "needed": []}
+        assert phase(report, "verify-forward")["counts"] == {"in sync": 4}
+    finally:
+        client.CoreV1Api(api_client).delete_persistent_volume(volume)

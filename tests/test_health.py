@@ -3,7 +3,8 @@
 The rules are pure (`health.assess`), so they are checked first on realistic status documents,
 including states kwok never produces (an image pull back-off, a crash loop); then `health.wait`
 runs against the real cluster, where kwok simulates nodes and pods: it marks pods Running and
-Ready whatever their image, completes pods owned by Jobs, and never assigns load balancers.
+Ready whatever their image, completes pods owned by Jobs, and (a Stage of the local provider)
+gives LoadBalancer Services without a loadBalancerClass an address, as a cloud would.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import yaml
 
 from sync_agent import discovery, events, health
 from sync_agent.health import State
 from sync_agent.kube import Kube, ResourceType
 from sync_agent.objects import ObjectRef
+from tests import cli
+from tests.conftest import SESSION_CLUSTER
+from tests.testdata.gitrepos import commit, new_repo
 
 
 @pytest.fixture(scope="module")
@@ -311,13 +316,74 @@ def test_kwok_runs_pods_whatever_their_image(kube, types, namespace):
     assert health.wait(kube, [create(kube, types, body)], timeout=60, interval=0.2) == []
 
 
-def test_load_balancer_service_without_an_address_is_not_ready(kube, types, namespace):
-    target = create(kube, types, {
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "edge", "namespace": namespace},
-        "spec": {"type": "LoadBalancer", "selector": {"app": "edge"}, "ports": [{"port": 80}]}})
-    [stuck] = health.wait(kube, [target], timeout=2, interval=0.5)
-    assert str(stuck) == (f"Service/{namespace}/edge: "
-                          "waiting for a load balancer address (no ingress yet)")
+def lb_service(namespace: str, name: str, **spec) -> dict:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"type": "LoadBalancer", "selector": {"app": name}, "ports": [{"port": 80}],
+                     **spec}}
+
+
+def test_local_provider_gives_a_load_balancer_service_an_address_as_a_cloud_would(
+        kube, types, namespace):
+    target = create(kube, types, lb_service(namespace, "edge"))
+    assert health.wait(kube, [target], timeout=60, interval=0.2) == []
+    live = kube.get(target[0], namespace, "edge")
+    assert [i["ip"] for i in live["status"]["loadBalancer"]["ingress"]] == [
+        live["spec"]["clusterIP"]]
+
+
+def test_load_balancer_class_nothing_serves_is_a_warning_naming_it_not_a_timeout(
+        kube, types, namespace):
+    # The local provider, like a cloud's service controller, leaves other classes alone.
+    lb_class = f"example.com/none-{uuid.uuid4().hex[:6]}"
+    target = create(kube, types, lb_service(namespace, "edge", loadBalancerClass=lb_class))
+    seen: list[events.Event] = []
+    [warned] = health.wait(kube, [target], timeout=180, interval=0.5, emit=seen.append)
+    assert warned.state is State.UNSERVED and warned.warning
+    assert warned.reason.startswith(f"no controller serves loadBalancerClass {lb_class}: ")
+    assert events.ObjectDone("health", target[1], "warning") in seen
+
+
+def test_load_balancer_service_is_waited_for_while_a_controller_serves_its_class(
+        kube, types, namespace):
+    lb_class = f"example.com/manual-{uuid.uuid4().hex[:6]}"
+    served = create(kube, types, lb_service(namespace, "served", loadBalancerClass=lb_class))
+    # This test is that class's controller: it gave one Service of the class an address.
+    kube.request("PATCH", served[0].path(namespace, "served") + "/status",
+                 {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}},
+                 content_type="application/merge-patch+json")
+    waiting = create(kube, types, lb_service(namespace, "waiting", loadBalancerClass=lb_class))
+    # A cloud's service controller marks a Service it works on with this finalizer.
+    taken_body = lb_service(namespace, "taken", loadBalancerClass=f"{lb_class}-cloud")
+    taken_body["metadata"]["finalizers"] = [health.LB_FINALIZER]
+    taken = create(kube, types, taken_body)
+    try:
+        stuck = health.wait(kube, [waiting, taken], timeout=health.CONTROLLER_GRACE + 3,
+                            interval=0.5)
+    finally:  # else the namespace would never finish deleting
+        kube.request("PATCH", taken[0].path(namespace, "taken"),
+                     {"metadata": {"finalizers": None}},
+                     content_type="application/merge-patch+json")
+    assert [(h.ref.name, h.state) for h in stuck] == [("taken", State.IN_PROGRESS),
+                                                       ("waiting", State.IN_PROGRESS)]
+    assert all(h.reason.startswith("waiting for a load balancer address") for h in stuck)
+
+
+def test_restore_wait_succeeds_with_a_warning_for_a_load_balancer_nothing_serves(
+        namespace, tmp_path):
+    repo = new_repo(tmp_path / "edge")
+    commit(repo, {"app/edge.yaml": yaml.safe_dump(lb_service(
+        namespace, "edge", loadBalancerClass="example.com/absent"))}, "edge")
+    report = cli.run_json("restore", "--repo", str(repo), "--path", "app", "--cluster",
+                          SESSION_CLUSTER, "-n", namespace, "--name", namespace, "--wait",
+                          "--timeout", "3m", check_code=0)
+    assert report["unhealthy"] == []
+    assert [w["object"] for w in report["warnings"]] == [f"Service/{namespace}/edge"]
+    assert "loadBalancerClass example.com/absent" in report["warnings"][0]["reason"]
+    text = cli.run("restore", "--repo", str(repo), "--path", "app", "--cluster",
+                   SESSION_CLUSTER, "-n", namespace, "--name", namespace, "--wait",
+                   check_code=0).stdout
+    assert f"warning Service/{namespace}/edge: no controller serves" in text
 
 
 def test_crd_becomes_established_and_its_custom_resource_ready(kube, types, namespace):

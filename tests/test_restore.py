@@ -65,7 +65,7 @@ def test_restore_creates_every_object_and_waits_until_healthy(api_client, namesp
     assert report["counts"]["create"] == 4
     assert report["unhealthy"] == []
     phases = [p["phase"] for p in report["phases"]]
-    assert phases[:3] == ["fetch", "render", "validate"]
+    assert phases[:4] == ["fetch", "render", "lock", "validate"]
     assert "apply:config" in phases and "apply:workloads" in phases and "health" in phases
     deployment = client.AppsV1Api(api_client).read_namespaced_deployment("web", namespace)
     assert deployment.spec.replicas == 3

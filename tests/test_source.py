@@ -340,7 +340,7 @@ def test_ssh_command_always_checks_host_keys_and_quotes_paths(tmp_path: Path) ->
     key = tmp_path / "my keys" / "id_ed25519"
     hosts = tmp_path / "my keys" / "known hosts"
     words = shlex.split(source.ssh_command(source.GitAuth(key, hosts)))
-    assert words[:3] == ["ssh", "-i", str(key)]
+    assert words[:5] == ["ssh", "-F", "/dev/null", "-i", str(key)]
     assert f"UserKnownHostsFile={hosts}" in words
     assert "StrictHostKeyChecking=yes" in words and "IdentitiesOnly=yes" in words
     assert "StrictHostKeyChecking=yes" in shlex.split(source.ssh_command(None))

@@ -13,6 +13,9 @@ Failure reasons (status condition reason, Event reason, `errors_total{reason}`):
   InventoryError             the inventory cannot be read or written
   APIServerError             any other API server error (unreachable, 5xx, forbidden)
   InvalidSpec                the Sync's spec cannot be used; Stalled until it changes
+  SignatureVerificationFailed  spec.verify refused the commit (unsigned, unknown key, bad
+                             signature): nothing applied; Stalled until a new commit
+  VerifyKeysError            the Secret of trusted keys is missing or holds no usable key
   InternalError              a bug: the message and the agent's log say where
 """
 
@@ -24,8 +27,8 @@ from typing import Any
 
 import git
 
-from sync_agent import engine, source
-from sync_agent.agent import deploykey, syncobject
+from sync_agent import engine, signatures, source
+from sync_agent.agent import deploykey, syncobject, verifykeys
 from sync_agent.agent.syncobject import READY, RECONCILING, STALLED, Condition
 from sync_agent.apply import ApplyError
 from sync_agent.errors import RenderError, SourceError, SyncError
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 _HOST_KEY_SIGNS = ("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED",
                    "No ED25519 host key is known", "host key for", "Host key for")
 _MESSAGE_LIMIT = 4000
+REFUSED = "SignatureVerificationFailed"
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,11 @@ class Outcome:
     counts: dict[str, int] = field(default_factory=dict)
     changed: bool = False
     stalled: bool = False  # retrying the same input cannot help
+
+    @property
+    def refused(self) -> bool:
+        """A commit refused by spec.verify (counted apart in the metrics)."""
+        return self.reason == REFUSED
 
 
 def succeeded(report: engine.Report) -> Outcome:
@@ -66,8 +75,9 @@ def failed(error: Exception, spec: syncobject.SyncSpec) -> Outcome:
         log.error("unexpected error during sync", exc_info=error)
     problems = getattr(error, "problems", None)
     message = "; ".join(problems) if problems else str(error) or type(error).__name__
-    revision = "" if isinstance(error, SourceError | deploykey.DeployKeyError) else \
-        _known_revision(spec)
+    unknown = isinstance(error, SourceError | deploykey.DeployKeyError) \
+        and not isinstance(error, signatures.SignatureError)
+    revision = "" if unknown else _known_revision(spec)
     return Outcome(False, reason, _trim(message), revision, stalled=stalled)
 
 
@@ -75,6 +85,10 @@ def _classify(error: Exception) -> tuple[str, bool]:
     match error:
         case deploykey.DeployKeyError():
             return "DeployKeyError", False
+        case verifykeys.VerifyKeysError():
+            return "VerifyKeysError", False
+        case signatures.SignatureError():
+            return REFUSED, True
         case SourceError() if any(sign in str(error) for sign in _HOST_KEY_SIGNS):
             return "HostKeyVerificationFailed", False
         case SourceError():

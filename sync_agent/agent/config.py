@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sync_agent import lock
 from sync_agent.errors import SyncError
 from sync_agent.inventory import NAMESPACE
 
@@ -51,8 +52,8 @@ class AgentConfig:
 
 
 def lease_name(sync: str) -> str:
-    """The Lease (and the Deployment) of the agent serving Sync `sync`."""
-    return f"agent-{sync}"
+    """The Lease (and the Deployment) of the agent serving Sync `sync`: the sync's lock."""
+    return lock.lease_name(sync)
 
 
 def parse_duration(text: str, option: str = "duration") -> float:

@@ -1,12 +1,15 @@
-"""The deploy key of a Sync, from its Secret to the files ssh reads, for the time of one sync.
+"""The Git credentials of a Sync, from its Secret to what git reads, for the time of one sync.
 
-The Secret (`<name>-deploy-key` beside the Sync, written by `gitops-restore deploy-key` /
-`bootstrap`) holds `identity` (the private key), `identity.pub` and `known_hosts` (the pinned
-host keys). `materialize` writes identity and known_hosts to 0600 files in a 0700 temporary
-directory, yields the `source.GitAuth` that points ssh at them (source.ssh_command adds
-StrictHostKeyChecking=yes and IdentitiesOnly), and removes them afterwards. The Secret is read
-again on every sync, so a rotated key or host key takes effect without a restart.
-Key material never reaches a log line, an Event, the status or an exception message.
+For SSH, the Secret (`<name>-deploy-key` beside the Sync, written by `gitops-restore
+deploy-key` / `bootstrap`) holds `identity` (the private key), `identity.pub` and
+`known_hosts` (the pinned host keys). `materialize` writes identity and known_hosts to 0600
+files in a 0700 temporary directory, yields the `source.GitAuth` that points ssh at them
+(source.ssh_command adds StrictHostKeyChecking=yes and IdentitiesOnly), and removes them
+afterwards. For HTTPS (Flux's convention) it holds `username` and `password` (the token) and
+optionally `ca.crt`; the token then reaches git only through the askpass helper (git_https),
+never the Sync object, a URL or a file. The Secret is read again on every sync, so a rotated
+key, token or host key takes effect without a restart. Key material never reaches a log line,
+an Event, the status or an exception message.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from sync_agent.kube import ApiError, Kube, ResourceType
 
 SECRET_RT = ResourceType("", "v1", "Secret", "secrets", namespaced=True)
 IDENTITY, PUBLIC, KNOWN_HOSTS = "identity", "identity.pub", "known_hosts"
+USERNAME, PASSWORD, CA = "username", "password", "ca.crt"  # HTTPS, as Flux's Secrets
 
 
 class DeployKeyError(SyncError):
@@ -43,6 +47,12 @@ def materialize(kube: Kube, namespace: str, name: str) -> Iterator[source.GitAut
     data = _read(kube, namespace, name)
     directory = Path(tempfile.mkdtemp(prefix="gitops-restore-key-"))  # mkdtemp: mode 0700
     try:
+        if USERNAME in data or PASSWORD in data:
+            ca = _write(directory / "ca.crt", data[CA]) if data.get(CA) else None
+            username, password = (data.get(k, b"").decode("utf-8", "replace").strip()
+                                  for k in (USERNAME, PASSWORD))
+            yield source.GitAuth(ca_file=ca, username=username or None, password=password)
+            return
         identity = _write(directory / "identity", data[IDENTITY])
         known = _write(directory / "known_hosts", data[KNOWN_HOSTS])
         yield source.GitAuth(ssh_key=identity, known_hosts=known)
@@ -60,13 +70,16 @@ def _read(kube: Kube, namespace: str, name: str) -> dict[str, bytes]:
         raise DeployKeyError(f"{where}: not found; create it with `gitops-restore deploy-key` "
                              "or point spec.secretRef.name at the Secret holding the key")
     raw = secret.get("data") or {}
+    https = USERNAME in raw or PASSWORD in raw
+    wanted = (USERNAME, PASSWORD, CA) if https else (IDENTITY, KNOWN_HOSTS)
     missing = [k for k in (IDENTITY, KNOWN_HOSTS) if not raw.get(k)]
-    if missing:
+    if missing and not https:
         raise DeployKeyError(f"{where}: key {' and '.join(missing)} is missing or empty; the "
                              f"Secret needs '{IDENTITY}' (private key) and '{KNOWN_HOSTS}' "
-                             "(the Git server's pinned host keys)")
+                             "(the Git server's pinned host keys) for SSH, or "
+                             f"'{USERNAME}' and '{PASSWORD}' (the token) for HTTPS")
     try:
-        return {k: base64.b64decode(raw[k], validate=True) for k in (IDENTITY, KNOWN_HOSTS)}
+        return {k: base64.b64decode(raw[k] or "", validate=True) for k in wanted if k in raw}
     except (binascii.Error, ValueError):
         raise DeployKeyError(f"{where}: data is not valid base64") from None
 

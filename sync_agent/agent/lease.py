@@ -9,7 +9,13 @@ two candidates racing only one succeeds. A leader that has not renewed for the r
 next safe point, before anyone else can take over. `release` (on SIGTERM) clears the holder,
 so a standby takes over at once instead of after the lease duration.
 
-`Elector.run` is the body of a background thread; the loop asks `is_leader()`.
+The same Lease is the sync's one-writer lock (`sync_agent.lock`): the leader marks it busy
+only while it syncs (`begin_sync`/`end_sync`), and a command that writes the sync may take it
+from an idle leader; the leader then sees another holder at its next renewal and stands by at
+once (no grace period: the other writer is already writing).
+
+`Elector.run` is the body of a background thread; the loop asks `is_leader()`, and the engine
+calls `check()` before each write.
 """
 
 from __future__ import annotations
@@ -19,19 +25,14 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
 
-from sync_agent.kube import ApiError, Kube, ResourceType
+from sync_agent import lock
+from sync_agent.kube import ApiError, Kube
+from sync_agent.lock import LEASE_RT
 
-LEASE_RT = ResourceType("coordination.k8s.io", "v1", "Lease", "leases", namespaced=True)
+__all__ = ["LEASE_RT", "Elector"]
 
 log = logging.getLogger(__name__)
-
-
-def micro_now() -> str:
-    """MicroTime, as the API server stores acquireTime and renewTime."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
@@ -44,14 +45,35 @@ class Elector:
     renew_deadline: float = 10.0
     retry_period: float = 2.0
     _renewed: float = field(default=-math.inf)  # monotonic time of our last successful write
-    _observed: tuple[Any, ...] = ()  # the last record we saw ...
-    _observed_at: float = 0.0  # ... and when we first saw it (monotonic)
+    _observer: lock.Observer = field(default_factory=lock.Observer)
     _leader: bool = False
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _busy: bool = False  # a sync is running: renewals keep the Lease marked busy
+    _lost: str = ""  # why leadership ended, for LockLost
+    _term: int = 0  # counts the times we took the Lease: a sync belongs to the term it began in
+    _sync_term: int = -1
+    _lock: threading.Lock = field(default_factory=threading.Lock)  # guards the fields above
+    _writes: threading.Lock = field(default_factory=threading.Lock)  # one Lease write at once
+
+    @property
+    def note(self) -> str:
+        return f"agent {self.identity}"
 
     def is_leader(self) -> bool:
         with self._lock:
             return self._leader and time.monotonic() - self._renewed < self.renew_deadline
+
+    def check(self, doing: str) -> None:
+        """The engine's guard: raise LockLost unless this agent still leads, in the term the
+        sync began in (a leader that lost the Lease and took it back must not carry on with
+        a plan made before someone else wrote)."""
+        with self._lock:
+            same_term = self._term == self._sync_term
+        if not (self.is_leader() and same_term):
+            with self._lock:
+                why = self._lost or f"it could not be renewed for {self.renew_deadline:g}s"
+            raise lock.LockLost(f"sync lock Lease {self.namespace}/{self.name}: agent "
+                                f"{self.identity} no longer leads ({why}); stopped before "
+                                f"{doing}")
 
     def run(self, stop: threading.Event) -> None:
         """Try to acquire, then keep renewing, until `stop` is set."""
@@ -61,85 +83,107 @@ class Elector:
                 won = self.try_acquire_or_renew()
             except ApiError as e:
                 log.warning("lease request failed", extra={"lease": self.name, "error": str(e)})
-                won = False
+                won = None  # unknown: keep leading until the renew deadline
             with self._lock:
                 was = self._leader
                 if won:
                     self._renewed = started
                     self._leader = True
+                elif won is False and self._leader:
+                    self._leader = False  # another holder has it now
                 elif self._leader and time.monotonic() - self._renewed >= self.renew_deadline:
-                    self._leader = False
+                    self._leader, self._lost = False, "no renewal within the renew deadline"
                 now = self._leader
             if now != was:
                 log.info("became leader" if now else "lost leadership",
                          extra={"lease": self.name, "identity": self.identity})
             stop.wait(self.retry_period)
 
-    def _get(self) -> dict | None:
-        """The Lease, with a short timeout: a hung request must not outlive our claim."""
-        try:
-            return self.kube.request("GET", LEASE_RT.path(self.namespace, self.name),
-                                     timeout=max(1.0, self.renew_deadline / 2), attempts=1)
-        except ApiError as e:
-            if e.status == 404:
-                return None
-            raise
+    def try_acquire_or_renew(self) -> bool | None:
+        """True: we hold the Lease; False: another writer does; None: a write raced ours."""
+        with self._writes:
+            lease = lock.read(self.kube, self.namespace, self.name, self._timeout)
+            self._observer.see(lease)
+            if lease is not None:
+                holder = lock.Holder.of(lease)
+                if holder.identity and holder.identity != self.identity \
+                        and not self._observer.expired(lease, self.lease_duration):
+                    with self._lock:
+                        if self._leader:
+                            self._lost = f"the lock was taken by {holder}"
+                    return False  # held by another writer whose claim has not run out
+            return self._write(lease, self._busy)
 
-    def try_acquire_or_renew(self) -> bool:
-        lease = self._get()
-        stamp = micro_now()
-        seconds = max(1, math.ceil(self.lease_duration))
-        if lease is None:
-            body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                    "metadata": {"name": self.name, "namespace": self.namespace,
-                                 "labels": {"app.kubernetes.io/managed-by": "gitops-restore"}},
-                    "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": seconds,
-                             "acquireTime": stamp, "renewTime": stamp, "leaseTransitions": 0}}
-            return self._write("POST", LEASE_RT.path(self.namespace), body)
-        spec = lease.get("spec") or {}
-        holder = spec.get("holderIdentity") or ""
-        record = (holder, spec.get("renewTime"), spec.get("leaseDurationSeconds"))
-        if record != self._observed:
-            self._observed, self._observed_at = record, time.monotonic()
-        duration = spec.get("leaseDurationSeconds") or seconds
-        if holder and holder != self.identity \
-                and time.monotonic() < self._observed_at + duration:
-            return False  # held by another candidate whose claim has not run out
-        mine = holder == self.identity
-        lease["spec"] = {
-            **spec, "holderIdentity": self.identity, "leaseDurationSeconds": seconds,
-            "renewTime": stamp,
-            "acquireTime": spec.get("acquireTime") if mine else stamp,
-            "leaseTransitions": (spec.get("leaseTransitions") or 0) + (0 if mine else 1)}
-        return self._write("PUT", LEASE_RT.path(self.namespace, self.name), lease)
+    def begin_sync(self) -> bool:
+        """Mark the Lease busy before a sync, confirming our claim with a conditional write;
+        False (sync nothing) if another writer took it meanwhile or the write failed."""
+        if not self.is_leader():
+            return False
+        with self._writes:
+            try:
+                lease = lock.read(self.kube, self.namespace, self.name, self._timeout)
+                if lease is None or lock.Holder.of(lease).identity != self.identity:
+                    self._step_down(f"the lock was taken by {lock.Holder.of(lease or {})}")
+                    return False
+                started = time.monotonic()
+                if not self._write(lease, True):  # written by someone else: look again
+                    return False
+            except ApiError as e:
+                log.warning("cannot mark the lease busy", extra={"lease": self.name,
+                                                                  "error": str(e)})
+                return False
+        with self._lock:
+            self._busy, self._renewed, self._sync_term = True, started, self._term
+        return True
+
+    def end_sync(self) -> None:
+        """Mark the Lease idle again, so a command may take it without waiting."""
+        with self._lock:
+            self._busy = False
+        if not self.is_leader():
+            return
+        with self._writes:
+            try:
+                lease = lock.read(self.kube, self.namespace, self.name, self._timeout)
+                if lease is not None and lock.Holder.of(lease).identity == self.identity:
+                    self._write(lease, False)
+            except ApiError as e:  # the next renewal writes it
+                log.warning("cannot mark the lease idle", extra={"lease": self.name,
+                                                                  "error": str(e)})
 
     def release(self) -> None:
         """Give the Lease up if we hold it, so a standby takes over without waiting."""
         with self._lock:
-            self._leader = False
+            self._leader, self._lost = False, "released"
         try:
-            lease = self._get()
-            if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+            lease = lock.read(self.kube, self.namespace, self.name, self._timeout)
+            if lease is None or lock.Holder.of(lease).identity != self.identity:
                 return
-            stamp = micro_now()
-            lease["spec"] = {**lease["spec"], "holderIdentity": "", "leaseDurationSeconds": 1,
-                             "renewTime": stamp, "acquireTime": stamp}
-            self._write("PUT", LEASE_RT.path(self.namespace, self.name), lease)
+            lock.write(self.kube, self.namespace, lease, lock.released(lease), self._timeout)
             log.info("released the lease", extra={"lease": self.name})
         except ApiError as e:
             log.warning("cannot release the lease", extra={"lease": self.name,
                                                            "error": str(e)})
 
-    def _write(self, method: str, path: str, body: dict) -> bool:
-        try:
-            stored = self.kube.request(method, path, body, attempts=1,
-                                       timeout=max(1.0, self.renew_deadline / 2))
-        except ApiError as e:
-            if e.status == 409:  # another candidate wrote first
-                return False
-            raise
-        spec = stored.get("spec") or {}
-        self._observed = (spec.get("holderIdentity") or "", spec.get("renewTime"),
-                          spec.get("leaseDurationSeconds"))
-        self._observed_at = time.monotonic()
-        return spec.get("holderIdentity") == self.identity
+    @property
+    def _timeout(self) -> float:
+        return max(1.0, self.renew_deadline / 2)
+
+    def _step_down(self, why: str) -> None:
+        with self._lock:
+            if self._leader:
+                self._leader, self._lost = False, why
+        log.info("lost leadership", extra={"lease": self.name, "identity": self.identity,
+                                           "why": why})
+
+    def _write(self, lease: dict | None, busy: bool) -> bool | None:
+        body = lock.claim(lease, self.namespace, self.name, self.identity, self.note, busy,
+                          self.lease_duration)
+        stored = lock.write(self.kube, self.namespace, lease, body, self._timeout)
+        if stored is None:  # another candidate wrote first
+            return None
+        self._observer.see(stored)
+        if lease is None or lock.Holder.of(lease).identity != self.identity:
+            with self._lock:  # taken anew: someone else may have written in between
+                self._term += 1
+        return lock.Holder.of(stored).identity == self.identity

@@ -18,8 +18,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from sync_agent import git_https
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -56,7 +59,8 @@ def start(directory: Path, sync: str, kubeconfig: str, context: str | None, list
     with open(log_path, "ab") as log:
         process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                    start_new_session=True, close_fds=True,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                   env={**_without_credentials(os.environ),
+                                        "PYTHONUNBUFFERED": "1"})
     agent = LocalAgent(process.pid, sync, _start_time(process.pid) or 0.0, listen,
                        str(log_path))
     tmp = pidfile(directory, sync).with_suffix(".tmp")
@@ -143,3 +147,10 @@ def _start_time(pid: int) -> float | None:
     if fields[0] == "Z":  # exited, not yet reaped: not running
         return None
     return int(fields[19]) / _CLOCK_TICKS
+
+
+def _without_credentials(env: Mapping[str, str]) -> dict[str, str]:
+    """The operator's environment minus the Git token: the agent reads its credentials from
+    the Sync's Secret, as it does in a cluster, never from whoever started it."""
+    return {k: v for k, v in env.items() if k not in (git_https.USERNAME_ENV,
+                                                       git_https.PASSWORD_ENV)}

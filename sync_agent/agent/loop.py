@@ -14,8 +14,14 @@ status, an Event and the metrics say why.
 
 Stopping (SIGTERM): a sync that has not written anything yet is abandoned at its next phase;
 one that has started applying is finished (the engine's write-ahead inventory would make a
-kill safe too, but finishing leaves a complete record). A leader that loses its Lease stops
-at the next phase of any kind, since another agent may now be applying.
+kill safe too, but finishing leaves a complete record); the Lease is renewed until then
+(`main`). A leader that loses its Lease stops at the next phase of any kind, and the engine
+asks it (`Elector.check`) before every apply stage, prune and inventory write, since another
+agent or a command may now be writing.
+
+The Lease is also the sync's one-writer lock (`sync_agent.lock`): a sync runs between
+`begin_sync` (the Lease marked busy, so no command takes it) and `end_sync` (idle again: a
+`restore` may take it, and this agent stands by until it is released).
 """
 
 from __future__ import annotations
@@ -26,8 +32,8 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 
-from sync_agent import engine, events, source
-from sync_agent.agent import attempts, decryption, deploykey, syncobject
+from sync_agent import engine, events, lock, source
+from sync_agent.agent import attempts, decryption, deploykey, syncobject, verifykeys
 from sync_agent.agent.config import AgentConfig
 from sync_agent.agent.lease import Elector
 from sync_agent.agent.metrics import Metrics
@@ -35,7 +41,7 @@ from sync_agent.agent.recorder import NORMAL, WARNING, Recorder
 from sync_agent.kube import ApiError, Kube
 
 log = logging.getLogger(__name__)
-_BEFORE_WRITES = ("render", "validate")  # phases a shutdown may interrupt
+_BEFORE_WRITES = ("signatures", "render", "validate")  # phases a shutdown may interrupt
 _BACKOFF_BASE = 1.0
 
 
@@ -121,6 +127,8 @@ class Loop:
 
     def _sync(self, obj: syncobject.SyncObject) -> None:
         spec = obj.spec
+        if not self.elector.begin_sync():
+            return  # a command took the lock, or the Lease could not be written: next tick
         self._generation = obj.generation
         self._in_writes = False
         started = time.monotonic()
@@ -129,12 +137,13 @@ class Loop:
                                          "generation": obj.generation})
         try:
             outcome = self._attempt(obj)
-        except Aborted as e:
+        except (Aborted, lock.LockLost) as e:
             log.info("sync abandoned", extra={"sync": obj.name, "why": str(e)})
             self._due = 0.0
             return
         finally:
             self.syncing_since = None
+            self.elector.end_sync()
         seconds = time.monotonic() - started
         if outcome.ok:
             self._failures = 0
@@ -155,7 +164,7 @@ class Loop:
                     report = self._restore(obj, auth)
             else:
                 report = self._restore(obj, None)
-        except Aborted:
+        except (Aborted, lock.LockLost):
             raise
         except Exception as e:  # noqa: BLE001 (every failure is classified and reported)
             return attempts.failed(e, spec)
@@ -169,18 +178,21 @@ class Loop:
             keys = decryption.age_keys(self.kube, obj.namespace, spec.decryption_secret)
             render = replace(render, sops_keys=keys)
         source_spec = engine.SourceSpec(repo=spec.repo, ref=spec.target, path=spec.path,
-                                        ignore=spec.ignore, auth=auth, render=render)
+                                        ignore=spec.ignore, auth=auth, render=render,
+                                        verify=verifykeys.policy(self.kube, obj.namespace, spec))
+        # The Sync object says which repository and path its sync follows: a changed spec (or
+        # `agent resume` after a rollback that followed a moved directory) is the sync moving.
         options = engine.SyncOptions(sync_name=obj.name, namespace=spec.default_namespace,
-                                     prune=spec.prune, workers=self.config.workers)
-        return engine.restore(self.kube, source_spec, options, self._emit)
+                                     prune=spec.prune, workers=self.config.workers,
+                                     take_over=True)
+        return engine.restore(self.kube, source_spec, options, self._emit, guard=self.elector)
 
     def _emit(self, event: events.Event) -> None:
         if not isinstance(event, events.PhaseStarted):
             return
         if not event.phase.startswith(_BEFORE_WRITES):
             self._in_writes = True
-        if not self.elector.is_leader():
-            raise Aborted(f"lost the lease before phase {event.phase}")
+        self.elector.check(f"phase {event.phase}")  # LockLost: another writer may be writing
         if self.stop.is_set() and not self._in_writes:
             raise Aborted(f"shutting down before phase {event.phase}")
 
@@ -210,7 +222,7 @@ class Loop:
             if news:
                 self.recorder.record(obj, NORMAL, outcome.reason, outcome.message)
         else:
-            self.metrics.failed(seconds, finished, outcome.reason)
+            self.metrics.failed(seconds, finished, outcome.reason, outcome.refused)
             log.warning("sync failed", extra={"sync": obj.name, "reason": outcome.reason,
                                               "error": outcome.message,
                                               "retry_in": round(self._due - time.monotonic(), 1)})

@@ -1,10 +1,11 @@
 """`python -m sync_agent`: wire the agent together, run it, stop it cleanly.
 
 Threads: the reconcile loop runs in the main thread; the Lease elector and the HTTP server
-run in daemon threads. SIGTERM or SIGINT sets one stop event: the loop finishes (or, before
-its first write, abandons) the current sync, the Lease is released so a standby takes over at
-once, and the process exits 0. A second signal exits at once (the engine's write-ahead
-inventory keeps even that safe). Exit codes: 0 stopped cleanly, 2 bad options, 1 otherwise.
+run in daemon threads. SIGTERM or SIGINT sets the stop event: the loop finishes (or, before
+its first write, abandons) the current sync while the Lease is still renewed, then the Lease
+is released so a standby (or a waiting command) takes over at once, and the process exits 0.
+A second signal exits at once (the engine's write-ahead inventory keeps even that safe).
+Exit codes: 0 stopped cleanly, 2 bad options, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ def run(argv: Sequence[str] | None = None) -> int:
                       cfg.renew_deadline, cfg.retry_period)
     metrics = Metrics(cfg.sync)
     loop = Loop(kube, cfg, elector, Recorder(kube, cfg.identity), metrics, stop)
-    elector_thread = threading.Thread(target=elector.run, args=(stop,), name="lease",
+    # The Lease is renewed until the loop has finished or abandoned its sync, not just until
+    # the signal: a leader that stopped renewing mid-sync could be overtaken while writing.
+    renewing = threading.Event()
+    elector_thread = threading.Thread(target=elector.run, args=(renewing,), name="lease",
                                       daemon=True)
 
     def healthz() -> tuple[bool, str]:
@@ -94,6 +98,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         loop.run()
     finally:
         stop.set()
+        renewing.set()
         elector_thread.join(timeout=cfg.retry_period + 5)
         elector.release()
         http.shutdown()

@@ -8,6 +8,7 @@ label escaping and counter semantics; hand-written text would have to get all th
   gitops_restore_sync_duration_seconds{sync}          histogram of attempt durations
   gitops_restore_objects_total{sync,action}           objects handled, by action
   gitops_restore_sync_errors_total{sync,reason}       failed attempts, by reason
+  gitops_restore_signature_refusals_total{sync}       attempts refused by spec.verify
   gitops_restore_revision_info{sync,revision,ref,repo} the applied revision (value 1)
   gitops_restore_leader{sync}                         1 while this process is the leader
   gitops_restore_suspended{sync}                      1 while spec.suspend is set
@@ -44,12 +45,17 @@ class Metrics:
                                ["sync", "action"], registry=r)
         self.errors = Counter("gitops_restore_sync_errors", "Failed sync attempts by reason.",
                               ["sync", "reason"], registry=r)
+        self.refusals = Counter("gitops_restore_signature_refusals",
+                                "Sync attempts refused by spec.verify: the commit was "
+                                "unsigned, signed by an untrusted key or badly signed.",
+                                ["sync"], registry=r)
         self.revision = Info("gitops_restore_revision", "The revision last applied.",
                              ["sync"], registry=r)
         self.leader = Gauge("gitops_restore_leader", "1 while this process leads.", ["sync"],
                             registry=r)
         self.suspended = Gauge("gitops_restore_suspended", "1 while spec.suspend is true.",
                                ["sync"], registry=r)
+        self.refusals.labels(self.sync)  # exported as 0 before the first refusal
         self.leader.labels(self.sync).set(0)
         self.suspended.labels(self.sync).set(0)
 
@@ -62,10 +68,13 @@ class Metrics:
             self.objects.labels(self.sync, action).inc(count)
         self.revision.labels(self.sync).info({"revision": revision, "ref": ref, "repo": repo})
 
-    def failed(self, seconds: float, finished: float, reason: str) -> None:
+    def failed(self, seconds: float, finished: float, reason: str,
+               refused: bool = False) -> None:
         self.duration.labels(self.sync).observe(seconds)
         self.last_attempt.labels(self.sync).set(finished)
         self.errors.labels(self.sync, reason).inc()
+        if refused:
+            self.refusals.labels(self.sync).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -53,6 +53,8 @@ class SyncSpec:
     default_namespace: str = "default"  # for namespaced objects that name none
     secret_name: str = ""  # deploy-key Secret beside the Sync; "" for none
     render: RenderOptions = DEFAULTS  # allowRemoteBases, maxFileSize, maxYAMLNodes
+    verify_mode: str = ""  # spec.verify.mode: head or chain; "" verifies nothing
+    verify_secret: str = ""  # spec.verify.secretRef.name: the trusted keys (*.asc, *.sshpub)
     decryption_secret: str = ""  # spec.decryption.secretRef: age keys for SOPS files; "" none
 
     @property
@@ -111,7 +113,7 @@ def parse(body: dict[str, Any]) -> SyncObject:
         ignore=tuple(raw.get("ignore") or ()),
         default_namespace=raw.get("defaultNamespace") or "default",
         secret_name=(raw.get("secretRef") or {}).get("name", ""), render=render,
-        decryption_secret=_decryption_secret(raw, where))
+        decryption_secret=_decryption_secret(raw, where), **_verify(raw.get("verify"), where))
     return SyncObject(name=meta["name"], namespace=meta["namespace"], uid=meta.get("uid", ""),
                       generation=int(meta.get("generation") or 0), spec=spec,
                       status=body.get("status") or {})
@@ -142,6 +144,18 @@ def _render_options(raw: dict[str, Any]) -> RenderOptions:
         max_yaml_nodes=nodes or DEFAULTS.max_yaml_nodes)
 
 
+def _verify(raw: Any, where: str) -> dict[str, str]:
+    if not raw:
+        return {}
+    mode, secret = raw.get("mode") or "", (raw.get("secretRef") or {}).get("name") or ""
+    if mode not in ("head", "chain"):
+        raise InvalidSpec(f"{where}: spec.verify.mode {mode!r}: use head or chain")
+    if not secret:
+        raise InvalidSpec(f"{where}: spec.verify.secretRef.name is empty; name the Secret "
+                          "holding the trusted public keys (*.asc, *.sshpub)")
+    return {"verify_mode": mode, "verify_secret": secret}
+
+
 def read(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
     """The Sync object as stored, or None when there is none."""
     return kube.get(SYNC_RT, namespace, name)
@@ -150,6 +164,7 @@ def read(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
 def body(name: str, namespace: str, repo: str, branch: str = "main", path: str = "",
          interval: str = "1m", prune: bool = True, ignore: tuple[str, ...] = (),
          default_namespace: str = "default", secret_name: str = "",
+         verify: tuple[str, str] | None = None,
          decryption_secret: str = "") -> dict[str, Any]:
     """A Sync object as `agent install` applies it (pin and suspend are left to patches)."""
     spec: dict[str, Any] = {"repo": repo, "branch": branch, "path": path,
@@ -157,6 +172,8 @@ def body(name: str, namespace: str, repo: str, branch: str = "main", path: str =
                             "defaultNamespace": default_namespace}
     if secret_name:
         spec["secretRef"] = {"name": secret_name}
+    if verify:  # (mode, Secret name)
+        spec["verify"] = {"mode": verify[0], "secretRef": {"name": verify[1]}}
     if decryption_secret:
         spec["decryption"] = {"provider": "sops", "secretRef": {"name": decryption_secret}}
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
