@@ -21,7 +21,7 @@ import base64
 import copy
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from bootstrap.errors import OperationFailed, UserError
 from bootstrap.resources import resource
 from sync_agent import git_https, signatures, source
 from sync_agent.agent import config as agent_config
-from sync_agent.agent import deploykey, localproc, syncobject, verifykeys
+from sync_agent.agent import decryption, deploykey, localproc, syncobject, verifykeys
 from sync_agent.inventory import NAMESPACE
 from sync_agent.kube import ApiError, Kube, ResourceType
 
@@ -85,6 +85,7 @@ class InstallRequest:
     default_namespace: str = "default"
     deploy_key: str = ""  # deploy-key name (Secret <name>-deploy-key); "" when none is needed
     ca_file: Path | None = None  # HTTPS: the CA of the Git server, kept in the credentials Secret
+    decryption_secret: str = ""  # Secret with the age key for SOPS files; "" when none
     image: str = DEFAULT_IMAGE
     verify: signatures.Policy | None = None  # spec.verify, its keys in a Secret of their own
 
@@ -166,7 +167,8 @@ def sync_object(request: InstallRequest) -> dict[str, Any]:
                            request.path, request.interval, request.prune, request.ignore,
                            request.default_namespace, secret,
                            (request.verify.mode, verifykeys.secret_name(request.sync))
-                           if request.verify else None)
+                           if request.verify else None,
+                           request.decryption_secret)
 
 
 def credentials_secret_name(sync: str) -> str:
@@ -225,8 +227,17 @@ def install(t: Target, request: InstallRequest, start: bool = True) -> list[tupl
     if request.verify:  # the keys before the Sync that names them
         results.append(apply(t.kube, verifykeys.secret_body(request.sync, NAMESPACE,
                                                             request.verify.keys)))
-    results.append(apply(t.kube, sync_object(request)))
+    results.append(apply(t.kube, sync_object(_keep_decryption(t.kube, request))))
     return results
+
+
+def _keep_decryption(kube: Kube, request: InstallRequest) -> InstallRequest:
+    """A re-run without --sops-age-key keeps decrypting with the key stored earlier: the
+    apply would otherwise drop spec.decryption and the next encrypted commit would fail."""
+    stored = decryption.secret_name(request.sync)
+    if request.decryption_secret or kube.get(decryption.SECRET_RT, NAMESPACE, stored) is None:
+        return request
+    return replace(request, decryption_secret=stored)
 
 
 def start_agent(t: Target, request: InstallRequest) -> tuple[Placement, bool]:

@@ -7,17 +7,18 @@ second.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from bootstrap import agent, sync_lookup
+from bootstrap import agent, sops_key, sync_lookup
 from bootstrap import sync_options as opt
 from bootstrap.errors import UserError
 from bootstrap.output import Output, emit_json, exits_cleanly, stderr, stdout
 from sync_agent import source
 from sync_agent.agent import config as agent_config
-from sync_agent.agent import syncobject
+from sync_agent.agent import decryption, syncobject
 from sync_agent.agent.lease import LEASE_RT
 from sync_agent.inventory import NAMESPACE
 from sync_agent.kube import ApiError
@@ -33,6 +34,12 @@ Image = Annotated[str, typer.Option("--image", help="Agent image for the in-clus
 DeployKey = Annotated[str | None, typer.Option(
     "--deploy-key", help="Deploy-key name (Secret NAME-deploy-key); default: from the repo "
                          "URL, as `deploy-key create` names it (SSH repositories only).")]
+SopsAgeKey = Annotated[Path | None, typer.Option(
+    "--sops-age-key", help="Age key file that decrypts the repository's SOPS-encrypted files; "
+                           "stored in Secret gitops-restore-system/<sync>-sops-age, which the "
+                           "Sync's spec.decryption names, so the agent decrypts.")]
+RotateAgeKey = Annotated[bool, typer.Option(
+    "--rotate", help="Replace the age key already stored for this sync.")]
 NoPrune = Annotated[bool, typer.Option("--no-prune", help="Never delete owned objects that "
                                        "Git no longer declares.")]
 
@@ -71,7 +78,8 @@ def install(repo: opt.Repo, branch: Branch = "main", path: opt.PathOpt = "",
             context: opt.Context = None, cluster: opt.ClusterName = None,
             output: opt.OutputOpt = Output.text, verify_signatures: opt.VerifySignatures = None,
             allowed_signers: opt.AllowedSigners = None,
-            trusted_keys: opt.TrustedKeys = None) -> None:
+            trusted_keys: opt.TrustedKeys = None, sops_age_key: SopsAgeKey = None,
+            rotate: RotateAgeKey = False) -> None:
     """Install the agent and its Sync object, and start it (idempotent).
 
     Applies Namespace gitops-restore-system, the Sync CRD, ServiceAccount and RBAC, the
@@ -86,13 +94,16 @@ def install(repo: opt.Repo, branch: Branch = "main", path: opt.PathOpt = "",
     if ca_file and not ca_file.is_file():
         raise UserError(f"--ca-file {ca_file}: no such file (nothing was changed)")
     verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
+    age_keys = opt.age_keys(sops_age_key)  # a bad key file: change nothing
     t = agent.target(kubeconfig, context, cluster)
     sync = sync_lookup.continued_name(t.kube, opt.sync_name(name, repo, path), repo, path)
     request = agent.InstallRequest(
         sync=sync, repo=repo, branch=branch, path=path, interval=check_interval(interval),
         prune=not no_prune, ignore=tuple(ignore or ()), default_namespace=namespace,
         deploy_key=default_key_name(deploy_key, repo), image=image, ca_file=ca_file,
-        verify=verify)
+        verify=verify, decryption_secret=decryption.secret_name(sync) if sops_age_key else "")
+    if age_keys is not None:
+        sops_key.store(t.kube, sync, age_keys, rotate)
     results = agent.install(t, request)
     where, started = agent.start_agent(t, request)
     missing_key = request.deploy_key and agent.deploykey_missing(t.kube, request.deploy_key)

@@ -29,16 +29,17 @@ from typing import Annotated
 
 import typer
 
-from bootstrap import agent, agent_commands, clusters
+from bootstrap import agent, agent_commands, clusters, sops_key
 from bootstrap import deploy_key as dk
 from bootstrap import provision as provisioning
 from bootstrap import sync_options as opt
 from bootstrap.errors import OperationFailed, UserError
 from bootstrap.output import Output, emit_json, exits_cleanly, progress_printer, stderr, stdout
 from bootstrap.progress import PhaseProgress
-from sync_agent import engine, source
-from sync_agent.agent import syncobject
+from sync_agent import engine, sops, source
+from sync_agent.agent import decryption, syncobject
 from sync_agent.apply import ApplyError
+from sync_agent.render_options import RenderOptions
 
 
 def register(app: typer.Typer) -> None:
@@ -104,6 +105,8 @@ def bootstrap(
     timeout: Annotated[str, typer.Option(help="How long to wait for health and the "
                                          "deploy key.")] = "10m",
     lock_timeout: opt.LockTimeout = "2m",
+    sops_age_key: agent_commands.SopsAgeKey = None,
+    rotate: agent_commands.RotateAgeKey = False,
     output: opt.OutputOpt = Output.text, verify_signatures: opt.VerifySignatures = None,
     allowed_signers: opt.AllowedSigners = None, trusted_keys: opt.TrustedKeys = None,
 ) -> None:
@@ -121,7 +124,9 @@ def bootstrap(
         interval=agent_commands.check_interval(interval), ignore=tuple(ignore or ()),
         default_namespace=namespace, deploy_key=agent_commands.default_key_name(None, repo),
         image=image, verify=opt.signature_policy(verify_signatures, allowed_signers,
-                                                 trusted_keys))
+                                                 trusted_keys),
+        decryption_secret=decryption.secret_name(sync_name) if sops_age_key else "")
+    age_keys = opt.age_keys(sops_age_key)  # a bad key file: change nothing
     wait = opt.parse_duration(timeout)
     accept_host_key = _check_inputs(provider, name, nodes, kubeconfig, request,
                                     private_key_file, known_hosts, accept_host_key, yes)
@@ -133,8 +138,12 @@ def bootstrap(
     t = agent.target(None, None, provisioned.record.name)
     key = run.timed("deploy-key", lambda: _deploy_key(
         t, request, private_key_file, known_hosts, accept_host_key, yes, wait))
+    if age_keys is not None:
+        run.timed("sops-age-key", lambda: (None, *sops_key.store(t.kube, sync_name, age_keys,
+                                                                 rotate)))
     run.timed("agent-install", lambda: _install(t, request))
-    run.report = run.timed("restore", lambda: _restore(t, request, key, waits, output))
+    run.report = run.timed("restore", lambda: _restore(t, request, key, waits, output,
+                                                       age_keys))
     run.where = run.timed("agent-start", lambda: _start(t, request))
     run.timed("agent-ready", lambda: _agent_ready(t, sync_name, run.report, wait))
     _summary(run, name, sync_name, output)
@@ -214,7 +223,7 @@ def _install(t: agent.Target, request: agent.InstallRequest):
 
 
 def _restore(t: agent.Target, request: agent.InstallRequest, key: dk.DeployKey | None,
-             waits: tuple[float, float], output: Output):
+             waits: tuple[float, float], output: Output, age_keys: sops.AgeKeys | None = None):
     obj = agent.read_sync(t.kube, request.sync)
     if obj is None:
         raise OperationFailed(f"Sync {agent.NAMESPACE}/{request.sync}: missing after install")
@@ -226,7 +235,8 @@ def _restore(t: agent.Target, request: agent.InstallRequest, key: dk.DeployKey |
 
     def restore(auth) -> engine.Report:
         spec = engine.SourceSpec(repo=request.repo, ref=obj.spec.target, path=request.path,
-                                 ignore=request.ignore, auth=auth, verify=request.verify)
+                                 ignore=request.ignore, auth=auth, verify=request.verify,
+                                 render=RenderOptions(sops_keys=age_keys))
         with PhaseProgress(enabled=output is Output.text) as progress:
             return engine.restore(t.kube, spec, options, progress.emit)
 

@@ -87,7 +87,8 @@ def drill_command(
         max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
         verify_signatures: opt.VerifySignatures = None,
         allowed_signers: opt.AllowedSigners = None,
-        trusted_keys: opt.TrustedKeys = None) -> None:
+        trusted_keys: opt.TrustedKeys = None,
+        sops_age_key: opt.SopsAgeKey = None) -> None:
     """Rehearse a recovery in a throwaway cluster: restore, roll back, roll forward, verify.
 
     Provisions a cluster, restores --from, rolls back to --to, rolls forward to --from,
@@ -104,7 +105,7 @@ def drill_command(
     spec = drill.DrillSpec(
         source=opt.source_spec(repo, from_ref, None, path, ignore, ssh_key, known_hosts, ca_file,
                                opt.render_options(allow_remote_bases, max_file_size,
-                                                  max_yaml_nodes),
+                                                  max_yaml_nodes, sops_age_key),
                                opt.signature_policy(verify_signatures, allowed_signers,
                                                     trusted_keys),
                                helm, offline),

@@ -28,7 +28,8 @@ def history(repo: opt.Repo, path: opt.PathOpt = "", ref: opt.Ref = None,
             max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
             max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
             allowed_signers: opt.AllowedSigners = None,
-            trusted_keys: opt.TrustedKeys = None) -> None:
+            trusted_keys: opt.TrustedKeys = None,
+            sops_age_key: opt.SopsAgeKey = None) -> None:
     """Commits that changed the declared state under --path, with the objects each changed
     and who signed each (checked against --allowed-signers / --trusted-keys when given).
 
@@ -38,7 +39,8 @@ def history(repo: opt.Repo, path: opt.PathOpt = "", ref: opt.Ref = None,
     repository = source.open_repository(repo, opt.git_auth(ssh_key, known_hosts, ca_file))
     entries = history_mod.history(
         repository, repo, path, ref=ref, limit=limit, ignore=tuple(ignore or ()),
-        options=opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes))
+        options=opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes,
+                                   sops_age_key))
     signer = signatures.signers(str(repository.git_dir), [e.sha for e in entries], keys)
     if output is Output.json:
         emit_json([{**vars(e), "signer": signer[e.sha]} for e in entries])

@@ -98,7 +98,8 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
             max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
             verify_signatures: opt.VerifySignatures = None,
             allowed_signers: opt.AllowedSigners = None,
-            trusted_keys: opt.TrustedKeys = None) -> None:
+            trusted_keys: opt.TrustedKeys = None,
+            sops_age_key: opt.SopsAgeKey = None) -> None:
     """Make the cluster match the repo at a revision: validate, apply in stages, prune, wait.
 
     Example: gitops-restore restore --repo git@github.com:org/fleet.git --path clusters/prod
@@ -114,7 +115,8 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
                        known_hosts=known_hosts, ca_file=ca_file, verify=verify,
                        render=opt.render_options(allow_remote_bases, max_file_size,
-                                                 max_yaml_nodes), helm=helm, offline=offline),
+                                                 max_yaml_nodes, sops_age_key),
+                       helm=helm, offline=offline),
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options)
     _present(report, output, "restore")
     if report.errors or report.unhealthy:
@@ -148,7 +150,8 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
              max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
              verify_signatures: opt.VerifySignatures = None,
              allowed_signers: opt.AllowedSigners = None,
-             trusted_keys: opt.TrustedKeys = None) -> None:
+             trusted_keys: opt.TrustedKeys = None,
+             sops_age_key: opt.SopsAgeKey = None) -> None:
     """Return the cluster exactly to an earlier revision (restore with prune).
 
     It rolls back the sync that applied --repo here (--name when several did), at the path its
@@ -164,7 +167,7 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
         opt.check_sync_name(name)
     timeout_seconds = opt.parse_duration(timeout)
     lock_seconds = opt.parse_duration(lock_timeout, "--lock-timeout")
-    render = opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes)
+    render = opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes, sops_age_key)
     verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
     read_auth = opt.git_auth(ssh_key, known_hosts, ca_file)
     if revert and push_key is None and source.is_remote(repo) \
@@ -236,7 +239,8 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
          max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
          verify_signatures: opt.VerifySignatures = None,
          allowed_signers: opt.AllowedSigners = None,
-         trusted_keys: opt.TrustedKeys = None) -> None:
+         trusted_keys: opt.TrustedKeys = None,
+         sops_age_key: opt.SopsAgeKey = None) -> None:
     """Show what restore would do, per object, using server-side dry-run. Exit 3 if anything.
 
     Example: gitops-restore plan --repo ./fleet --path apps --ref main --prune
@@ -250,7 +254,8 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
                        known_hosts=known_hosts, ca_file=ca_file, verify=verify,
                        render=opt.render_options(allow_remote_bases, max_file_size,
-                                                 max_yaml_nodes), helm=helm, offline=offline),
+                                                 max_yaml_nodes, sops_age_key),
+                       helm=helm, offline=offline),
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options)
     _present(report, output, "plan")
     if report.changes.changed:
@@ -271,7 +276,8 @@ def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pat
            workers: opt.Workers = DEFAULT_WORKERS, output: opt.OutputOpt = Output.text,
            allow_remote_bases: opt.AllowRemoteBases = False,
            max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
-           max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES) -> None:
+           max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
+           sops_age_key: opt.SopsAgeKey = None) -> None:
     """Check that the live cluster matches a revision: drifted, missing and extra objects.
 
     What restore keeps or creates by its own rules is listed as kept, with the reason, and is
@@ -288,7 +294,7 @@ def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pat
                           wait=wait, timeout=opt.parse_duration(timeout), workers=workers)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
                        known_hosts=known_hosts, ca_file=ca_file, render=opt.render_options(
-                           allow_remote_bases, max_file_size, max_yaml_nodes),
+                           allow_remote_bases, max_file_size, max_yaml_nodes, sops_age_key),
                        helm=helm, offline=offline),
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options,
                   verify_only=True)

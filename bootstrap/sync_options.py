@@ -14,7 +14,7 @@ import typer
 from bootstrap import clusters
 from bootstrap.errors import UserError
 from bootstrap.output import Output
-from sync_agent import git_https, signatures, source, sync_identity
+from sync_agent import git_https, signatures, sops, source, sync_identity
 from sync_agent import render_options as render_options_mod
 from sync_agent.engine import SourceSpec
 from sync_agent.helm.context import MODES, HelmSettings
@@ -67,6 +67,10 @@ MaxFileSize = Annotated[str, typer.Option(
 MaxYamlNodes = Annotated[int, typer.Option(
     "--max-yaml-nodes", help="Most YAML nodes one file may hold once its aliases are "
                              "expanded.")]
+SopsAgeKey = Annotated[Path | None, typer.Option(
+    "--sops-age-key", envvar=sops.KEY_FILE_ENV, show_envvar=True,
+    help="Age key file (age-keygen's format, as sops reads it) that decrypts SOPS-encrypted "
+         "manifests and secretGenerator files.")]
 DEFAULT_MAX_FILE_SIZE = "64Mi"
 DEFAULT_MAX_YAML_NODES = DEFAULTS.max_yaml_nodes
 LockTimeout = Annotated[str, typer.Option(
@@ -104,7 +108,7 @@ def helm_settings(mode: str, offline: bool, ca_file: Path | None) -> HelmSetting
 
 
 def render_options(allow_remote_bases: bool, max_file_size: str,
-                   max_yaml_nodes: int) -> RenderOptions:
+                   max_yaml_nodes: int, sops_age_key: Path | None = None) -> RenderOptions:
     if max_yaml_nodes < 1:
         raise UserError(f"--max-yaml-nodes {max_yaml_nodes}: give a positive number")
     try:
@@ -112,7 +116,17 @@ def render_options(allow_remote_bases: bool, max_file_size: str,
     except ValueError as e:
         raise UserError(f"--max-file-size {e}") from None
     return RenderOptions(allow_remote_bases=allow_remote_bases, max_file_bytes=max_file_bytes,
-                         max_yaml_nodes=max_yaml_nodes)
+                         max_yaml_nodes=max_yaml_nodes, sops_keys=age_keys(sops_age_key))
+
+
+def age_keys(path: Path | None) -> sops.AgeKeys | None:
+    """The identities of --sops-age-key (or SOPS_AGE_KEY_FILE), read once, kept in memory."""
+    if path is None:
+        return None
+    try:
+        return sops.load_keys(path, f"--sops-age-key {path}")
+    except sops.KeyFileError as e:
+        raise UserError(str(e)) from None
 
 
 def signature_policy(mode: str | None, allowed_signers: Path | None,

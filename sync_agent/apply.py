@@ -20,7 +20,7 @@ from sync_agent.errors import SyncError, ValidationError
 from sync_agent.helm import hooks
 from sync_agent.kube import DEFAULT_WORKERS, ApiError, Kube, Unreachable
 from sync_agent.objects import ObjectRef
-from sync_agent.plan import Plan, dry_run, owned_fields_digest
+from sync_agent.plan import Plan, dry_run, owned_fields_digest, shown_error
 from sync_agent.workers import map_batched
 
 
@@ -102,7 +102,7 @@ def _try_apply(kube: Kube, d: Desired, planned: Change) -> Applied | str:
     except Unreachable:
         raise  # every other object would fail alike: stop the run
     except ApiError as e:
-        return f"{d.origin}: {d.ref}: {e}"
+        return f"{d.origin}: {d.ref}: {shown_error(e, d)}"
 
 
 def _apply_one(kube: Kube, d: Desired, planned: Change) -> Applied:
@@ -134,7 +134,7 @@ def _validate_deferred(kube: Kube, pool: ThreadPoolExecutor, deferred: Sequence[
                     time.sleep(0.25)
                     continue
                 problems.append(f"{d.origin}: {d.ref}: the API server rejected it in a "
-                                f"dry-run: {e}")
+                                f"dry-run: {shown_error(e, d)}")
                 return
 
     list(pool.map(check, deferred))

@@ -30,6 +30,8 @@ class Desired:
     digest: str  # hash of `body`: equal digests mean the same declared object
     # Validated by dry-run only once an earlier stage exists (CR of a CRD in this revision).
     deferred: bool = False
+    # From a SOPS-encrypted file: reports show `<encrypted>`, not which fields differ.
+    decrypted: bool = False
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # Needed to run at all, and to read and write text the way the operator's shell does.
@@ -39,6 +39,7 @@ class Finished:
     stdout: str
     stderr: str
     truncated: bool  # stdout passed the bound and was cut off there
+    raw: bytes = field(default=b"", repr=False)  # stdout as written, for binary output
 
 
 def environment(home: Path, *, operator_git: bool = False,
@@ -62,9 +63,10 @@ def empty_home() -> Iterator[Path]:
 
 
 def run(command: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float,
-        max_stdout: int) -> Finished:
+        max_stdout: int, pass_fds: Sequence[int] = ()) -> Finished:
     """Run `command` with no stdin, reading at most `max_stdout` bytes of its output: past that
-    the child is stopped, so a hostile input never fills our memory.
+    the child is stopped, so a hostile input never fills our memory. `pass_fds`: descriptors
+    the child inherits (in-memory files it reads as /dev/fd/N).
 
     Raises FileNotFoundError (no such program) and subprocess.TimeoutExpired, as subprocess.
     """
@@ -73,7 +75,7 @@ def run(command: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: f
     size = 0
     with tempfile.TemporaryFile() as err, subprocess.Popen(
         command, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=err,
+        stderr=err, pass_fds=tuple(pass_fds),
     ) as child:
         timer = threading.Timer(timeout, lambda: (expired.set(), child.kill()))
         timer.start()
@@ -91,5 +93,6 @@ def run(command: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: f
         stderr = err.read(64 * 1024).decode("utf-8", "replace")
     if expired.is_set():
         raise subprocess.TimeoutExpired(list(command), timeout)
-    stdout = b"".join(chunks).decode("utf-8", "replace")
-    return Finished(child.returncode, stdout, stderr, truncated=size > max_stdout)
+    raw = b"".join(chunks)
+    return Finished(child.returncode, raw.decode("utf-8", "replace"), stderr,
+                    truncated=size > max_stdout, raw=raw)

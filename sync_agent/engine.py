@@ -268,7 +268,9 @@ def _validate_and_plan(kube: Kube, spec: SourceSpec, rendered: RenderResult,
                      if (o["metadata"].get("labels") or {}).get(SYNC_LABEL) == options.sync_name)
     desired, problems = prepare(rendered.resources, found, namespaces,
                                 ValidateOptions(options.sync_name, options.namespace,
-                                                options.create_namespaces, ours))
+                                                options.create_namespaces,
+                                                owned_namespaces=ours,
+                                                digest_key=rendered.digest_key))
     old = inventory.load(kube, options.sync_name)
     if old is not None and not options.take_over:
         sync_identity.check(old.name, old.repo, old.path, spec.repo, spec.path)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,15 +72,16 @@ def kustomization_in(directory: Path) -> str:
     return ""
 
 
-def build(root: Path, directory: str, kustomization: str, options: RenderOptions
-          ) -> str | RenderError:
-    """kustomize's output for `directory` (relative to `root`), or the reason it failed."""
+def build(root: Path, directory: str, kustomization: str, options: RenderOptions,
+          pass_fds: Sequence[int] = ()) -> str | RenderError:
+    """kustomize's output for `directory` (relative to `root`), or the reason it failed.
+    `pass_fds`: in-memory files the kustomization reads as /dev/fd/N (`sops_kustomize`)."""
     command = [paths.kubectl(), "kustomize", "--load-restrictor", "LoadRestrictionsNone", "."]
     with child_process.empty_home() as home:
         env = child_process.environment(home, operator_git=options.allow_remote_bases)
         try:
             done = child_process.run(command, cwd=root / directory, env=env, timeout=TIMEOUT,
-                                     max_stdout=options.max_file_bytes)
+                                     max_stdout=options.max_file_bytes, pass_fds=pass_fds)
         except FileNotFoundError:
             return RenderError([f"{kustomization}: kubectl is needed to build it and was not "
                                 "found"])

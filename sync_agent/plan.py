@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from sync_agent import events
+from sync_agent import events, sops
 from sync_agent.changes import Action, Change, ChangeSet, Desired
 from sync_agent.discovery import Discovery
 from sync_agent.errors import ValidationError
@@ -134,7 +134,7 @@ def make_plan(kube: Kube, desired: Sequence[Desired], previous: Previous, found:
                                 "object")
             else:
                 problems.append(f"{d.origin}: {d.ref}: the API server rejected it in a "
-                                f"dry-run: {e}")
+                                f"dry-run: {shown_error(e, d)}")
             return Change(d.ref, Action.UNCHANGED, "rejected", d.rt.api_version)
 
     to_check = []
@@ -193,7 +193,14 @@ def dry_run(kube: Kube, d: Desired, live: dict | None, existing_namespaces: set[
     differences = differing_fields(live, result) if live is not None else ["ownership"]
     if not differences:
         return Change(d.ref, Action.UNCHANGED, "", version)
+    if d.decrypted:
+        return Change(d.ref, Action.UPDATE, f"{sops.ENCRYPTED} (changes)", version)
     return Change(d.ref, Action.UPDATE, ", ".join(differences[:5]), version)
+
+
+def shown_error(error: ApiError, d: Desired) -> str:
+    """The server's message, without the values of an object decrypted from a SOPS file."""
+    return sops.without_values(str(error), d.body) if d.decrypted else str(error)
 
 
 def list_owned(kube: Kube, types: set[ResourceType], sync_name: str,

@@ -41,7 +41,7 @@ from typing import Any
 
 import pathspec
 
-from sync_agent import kustomize
+from sync_agent import kustomize, sops, sops_kustomize
 from sync_agent.errors import RenderError, SourceError
 from sync_agent.helm import expand as helm_expand
 from sync_agent.helm.context import HelmContext
@@ -103,14 +103,16 @@ def render(root: Path, path: str, revision: Revision, ignore: Sequence[str] = ()
     collector.problems.extend(kustomize.check(root, [u.path for u in builds], options, left_out))
     if walked:
         collector.problems.extend(_links_left_out(rel, left_out))
-    built = {} if collector.problems else _build_all(root, builds, options)
+    built = {} if collector.problems else _build_all(root, builds, collector, options)
     for unit in units:
         if not unit.kustomization:
-            collector.add_text(unit, _read_file(root, unit, options.max_file_bytes))
+            collector.add_text(unit, *_plaintext(root, unit, options))
         elif unit in built:
-            collector.add_text(unit, built[unit])
+            collector.add_text(unit, built[unit], decrypted=unit.path in collector.decrypted)
     skipped = [] if helm else [_chart_skipped(chart) for chart in charts]
-    result = RenderResult(revision, rel or ".", tuple(collector.resources), tuple(skipped))
+    digest_key = options.sops_keys.digest_key if options.sops_keys else b""
+    result = RenderResult(revision, rel or ".", tuple(collector.resources), tuple(skipped),
+                          digest_key=digest_key)
     if collector.problems:
         raise RenderError(collector.problems, partial=result)
     return helm_expand.expand(root, result, charts, helm, options, left_out) if helm else result
@@ -206,14 +208,25 @@ def _walk(root: Path, rel: str, rules: _IgnoreRules, charts: list[str]) -> list[
     return units
 
 
-def _build_all(root: Path, units: list[_Unit], options: RenderOptions
+def _build_all(root: Path, units: list[_Unit], collector: _Collector, options: RenderOptions
                ) -> dict[_Unit, str | RenderError]:
-    """kustomize output for each kustomization directory, built concurrently."""
+    """kustomize output for each kustomization directory, built concurrently. SOPS-encrypted
+    files the builds read are decrypted in memory first (`sops_kustomize`); the collector
+    learns which builds read them and their plain values."""
     if not units:
         return {}
-    with ThreadPoolExecutor(max_workers=min(4, len(units))) as pool:
-        built = pool.map(lambda u: kustomize.build(root, u.path, u.kustomization, options), units)
-        return dict(zip(units, built, strict=True))
+    inputs = sops_kustomize.prepare(root, [u.path for u in units], options)
+    try:
+        if inputs.problems:
+            collector.problems.extend(inputs.problems)
+            return {}
+        collector.decrypted, collector.plain_values = inputs.directories, inputs.values
+        with ThreadPoolExecutor(max_workers=min(4, len(units))) as pool:
+            built = pool.map(lambda u: kustomize.build(root, u.path, u.kustomization, options,
+                                                       inputs.fds), units)
+            return dict(zip(units, built, strict=True))
+    finally:
+        inputs.close()
 
 
 def _links_left_out(rel: str, left_out: Mapping[str, str]) -> list[str]:
@@ -253,6 +266,16 @@ def _read_file(root: Path, unit: _Unit, max_bytes: int) -> str | RenderError:
         return RenderError([f"{unit.path}: not UTF-8 or UTF-16 text"])
 
 
+def _plaintext(root: Path, unit: _Unit, options: RenderOptions
+               ) -> tuple[str | RenderError, bool]:
+    """The file's text, decrypted in memory if SOPS encrypted it; and whether it was."""
+    text = _read_file(root, unit, options.max_file_bytes)
+    fmt = sops.file_format(unit.path, text) if isinstance(text, str) else ""
+    if not fmt:
+        return text, False
+    return sops.decrypt(root, unit.path, fmt, options.sops_keys, options.max_file_bytes), True
+
+
 def kustomization_references(data: Any) -> Iterator[str]:
     """Strings in a parsed kustomization that are paths leaving its directory (`../x`, `/x`)."""
     if isinstance(data, str):
@@ -275,8 +298,13 @@ class _Collector:
         self.resources: list[Resource] = []
         self.problems: list[str] = []
         self._seen: dict[ObjectRef, Origin] = {}
+        self._decrypted = False  # the text being added was decrypted
+        # kustomize builds that read SOPS-encrypted files, and those files' plain values
+        self.decrypted: set[str] = set()
+        self.plain_values: dict[str, Any] = {}
 
-    def add_text(self, unit: _Unit, text: str | RenderError) -> None:
+    def add_text(self, unit: _Unit, text: str | RenderError, decrypted: bool = False) -> None:
+        self._decrypted = decrypted
         if isinstance(text, RenderError):
             self.problems.extend(text.problems)
             return
@@ -321,6 +349,14 @@ class _Collector:
         self.add_object(data, origin)
 
     def add_object(self, body: dict[str, Any], origin: Origin) -> None:
+        if isinstance(body.get("sops"), dict) and "mac" in body["sops"]:
+            plain = sops_kustomize.plain_object(body, self.plain_values)
+            if plain is None:
+                self.problems.append(f"{origin}: holds SOPS-encrypted values of a file that "
+                                     "was not decrypted; list the encrypted file under "
+                                     "`resources` of a kustomization")
+                return
+            body = plain
         metadata = body.get("metadata")
         fields = {
             "apiVersion": body.get("apiVersion"),
@@ -338,7 +374,7 @@ class _Collector:
             kind = f" (kind {body['kind']})" if "kind" not in missing + wrong else ""
             self.problems.append(f"{origin}: {'; '.join(what)}{kind}")
             return
-        resource = Resource(body, origin)
+        resource = Resource(body, origin, decrypted=self._decrypted)
         first = self._seen.get(resource.ref)
         if first is not None:
             self.problems.append(f"{origin}: {resource.ref} is declared twice; also in {first}")

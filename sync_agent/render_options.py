@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from sync_agent.sops import AgeKeys
+
 DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_YAML_NODES = 10_000_000
 
@@ -23,6 +25,9 @@ class RenderOptions:
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     # Most YAML nodes one file may hold once its aliases are expanded ("billion laughs").
     max_yaml_nodes: int = DEFAULT_MAX_YAML_NODES
+    # Age identities that decrypt SOPS-encrypted files (see `sops`); None: such files are
+    # refused, naming the option that would decrypt them.
+    sops_keys: AgeKeys | None = None
 
 
 DEFAULTS = RenderOptions()

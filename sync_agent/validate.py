@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sync_agent import discovery as discovery_mod
+from sync_agent import sops
 from sync_agent.changes import Desired
 from sync_agent.discovery import Discovery
 from sync_agent.kube import ResourceType
@@ -34,6 +35,8 @@ class ValidateOptions:
     # Namespaces this sync created (they carry its label): with create_namespaces they stay
     # declared on every later run, so prune never takes them and verify expects them.
     owned_namespaces: frozenset[str] = frozenset()
+    # Keys the digests of secret objects (`RenderResult.digest_key`); without it they get none.
+    digest_key: bytes = field(default=b"", repr=False)
 
 
 def prepare(resources: Sequence[Resource], found: Discovery, existing_namespaces: set[str],
@@ -64,8 +67,10 @@ def prepare(resources: Sequence[Resource], found: Discovery, existing_namespaces
                             "declare each object once (or leave one file out with --ignore)")
             continue
         seen[ref] = resource.origin
+        secret = resource.decrypted or (rt.group, rt.kind) == ("", "Secret")
         desired.append(Desired(ref=ref, rt=rt, body=body, origin=resource.origin,
-                               digest=digest(body), deferred=deferred))
+                               digest=_digest(body, secret, options.digest_key),
+                               deferred=deferred, decrypted=resource.decrypted))
 
     declared_namespaces = {d.ref.name for d in desired if d.ref.kind == "Namespace"}
     undeclared = {d.ref.namespace for d in desired if d.ref.namespace} - declared_namespaces
@@ -83,6 +88,14 @@ def prepare(resources: Sequence[Resource], found: Discovery, existing_namespaces
                         f"neither exists nor is declared in the revision ({len(users)} object(s) "
                         "use it); declare the Namespace or pass --create-namespaces")
     return desired, problems
+
+
+def _digest(body: dict, secret: bool, key: bytes) -> str:
+    """What the inventory remembers of a body. Never a plain hash of secret values (one could
+    test guesses against it): a keyed one, or none (then the object is always dry-run)."""
+    if not secret:
+        return digest(body)
+    return sops.keyed_digest(body, key) if key else ""
 
 
 def digest(body: dict) -> str:

@@ -45,7 +45,9 @@ def load(places: dict[str, str]) -> list[dict[str, Any]]:
     return yaml.safe_load(text)
 
 
-ENTRIES = load({"secret": "/secret", "outside": "/outside", "outside_repo": "/outside-repo"})
+SOPS_KEY = Path(__file__).with_name("testdata") / "sops" / "test.agekey"
+ENTRIES = load({"secret": "/secret", "outside": "/outside", "outside_repo": "/outside-repo",
+                "sops_key": str(SOPS_KEY)})
 
 
 # Entries that need a cluster state no repository can make are run by the test they name.
@@ -87,7 +89,8 @@ def operator_files(tmp_path: Path) -> dict[str, str]:
                           "base/cm.yaml": f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n"
                                           f"  name: remote\ndata: {{s: {SECRET}}}\n"},
            "elsewhere")
-    return {"secret": str(secret), "outside": str(outside), "outside_repo": str(outside_repo)}
+    return {"secret": str(secret), "outside": str(outside), "outside_repo": str(outside_repo),
+            "sops_key": str(SOPS_KEY)}
 
 
 def write(repo: Path, files: dict[str, str], links: dict[str, str]) -> None:

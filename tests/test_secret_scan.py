@@ -13,6 +13,10 @@ user runs them:
   bootstrap (SSH, the known key as --private-key-file) and its agent;
   drill (HTTPS, on the same cluster) with its JUnit, JSON and Markdown reports.
 
+A second Secret under app/ is SOPS-encrypted (real sops, a fresh age key): every command gets
+the key (SOPS_AGE_KEY_FILE; agent install and bootstrap --sops-age-key, so the agents decrypt
+too), and its plain value and the age key are searched for like the rest.
+
 Then `Scan` searches, and names as it goes, every place one could surface: stdout and stderr of
 each command, the drill reports, each agent's log file and metrics page, every Event, the Sync
 objects (spec and status), the inventory ConfigMaps and Leases, every file in the clone cache
@@ -38,7 +42,7 @@ import pytest
 from kubernetes import client
 
 from bootstrap import clusters
-from sync_agent import git_https, inventory, paths
+from sync_agent import git_https, inventory, paths, sops
 from sync_agent.agent import localproc, syncobject
 from sync_agent.agent.lease import LEASE_RT
 from sync_agent.agent.recorder import EVENT_RT
@@ -47,6 +51,7 @@ from tests import cli
 from tests import manifests as m
 from tests.conftest import SESSION_CLUSTER
 from tests.httpsgit import HttpsGitServer
+from tests.sopsfiles import AgeKey, age_key, encrypt
 from tests.sshgit import SshGitServer, make_key_pair
 from tests.testdata.gitrepos import commit, git, new_repo
 
@@ -54,6 +59,7 @@ NS = inventory.NAMESPACE
 TOKEN = f"tok-scan-{secrets.token_hex(12)}"
 SECRET_VALUE = f"secret-value-{secrets.token_hex(12)}"
 EDITED_VALUE = f"hand-edited-{secrets.token_hex(12)}"
+SOPS_VALUE = f"sops-value-{secrets.token_hex(12)}"
 CONFIGMAP_RT = ResourceType("", "v1", "ConfigMap", "configmaps", namespaced=True)
 
 
@@ -94,7 +100,7 @@ class Scan:
         return [w for w in self.searched if w.startswith(kind)]
 
 
-def spellings(key_text: str) -> dict[str, list[str]]:
+def spellings(key_text: str, age_secret: str) -> dict[str, list[str]]:
     body = [line for line in key_text.splitlines() if line and not line.startswith("-----")]
     basic = base64.b64encode(f"deploy:{TOKEN}".encode()).decode()
     return {
@@ -102,6 +108,8 @@ def spellings(key_text: str) -> dict[str, list[str]]:
         "the SSH private key": [*body, base64.b64encode(key_text.encode()).decode()[:40]],
         "the Secret's value": [SECRET_VALUE, base64.b64encode(SECRET_VALUE.encode()).decode(),
                                EDITED_VALUE, base64.b64encode(EDITED_VALUE.encode()).decode()],
+        "the SOPS-encrypted value": [SOPS_VALUE, base64.b64encode(SOPS_VALUE.encode()).decode()],
+        "the age key": [age_secret],
     }
 
 
@@ -140,6 +148,7 @@ class World:
     kubeconfig: str
     https: HttpsGitServer
     ssh: SshGitServer
+    age: AgeKey  # decrypts app/sops-secret.yaml
     work: Path
     namespaces: dict[str, str]  # what for -> namespace
     syncs: list[str] = field(default_factory=list)
@@ -170,19 +179,24 @@ class World:
 
 @pytest.fixture
 def world(local_cluster, api_client, tmp_path: Path, clone_cache: Path,
-          command_lines: Path) -> Iterator[World]:
+          command_lines: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     core = client.CoreV1Api(api_client)
     suffix = secrets.token_hex(3)
     namespaces = {use: f"scan-{use}-{suffix}" for use in ("https", "ssh", "drill")}
     for name in namespaces.values():
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     work = new_repo(tmp_path / "work")
+    age = age_key(tmp_path)
+    monkeypatch.setenv(sops.KEY_FILE_ENV, str(age.file))
+    sops_secret = encrypt(secret_manifest(SOPS_VALUE, "sops-credentials"), age.recipient,
+                          tmp_path, "yaml", "--encrypted-regex", "^(data|stringData)$")
     commit(work, {"app/settings.yaml": m.configmap("settings", color="blue"),
-                  "app/secret.yaml": secret_manifest(SECRET_VALUE)}, "v1")
+                  "app/secret.yaml": secret_manifest(SECRET_VALUE),
+                  "app/sops-secret.yaml": sops_secret}, "v1")
     kube = Kube.from_kubeconfig(local_cluster.kubeconfig)
     with HttpsGitServer(username="deploy", token=TOKEN) as https, SshGitServer() as ssh:
         https.create_repo("fleet", from_repo=work)
-        handle = World(kube, local_cluster.kubeconfig, https, ssh, work, namespaces)
+        handle = World(kube, local_cluster.kubeconfig, https, ssh, age, work, namespaces)
         try:
             yield handle
         finally:
@@ -204,8 +218,8 @@ def _clean_up(world: World, core: client.CoreV1Api) -> None:
     world.kube.close()
 
 
-def secret_manifest(value: str) -> str:
-    return (f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: app-credentials\ntype: Opaque\n"
+def secret_manifest(value: str, name: str = "app-credentials") -> str:
+    return (f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\ntype: Opaque\n"
             f"stringData:\n  password: {value}\n")
 
 
@@ -234,7 +248,10 @@ def test_no_token_key_or_secret_value_appears_in_any_output_record_or_cache(
         world: World, api_client, clone_cache: Path, command_lines: Path,
         tmp_path: Path) -> None:
     key = make_key_pair(tmp_path / "deploy-key", comment="scan")
-    scan = Scan(spellings(key.private_text))
+    age_secret = next(line for line in world.age.file.read_text().splitlines()
+                      if line.startswith("AGE-SECRET-KEY-"))
+    scan = Scan(spellings(key.private_text, age_secret))
+    with_age = ("--sops-age-key", str(world.age.file))  # the commands without SOPS_AGE_KEY_FILE
     cluster = ("--kubeconfig", world.kubeconfig)
     https_ns, ssh_ns, drill_ns = (world.namespaces[u] for u in ("https", "ssh", "drill"))
     ca = ("--ca-file", str(world.https.ca_file))
@@ -250,6 +267,8 @@ def test_no_token_key_or_secret_value_appears_in_any_output_record_or_cache(
     run(scan, "restore (text)", "restore", *source)
     secret = client.CoreV1Api(api_client).read_namespaced_secret("app-credentials", https_ns)
     assert base64.b64decode(secret.data["password"]).decode() == SECRET_VALUE  # really applied
+    decrypted = client.CoreV1Api(api_client).read_namespaced_secret("sops-credentials", https_ns)
+    assert base64.b64decode(decrypted.data["password"]).decode() == SOPS_VALUE
     client.CoreV1Api(api_client).patch_namespaced_secret(
         "app-credentials", https_ns, {"stringData": {"password": EDITED_VALUE}})
     # Whether the hand edit counts as a difference (exit 3) is verify's business, not this
@@ -264,7 +283,8 @@ def test_no_token_key_or_secret_value_appears_in_any_output_record_or_cache(
     # the agent over HTTPS; rollback pins it, rollback --revert pushes with the token
     v2 = world.push({"app/settings.yaml": m.configmap("settings", color="green")}, "v2")
     run(scan, "agent install (https)", "agent", "install", "--repo", world.url(), "--path",
-        "app", "--name", sync, "--namespace", https_ns, "--interval", "2s", *ca, *cluster)
+        "app", "--name", sync, "--namespace", https_ns, "--interval", "2s", *ca, *with_age,
+        *cluster)
     world.wait_applied(sync, v2, "the HTTPS agent")
     run(scan, "rollback -o json", "rollback", *source, "--to", v1, "--output", "json")
     world.wait_applied(sync, v1, "the pinned HTTPS agent")
@@ -284,7 +304,8 @@ def test_no_token_key_or_secret_value_appears_in_any_output_record_or_cache(
     run(scan, "bootstrap -o json", "bootstrap", "--provider", "local", "--name",
         SESSION_CLUSTER, "--nodes", "3", "--repo", ssh_url, "--path", "app", "--sync-name",
         ssh_sync, "--namespace", ssh_ns, "--interval", "2s", "--private-key-file", str(key.private),
-        "--known-hosts", str(known_hosts), "--yes", "--timeout", "3m", "--output", "json")
+        "--known-hosts", str(known_hosts), "--yes", "--timeout", "3m", *with_age,
+        "--output", "json")
     world.syncs.append(ssh_url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git"))  # its key
     world.wait_applied(ssh_sync, git(world.work, "rev-parse", "HEAD"), "the SSH agent")
 

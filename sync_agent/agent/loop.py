@@ -30,10 +30,10 @@ import logging
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sync_agent import engine, events, lock, source
-from sync_agent.agent import attempts, deploykey, syncobject, verifykeys
+from sync_agent.agent import attempts, decryption, deploykey, syncobject, verifykeys
 from sync_agent.agent.config import AgentConfig
 from sync_agent.agent.lease import Elector
 from sync_agent.agent.metrics import Metrics
@@ -173,8 +173,12 @@ class Loop:
     def _restore(self, obj: syncobject.SyncObject,
                  auth: source.GitAuth | None) -> engine.Report:
         spec = obj.spec
+        render = spec.render
+        if spec.decryption_secret:
+            keys = decryption.age_keys(self.kube, obj.namespace, spec.decryption_secret)
+            render = replace(render, sops_keys=keys)
         source_spec = engine.SourceSpec(repo=spec.repo, ref=spec.target, path=spec.path,
-                                        ignore=spec.ignore, auth=auth, render=spec.render,
+                                        ignore=spec.ignore, auth=auth, render=render,
                                         verify=verifykeys.policy(self.kube, obj.namespace, spec))
         # The Sync object says which repository and path its sync follows: a changed spec (or
         # `agent resume` after a rollback that followed a moved directory) is the sync moving.

@@ -55,6 +55,7 @@ class SyncSpec:
     render: RenderOptions = DEFAULTS  # allowRemoteBases, maxFileSize, maxYAMLNodes
     verify_mode: str = ""  # spec.verify.mode: head or chain; "" verifies nothing
     verify_secret: str = ""  # spec.verify.secretRef.name: the trusted keys (*.asc, *.sshpub)
+    decryption_secret: str = ""  # spec.decryption.secretRef: age keys for SOPS files; "" none
 
     @property
     def target(self) -> str:
@@ -112,10 +113,24 @@ def parse(body: dict[str, Any]) -> SyncObject:
         ignore=tuple(raw.get("ignore") or ()),
         default_namespace=raw.get("defaultNamespace") or "default",
         secret_name=(raw.get("secretRef") or {}).get("name", ""), render=render,
-        **_verify(raw.get("verify"), where))
+        decryption_secret=_decryption_secret(raw, where), **_verify(raw.get("verify"), where))
     return SyncObject(name=meta["name"], namespace=meta["namespace"], uid=meta.get("uid", ""),
                       generation=int(meta.get("generation") or 0), spec=spec,
                       status=body.get("status") or {})
+
+
+def _decryption_secret(raw: dict[str, Any], where: str) -> str:
+    decryption = raw.get("decryption") or {}
+    if not decryption:
+        return ""
+    if decryption.get("provider", "sops") != "sops":
+        raise InvalidSpec(f"{where}: spec.decryption.provider {decryption['provider']!r}: "
+                          "only 'sops' is supported")
+    name = (decryption.get("secretRef") or {}).get("name", "")
+    if not name:
+        raise InvalidSpec(f"{where}: spec.decryption.secretRef.name is empty; name the Secret "
+                          "holding the age key")
+    return name
 
 
 def _render_options(raw: dict[str, Any]) -> RenderOptions:
@@ -149,7 +164,8 @@ def read(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
 def body(name: str, namespace: str, repo: str, branch: str = "main", path: str = "",
          interval: str = "1m", prune: bool = True, ignore: tuple[str, ...] = (),
          default_namespace: str = "default", secret_name: str = "",
-         verify: tuple[str, str] | None = None) -> dict[str, Any]:
+         verify: tuple[str, str] | None = None,
+         decryption_secret: str = "") -> dict[str, Any]:
     """A Sync object as `agent install` applies it (pin and suspend are left to patches)."""
     spec: dict[str, Any] = {"repo": repo, "branch": branch, "path": path,
                             "interval": interval, "prune": prune, "ignore": list(ignore),
@@ -158,6 +174,8 @@ def body(name: str, namespace: str, repo: str, branch: str = "main", path: str =
         spec["secretRef"] = {"name": secret_name}
     if verify:  # (mode, Secret name)
         spec["verify"] = {"mode": verify[0], "secretRef": {"name": verify[1]}}
+    if decryption_secret:
+        spec["decryption"] = {"provider": "sops", "secretRef": {"name": decryption_secret}}
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
             "metadata": {"name": name, "namespace": namespace,
                          "labels": {"app.kubernetes.io/managed-by": "gitops-restore"}},
