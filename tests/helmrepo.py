@@ -104,7 +104,9 @@ class ChartRepoServer:
         server = ThreadingHTTPServer((HOST, 0), handler)
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         tls.load_cert_chain(*self._chain)
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
+        # The handshake happens in each request's thread, not in accept() (as tests/httpsgit.py).
+        server.socket = tls.wrap_socket(server.socket, server_side=True,
+                                        do_handshake_on_connect=False)
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                          daemon=True).start()
@@ -133,6 +135,13 @@ class _Handler(SimpleHTTPRequestHandler):
     def __init__(self, repo: ChartRepoServer, *args, **kwargs):
         self.repo = repo
         super().__init__(*args, **kwargs)
+
+    def handle(self) -> None:
+        try:
+            self.connection.do_handshake()
+        except (ssl.SSLError, OSError):
+            return  # a client that hung up during the handshake
+        super().handle()
 
     def do_GET(self) -> None:
         if not self.repo.authorized(self.headers.get("Authorization")):

@@ -15,6 +15,7 @@ import hashlib
 import os
 import ssl
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from sync_agent.paths import cache_root
 from sync_agent.yaml_loader import YAMLSyntaxError, load_documents
 
 TIMEOUT = 60  # seconds per request
+ATTEMPTS = 3  # connection errors only
 MAX_ARCHIVE = 64 * 1024 * 1024  # bytes; a chart archive larger than this is refused
 MAX_INDEX = 64 * 1024 * 1024
 
@@ -123,14 +125,21 @@ def _get(url: str, repo_url: str, settings: HelmSettings, limit: int) -> bytes:
     context = ssl.create_default_context()
     if settings.ca_file:
         context.load_verify_locations(cafile=str(settings.ca_file))
-    try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT, context=context) as response:
-            data = response.read(limit + 1)
-    except urllib.error.HTTPError as e:
-        raise ChartFetchError(f"{source.redact(url)}: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise ChartFetchError(f"{source.redact(url)}: cannot be fetched: {reason}") from None
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT, context=context) as response:
+                data = response.read(limit + 1)
+            break
+        except urllib.error.HTTPError as e:
+            raise ChartFetchError(f"{source.redact(url)}: HTTP {e.code} {e.reason}") from None
+        except (urllib.error.URLError, OSError) as e:
+            # A connection cut mid-transfer is common enough that a one-shot restore
+            # retries it; a refusal (HTTP status) is an answer and is not retried.
+            if attempt == ATTEMPTS:
+                reason = getattr(e, "reason", e)
+                raise ChartFetchError(f"{source.redact(url)}: cannot be fetched "
+                                      f"({ATTEMPTS} tries): {reason}") from None
+            time.sleep(0.5 * attempt)
     if len(data) > limit:
         raise ChartFetchError(f"{source.redact(url)}: larger than {limit // 2**20} MiB")
     return data
