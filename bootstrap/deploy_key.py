@@ -366,6 +366,11 @@ def _store(kube: Kube, key: DeployKey, repo: str) -> None:
                          "annotations": {"gitops-restore.io/repo": source.redact(repo),
                                          "gitops-restore.io/fingerprint": key.fingerprint}},
             "data": {k: base64.b64encode(v).decode() for k, v in encoded.items()}}
+    store_secret(kube, body, "the deploy key")
+
+
+def store_secret(kube: Kube, body: dict, what: str) -> None:
+    """Apply a Secret of the agent's namespace, making the namespace first if it is missing."""
     try:
         if kube.get(NAMESPACE, "", AGENT_NAMESPACE) is None:
             kube.apply(NAMESPACE, {"apiVersion": "v1", "kind": "Namespace",
@@ -373,8 +378,8 @@ def _store(kube: Kube, key: DeployKey, repo: str) -> None:
         kube.apply(SECRET, body)
     except ApiError as e:
         # The server's message may quote the request; only status and reason are safe to show.
-        raise OperationFailed(f"Secret {AGENT_NAMESPACE}/{secret}: cannot store the deploy key: "
-                              f"HTTP {e.status} {e.reason or 'error'}") from None
+        raise OperationFailed(f"Secret {AGENT_NAMESPACE}/{body['metadata']['name']}: cannot "
+                              f"store {what}: HTTP {e.status} {e.reason or 'error'}") from None
 
 
 def _offered(scanned: list[str]) -> str:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import base64
 
-from bootstrap.deploy_key import AGENT_NAMESPACE, MANAGED_BY, NAMESPACE, SECRET
-from bootstrap.errors import OperationFailed, UserError
+from bootstrap.deploy_key import AGENT_NAMESPACE, MANAGED_BY, store_secret
+from bootstrap.errors import UserError
 from sync_agent import sops
 from sync_agent.agent import decryption
-from sync_agent.kube import ApiError, Kube
+from sync_agent.kube import Kube
 
 NOTHING_CHANGED = "; nothing was changed"
 
@@ -38,13 +38,5 @@ def store(kube: Kube, sync: str, keys: sops.AgeKeys, rotate: bool) -> tuple[bool
             "metadata": {"name": name, "namespace": AGENT_NAMESPACE,
                          "labels": {**MANAGED_BY, "gitops-restore.io/sops-age": sync}},
             "data": {decryption.DATA_KEY: base64.b64encode(keys.text.encode()).decode()}}
-    try:
-        if kube.get(NAMESPACE, "", AGENT_NAMESPACE) is None:
-            kube.apply(NAMESPACE, {"apiVersion": "v1", "kind": "Namespace",
-                                   "metadata": {"name": AGENT_NAMESPACE, "labels": MANAGED_BY}})
-        kube.apply(SECRET, body)
-    except ApiError as e:
-        # The server's message may quote the request; only status and reason are safe to show.
-        raise OperationFailed(f"{where}: cannot store the age key: HTTP {e.status} "
-                              f"{e.reason or 'error'}") from None
+    store_secret(kube, body, "the age key")
     return True, f"age key {'rotated' if stored else 'stored'} in {where}"
