@@ -58,8 +58,6 @@ Force = Annotated[bool, typer.Option(
 MassPrune = Annotated[bool, typer.Option(
     "--allow-mass-prune", help="As for rollback: allow a prune of more than half the owned "
                                "objects.")]
-CreateNamespaces = Annotated[bool, typer.Option(
-    "--create-namespaces", help="Create namespaces the revision uses but does not declare.")]
 Junit = Annotated[Path | None, typer.Option(
     "--junit", help="Write a JUnit XML report: a testcase per phase, a failure per object.")]
 ReportFile = Annotated[Path | None, typer.Option(
@@ -75,7 +73,7 @@ def drill_command(
         cluster_name: ClusterName = None, nodes: Nodes = 1, kubeconfig: Kubeconfig = None,
         context: Context = None, keep: Keep = False, timeout: Timeout = "5m",
         prune_data: PruneData = False, force: Force = False,
-        allow_mass_prune: MassPrune = False, create_namespaces: CreateNamespaces = False,
+        allow_mass_prune: MassPrune = False, create_namespaces: opt.CreateNamespaces = False,
         name: opt.SyncName = None, namespace: opt.Namespace = "default",
         ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
         ca_file: opt.CaFile = None, helm: opt.HelmMode = "auto", offline: opt.Offline = False,

@@ -38,8 +38,6 @@ Wait = Annotated[bool, typer.Option("--wait", help="Wait until every object is h
 Timeout = Annotated[str, typer.Option("--timeout", help="How long --wait waits, e.g. 10m.")]
 Force = Annotated[bool, typer.Option(
     "--force", help="Delete and recreate objects whose immutable fields changed.")]
-CreateNamespaces = Annotated[bool, typer.Option(
-    "--create-namespaces", help="Create namespaces the revision uses but does not declare.")]
 RollbackPath = Annotated[str | None, typer.Option(
     "--path", help="Directory in the repo to apply (default: the path the sync's inventory "
                    "records, where that directory was at --to).")]
@@ -83,7 +81,7 @@ def _run_with(kube: Kube, spec_args: dict, options: SyncOptions,
 def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathOpt = "",
             ignore: opt.Ignore = None, prune: Prune = False, prune_data: PruneData = False,
             allow_mass_prune: MassPrune = False, wait: Wait = False, timeout: Timeout = "10m",
-            force: Force = False, create_namespaces: CreateNamespaces = False,
+            force: Force = False, create_namespaces: opt.CreateNamespaces = False,
             name: opt.SyncName = None, take_over: TakeOver = False,
             namespace: opt.Namespace = "default",
             ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
@@ -129,7 +127,7 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
              path: RollbackPath = None, ignore: opt.Ignore = None,
              prune_data: PruneData = False, allow_mass_prune: MassPrune = False,
              wait: Wait = False, timeout: Timeout = "10m", force: Force = False,
-             create_namespaces: CreateNamespaces = False, name: opt.SyncName = None,
+             create_namespaces: opt.CreateNamespaces = False, name: opt.SyncName = None,
              take_over: TakeOver = False, namespace: opt.Namespace = "default",
              ssh_key: opt.SshKey = None,
              known_hosts: opt.KnownHosts = None, ca_file: opt.CaFile = None,
@@ -227,7 +225,7 @@ def _verify_first(kube: Kube, spec: engine.SourceSpec, sync: str) -> list:
 def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathOpt = "",
          ignore: opt.Ignore = None, prune: Prune = False, prune_data: PruneData = False,
          allow_mass_prune: MassPrune = False, force: Force = False,
-         create_namespaces: CreateNamespaces = False, name: opt.SyncName = None,
+         create_namespaces: opt.CreateNamespaces = False, name: opt.SyncName = None,
          take_over: TakeOver = False,
          namespace: opt.Namespace = "default", ssh_key: opt.SshKey = None,
          known_hosts: opt.KnownHosts = None, ca_file: opt.CaFile = None,
@@ -265,7 +263,7 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
 @exits_cleanly
 def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathOpt = "",
            ignore: opt.Ignore = None, prune_data: PruneData = False,
-           create_namespaces: CreateNamespaces = False, strict: Strict = False,
+           create_namespaces: opt.CreateNamespaces = False, strict: Strict = False,
            wait: Wait = False, timeout: Timeout = "2m",
            name: opt.SyncName = None, namespace: opt.Namespace = "default",
            ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,

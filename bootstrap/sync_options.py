@@ -57,6 +57,8 @@ Namespace = Annotated[str, typer.Option(
     "--namespace", "-n", help="Namespace for namespaced objects that name none.")]
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text or json")]
 Workers = Annotated[int, typer.Option("--workers", help="Concurrent API requests.")]
+CreateNamespaces = Annotated[bool, typer.Option(
+    "--create-namespaces", help="Create namespaces the revision uses but does not declare.")]
 AllowRemoteBases = Annotated[bool, typer.Option(
     "--allow-remote-bases", help="Let kustomize fetch remote bases and files (https://…, "
                                  "github.com/…//dir, git@…) with your own git setup; refused "
