@@ -8,7 +8,7 @@ import argparse
 import json
 import time
 
-from bootstrap.sync_options import sync_name
+from bootstrap.sync_names import sync_name
 from sync_agent import engine
 from sync_agent.kube import Kube
 

@@ -11,7 +11,7 @@ A failed phase does not stop the drill: rolling forward out of a broken rollback
 the recovery to prove, and every failure is reported. Nothing runs on a cluster that could not
 be provisioned, and teardown always runs. The restores wait until the workloads are healthy,
 so their time is the recovery time; provision, the verifies and teardown are the drill's own
-overhead, reported apart. Called by `drill_commands`; `drill_reports` writes the result.
+overhead, reported apart. Called by `cli/drill.py`; `drill_reports` writes the result.
 
 The restores run with the safety flags given, as the real rollback would (--force,
 --allow-mass-prune, --prune-data): nothing is allowed behind the operator's back. Each

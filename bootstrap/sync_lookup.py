@@ -1,7 +1,7 @@
 """Which existing sync a command means, found through what the inventories record.
 
 Called by restore, plan, verify and rollback once connected to the cluster:
-- `continued`: a sync started before default names carried a hash (`sync_options.sync_name`)
+- `continued`: a sync started before default names carried a hash (`sync_names.sync_name`)
   keeps its inventory: with no --name, an inventory under the old default name that records
   the same repository and path is used, rather than starting a second sync beside it.
 - `for_rollback`: `rollback --to REV` rolls the existing sync back. Without --name it is the
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import git
 
-from bootstrap import sync_options as opt
+from bootstrap import sync_names
 from bootstrap.errors import UserError
 from sync_agent import inventory, rollback_target, source, sync_identity
 from sync_agent.engine import SyncOptions
@@ -34,9 +34,9 @@ def continued(kube: Kube, options: SyncOptions, repo: str, path: str) -> SyncOpt
 def continued_name(kube: Kube, name: str, repo: str, path: str) -> str:
     """`name`, or the old default name when `name` is the default and only an inventory under
     the old default name records this repository and path."""
-    if name != opt.sync_name(None, repo, path):
+    if name != sync_names.sync_name(None, repo, path):
         return name  # named by --name
-    legacy = opt.legacy_sync_name(repo, path)
+    legacy = sync_names.legacy_sync_name(repo, path)
     records = {r.name: r for r in inventory.sources(kube)}
     old = records.get(legacy)
     if name in records or old is None or not _same(old, repo, path):
@@ -79,7 +79,7 @@ def for_rollback(kube: Kube, name: str | None, repo: str, path: str | None, to: 
             raise UserError(f"{sync_identity.repo_of(repo)}: no sync in this cluster applied "
                             "this repository, so there is nothing to roll back; give --path "
                             "to restore that path at the revision (and --name for its sync)")
-        return RollbackSync(name or opt.sync_name(None, repo, path), path)
+        return RollbackSync(name or sync_names.sync_name(None, repo, path), path)
 
     at = _paths_at_target(repo, auth, to, candidates)
     if path is not None and not name:
@@ -87,7 +87,7 @@ def for_rollback(kube: Kube, name: str | None, repo: str, path: str | None, to: 
         candidates = [r for r in candidates
                       if wanted in (sync_identity.path_of(r.path), at[r.name])]
         if not candidates:
-            return RollbackSync(opt.sync_name(None, repo, path), path)
+            return RollbackSync(sync_names.sync_name(None, repo, path), path)
     if len(candidates) > 1:
         listed = "; ".join(f"{r.name} (path '{r.path or '.'}', {r.revision[:12] or 'unfinished'})"
                            for r in candidates)

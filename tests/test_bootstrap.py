@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from bootstrap import agent_commands, clusters
+from bootstrap import clusters
 from bootstrap import deploy_key as dk
+from bootstrap.cli import agent as agent_cli
 from sync_agent import inventory, paths
 from sync_agent.agent import localproc, syncobject
 from sync_agent.agent.lease import LEASE_RT
@@ -172,7 +173,7 @@ def test_bootstrap_end_to_end_then_nothing_changes_then_destroy_stops_the_agent(
     # The same again with the key pair given as a file: it is the one stored, so nothing is
     # stored again and every phase says so once.
     key = dk.load_deploy_key(Kube.from_kubeconfig(record.kubeconfig),
-                             agent_commands.default_key_name(None, url))
+                             agent_cli.default_key_name(None, url))
     key_file = tmp_path / "deploy_key"
     dk.write_private(key_file, key.identity)
     third = cli.run(*bootstrap_args(url, git_server.host_key_fingerprint())[1:],

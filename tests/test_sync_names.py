@@ -13,7 +13,7 @@ import git as gitpython
 import pytest
 from kubernetes import client
 
-from bootstrap import sync_options as opt
+from bootstrap import sync_names
 from sync_agent import inventory, rollback_target, sync_identity
 from sync_agent.kube import Kube
 from tests import cli
@@ -60,18 +60,18 @@ def kube(local_cluster):
      ("/srv/fleet", "clusters/production/europe-west/" + "a" * 30 + "/two")),
 ])
 def test_default_sync_names_of_different_sources_differ(first, second):
-    one, two = opt.sync_name(None, *first), opt.sync_name(None, *second)
+    one, two = sync_names.sync_name(None, *first), sync_names.sync_name(None, *second)
     assert one != two
     assert NAME.fullmatch(one) and NAME.fullmatch(two)
     # the old default gave these pairs one name: that was the collision
-    assert opt.legacy_sync_name(*first) == opt.legacy_sync_name(*second)
+    assert sync_names.legacy_sync_name(*first) == sync_names.legacy_sync_name(*second)
 
 
 def test_default_sync_name_is_the_same_for_every_spelling_of_one_source():
     spellings = [("git@github.com:org/fleet.git", "apps"),
                  ("ssh://git@github.com/org/fleet", "./apps/"),
                  ("ssh://deploy:secret@GitHub.com/org/fleet.git/", "apps")]
-    names = {opt.sync_name(None, repo, path) for repo, path in spellings}
+    names = {sync_names.sync_name(None, repo, path) for repo, path in spellings}
     assert len(names) == 1
     assert names.pop().startswith("fleet-apps-")
     assert "TOKEN123" not in sync_identity.repo_of("https://TOKEN123@host/org/fleet")
@@ -146,14 +146,14 @@ def test_a_sync_under_the_old_default_name_is_continued(kube, api_client, namesp
     repo = new_repo(tmp_path / "oldname")
     commit(repo, {"app/a.yaml": m.configmap("a"), "app/b.yaml": m.configmap("b"),
                   "app/c.yaml": m.configmap("c")}, "three")
-    legacy = opt.legacy_sync_name(str(repo), "app")
+    legacy = sync_names.legacy_sync_name(str(repo), "app")
     run_json("restore", repo, namespace, "--path", "app", "--name", legacy)  # as before
 
     commit(repo, {"app/c.yaml": None}, "c removed")
     report = run_json("restore", repo, namespace, "--path", "app", "--prune")
     assert report["sync"] == legacy
     assert actions(report)[f"ConfigMap/{namespace}/c"] == "delete"
-    assert inventory.load(kube, opt.sync_name(None, str(repo), "app")) is None
+    assert inventory.load(kube, sync_names.sync_name(None, str(repo), "app")) is None
 
 
 # --- rollback finds the sync and its path -------------------------------------------------------

@@ -7,11 +7,12 @@ from typing import Annotated
 
 import typer
 
-from bootstrap import report_view, rollback_handoff, sync_lookup
-from bootstrap import sync_options as opt
+from bootstrap import rollback_handoff, sync_lookup, sync_names
+from bootstrap.cli import options as opt
+from bootstrap.cli import report_view
+from bootstrap.cli.output import Output, emit_json, exits_cleanly, stdout
+from bootstrap.cli.progress import PhaseProgress
 from bootstrap.errors import OperationFailed, UserError
-from bootstrap.output import Output, emit_json, exits_cleanly, stdout
-from bootstrap.progress import PhaseProgress
 from sync_agent import engine, source
 from sync_agent.apply import ApplyError
 from sync_agent.changes import Action
@@ -104,7 +105,7 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
     --ref v1.4.0 --prune --wait --kubeconfig ~/.kube/prod
     """
     options = SyncOptions(
-        sync_name=opt.sync_name(name, repo, path), namespace=namespace, prune=prune,
+        sync_name=sync_names.sync_name(name, repo, path), namespace=namespace, prune=prune,
         prune_data=prune_data, allow_mass_prune=allow_mass_prune,
         create_namespaces=create_namespaces, force=force, wait=wait,
         timeout=opt.parse_duration(timeout), workers=workers, take_over=take_over,
@@ -162,7 +163,7 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
     Example: gitops-restore rollback --repo ./fleet --to HEAD~1 --wait
     """
     if name:
-        opt.check_sync_name(name)
+        sync_names.check_sync_name(name)
     timeout_seconds = opt.parse_duration(timeout)
     lock_seconds = opt.parse_duration(lock_timeout, "--lock-timeout")
     render = opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes, sops_age_key)
@@ -244,7 +245,7 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
     Example: gitops-restore plan --repo ./fleet --path apps --ref main --prune
     """
     options = SyncOptions(
-        sync_name=opt.sync_name(name, repo, path), namespace=namespace, prune=prune,
+        sync_name=sync_names.sync_name(name, repo, path), namespace=namespace, prune=prune,
         prune_data=prune_data, allow_mass_prune=allow_mass_prune,
         create_namespaces=create_namespaces, force=force, workers=workers, plan_only=True,
         take_over=take_over)
@@ -287,7 +288,7 @@ def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pat
     Exit 0 when it matches, 3 when anything differs (1 with --wait if unhealthy).
     Example: gitops-restore verify --repo ./fleet --path apps --ref v1.4.0 --create-namespaces
     """
-    options = SyncOptions(sync_name=opt.sync_name(name, repo, path), namespace=namespace,
+    options = SyncOptions(sync_name=sync_names.sync_name(name, repo, path), namespace=namespace,
                           prune_data=prune_data, create_namespaces=create_namespaces,
                           wait=wait, timeout=opt.parse_duration(timeout), workers=workers)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bootstrap import sync_options as opt
-from bootstrap.output import Output, emit_json, exits_cleanly, stdout
+from bootstrap.cli import options as opt
+from bootstrap.cli.output import Output, emit_json, exits_cleanly, stdout
 from sync_agent import history as history_mod
 from sync_agent import inventory, signatures, source
 

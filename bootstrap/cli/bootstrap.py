@@ -29,13 +29,14 @@ from typing import Annotated
 
 import typer
 
-from bootstrap import agent, agent_commands, clusters, sops_key
+from bootstrap import agent, clusters, sops_key, sync_names
 from bootstrap import deploy_key as dk
 from bootstrap import provision as provisioning
-from bootstrap import sync_options as opt
+from bootstrap.cli import agent as agent_cli
+from bootstrap.cli import options as opt
+from bootstrap.cli.output import Output, emit_json, exits_cleanly, progress_printer, stderr, stdout
+from bootstrap.cli.progress import PhaseProgress
 from bootstrap.errors import OperationFailed, UserError
-from bootstrap.output import Output, emit_json, exits_cleanly, progress_printer, stderr, stdout
-from bootstrap.progress import PhaseProgress
 from sync_agent import engine, sops, source
 from sync_agent.agent import decryption, syncobject
 from sync_agent.apply import ApplyError
@@ -80,8 +81,8 @@ def bootstrap(
     name: Annotated[str, typer.Option("--name", help="Cluster name.")],
     repo: opt.Repo,
     provider: Annotated[str, typer.Option(help="local, kind or existing.")] = "local",
-    branch: agent_commands.Branch = "main", path: opt.PathOpt = "",
-    ignore: opt.Ignore = None, interval: agent_commands.Interval = "1m",
+    branch: agent_cli.Branch = "main", path: opt.PathOpt = "",
+    ignore: opt.Ignore = None, interval: agent_cli.Interval = "1m",
     private_key_file: Annotated[Path | None, typer.Option(
         "--private-key-file", help="Use this key pair as the deploy key (else one is made).")
     ] = None,
@@ -101,12 +102,12 @@ def bootstrap(
     sync: Annotated[str | None, typer.Option(
         "--sync-name", help="Sync name owning the inventory (default: from repo and path).")
     ] = None, namespace: opt.Namespace = "default",
-    image: agent_commands.Image = agent.DEFAULT_IMAGE,
+    image: agent_cli.Image = agent.DEFAULT_IMAGE,
     timeout: Annotated[str, typer.Option(help="How long to wait for health and the "
                                          "deploy key.")] = "10m",
     lock_timeout: opt.LockTimeout = "2m",
-    sops_age_key: agent_commands.SopsAgeKey = None,
-    rotate: agent_commands.RotateAgeKey = False,
+    sops_age_key: agent_cli.SopsAgeKey = None,
+    rotate: agent_cli.RotateAgeKey = False,
     output: opt.OutputOpt = Output.text, verify_signatures: opt.VerifySignatures = None,
     allowed_signers: opt.AllowedSigners = None, trusted_keys: opt.TrustedKeys = None,
 ) -> None:
@@ -118,11 +119,11 @@ def bootstrap(
     """
     if known_hosts and accept_host_key:
         raise UserError("give either --known-hosts or --accept-host-key, not both")
-    sync_name = opt.sync_name(sync, repo, path)
+    sync_name = sync_names.sync_name(sync, repo, path)
     request = agent.InstallRequest(
         sync=sync_name, repo=repo, branch=branch, path=path,
-        interval=agent_commands.check_interval(interval), ignore=tuple(ignore or ()),
-        default_namespace=namespace, deploy_key=agent_commands.default_key_name(None, repo),
+        interval=agent_cli.check_interval(interval), ignore=tuple(ignore or ()),
+        default_namespace=namespace, deploy_key=agent_cli.default_key_name(None, repo),
         image=image, verify=opt.signature_policy(verify_signatures, allowed_signers,
                                                  trusted_keys),
         decryption_secret=decryption.secret_name(sync_name) if sops_age_key else "")

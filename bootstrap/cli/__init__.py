@@ -8,15 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from bootstrap import (
-    agent_commands,
-    bootstrap_commands,
-    cluster_commands,
-    deploy_key_commands,
-    drill_commands,
-    history_commands,
-    restore_commands,
-)
+from bootstrap.cli import agent, bootstrap, cluster, deploy_key, drill, history, restore
 
 app = typer.Typer(
     name="gitops-restore",
@@ -25,13 +17,13 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # kubeconfigs and keys pass through locals
     add_completion=False,
 )
-cluster_commands.register(app)
-restore_commands.register(app)
-history_commands.register(app)
-deploy_key_commands.register(app)
-drill_commands.register(app)
-agent_commands.register(app)
-bootstrap_commands.register(app)
+cluster.register(app)
+restore.register(app)
+history.register(app)
+deploy_key.register(app)
+drill.register(app)
+agent.register(app)
+bootstrap.register(app)
 
 
 if __name__ == "__main__":

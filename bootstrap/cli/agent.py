@@ -12,10 +12,10 @@ from typing import Annotated
 
 import typer
 
-from bootstrap import agent, sops_key, sync_lookup
-from bootstrap import sync_options as opt
+from bootstrap import agent, sops_key, sync_lookup, sync_names
+from bootstrap.cli import options as opt
+from bootstrap.cli.output import Output, emit_json, exits_cleanly, stderr, stdout
 from bootstrap.errors import UserError
-from bootstrap.output import Output, emit_json, exits_cleanly, stderr, stdout
 from sync_agent import source
 from sync_agent.agent import config as agent_config
 from sync_agent.agent import decryption, syncobject
@@ -56,7 +56,7 @@ def needs_key(repo: str) -> bool:
 def default_key_name(name: str | None, repo: str) -> str:
     """The deploy key a Sync reads with: as `deploy-key create` names it by default (one key
     per repository); "" for repositories that need none."""
-    return opt.key_name(name, repo) if needs_key(repo) else ""
+    return sync_names.key_name(name, repo) if needs_key(repo) else ""
 
 
 def check_interval(text: str) -> str:
@@ -96,7 +96,7 @@ def install(repo: opt.Repo, branch: Branch = "main", path: opt.PathOpt = "",
     verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
     age_keys = opt.age_keys(sops_age_key)  # a bad key file: change nothing
     t = agent.target(kubeconfig, context, cluster)
-    sync = sync_lookup.continued_name(t.kube, opt.sync_name(name, repo, path), repo, path)
+    sync = sync_lookup.continued_name(t.kube, sync_names.sync_name(name, repo, path), repo, path)
     request = agent.InstallRequest(
         sync=sync, repo=repo, branch=branch, path=path, interval=check_interval(interval),
         prune=not no_prune, ignore=tuple(ignore or ()), default_namespace=namespace,

@@ -14,10 +14,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from bootstrap import drill, drill_reports
-from bootstrap import sync_options as opt
-from bootstrap.output import Output, emit_json, exits_cleanly, stderr, stdout
-from bootstrap.progress import PhaseProgress
+from bootstrap import drill, drill_reports, sync_names
+from bootstrap.cli import options as opt
+from bootstrap.cli.output import Output, emit_json, exits_cleanly, stderr, stdout
+from bootstrap.cli.progress import PhaseProgress
 from sync_agent import events
 from sync_agent.engine import SourceSpec, SyncOptions
 from sync_agent.kube import DEFAULT_WORKERS
@@ -110,7 +110,7 @@ def drill_command(
         to_ref=to_ref, to_path=to_path,
         cluster=drill.ClusterRequest(provider, cluster_name or "", nodes, kubeconfig, context,
                                      keep),
-        sync=SyncOptions(sync_name=opt.sync_name(name, repo, path), namespace=namespace,
+        sync=SyncOptions(sync_name=sync_names.sync_name(name, repo, path), namespace=namespace,
                          create_namespaces=create_namespaces, prune_data=prune_data,
                          force=force, allow_mass_prune=allow_mass_prune,
                          timeout=opt.parse_duration(timeout), workers=workers,

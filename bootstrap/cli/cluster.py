@@ -9,7 +9,7 @@ import typer
 
 from bootstrap import binaries, clusters
 from bootstrap import provision as provisioning
-from bootstrap.output import Output, emit_json, exits_cleanly, progress_printer, stderr, stdout
+from bootstrap.cli.output import Output, emit_json, exits_cleanly, progress_printer, stderr, stdout
 
 OutputOption = Annotated[Output, typer.Option("--output", "-o", help="text or json")]
 

@@ -15,9 +15,10 @@ import typer
 
 from bootstrap import deploy_key as dk
 from bootstrap import deploy_key_forge as forges
-from bootstrap import sync_options as opt
+from bootstrap import sync_names
+from bootstrap.cli import options as opt
+from bootstrap.cli.output import Output, emit_json, exits_cleanly, progress_printer, stderr, stdout
 from bootstrap.errors import UserError
-from bootstrap.output import Output, emit_json, exits_cleanly, progress_printer, stderr, stdout
 
 SshRepo = Annotated[str, typer.Option(
     "--repo", help="SSH URL of the repository: ssh://git@host[:port]/path.git or git@host:path.")]
@@ -71,7 +72,7 @@ def create(repo: SshRepo, name: KeyName = None, known_hosts: KnownHostsFile = No
     if known_hosts and accept_host_key:
         raise UserError("give either --known-hosts or --accept-host-key, not both")
     request = dk.DeployKeyRequest(
-        repo=repo, name=opt.key_name(name, repo), known_hosts_file=known_hosts,
+        repo=repo, name=sync_names.key_name(name, repo), known_hosts_file=known_hosts,
         accept_host_key=accept_host_key, private_key_file=private_key_file, rotate=rotate,
         forge=_forge(github, gitlab, token_env, api_url))
     confirm = _ask if sys.stdin.isatty() and not (known_hosts or accept_host_key) else None

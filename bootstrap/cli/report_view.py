@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from bootstrap.output import stdout
+from bootstrap.cli.output import stdout
 from sync_agent.changes import Action
 from sync_agent.engine import Report
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bootstrap.output import stderr
+from bootstrap.cli.output import stderr
 from sync_agent import events
 
 
