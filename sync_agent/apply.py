@@ -14,23 +14,24 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from sync_agent import events, health, order
+from sync_agent import events, health, inventory, order
 from sync_agent.changes import Action, Change, Desired
 from sync_agent.errors import SyncError, ValidationError
 from sync_agent.helm import hooks
 from sync_agent.kube import DEFAULT_WORKERS, ApiError, Kube, Unreachable
-from sync_agent.objects import ObjectRef
 from sync_agent.plan import Plan, dry_run, owned_fields_digest, shown_error
 from sync_agent.workers import map_batched
 
 
 @dataclass(frozen=True)
 class Applied:
-    """What the inventory keeps of an object we sent."""
+    """An object we sent: what it came to, and what the inventory keeps of it."""
 
     change: Change
-    digest: str  # of the body we sent
-    owned: str  # digest of the fields the server says we own
+    entry: inventory.Entry  # with the digests of the body sent and of the fields we own
+
+
+DELETE_TIMEOUT = 60.0  # how long an object --force recreates may take to go (finalizers)
 
 
 @dataclass(frozen=True)
@@ -105,16 +106,17 @@ def _try_apply(kube: Kube, d: Desired, planned: Change) -> Applied | str:
         return f"{d.origin}: {d.ref}: {shown_error(e, d)}"
 
 
-def _apply_one(kube: Kube, d: Desired, planned: Change) -> Applied:
-    if planned.action is Action.RECREATE:
-        _delete_and_wait(kube, d)
+def _apply_one(kube: Kube, d: Desired, planned: Change) -> Applied | str:
+    if planned.action is Action.RECREATE and not _deleted(kube, d):
+        return f"{d.origin}: {d.ref}: still present {DELETE_TIMEOUT:.0f}s after its delete"
     created, stored = kube.apply(d.rt, d.body, metadata_only=True)
     if planned.action is Action.RECREATE:
         action = Action.RECREATE
     else:
         action = Action.CREATE if created else Action.UPDATE
     change = Change(d.ref, action, planned.detail, d.rt.api_version)
-    return Applied(change, d.digest, owned_fields_digest(stored))
+    return Applied(change, inventory.Entry(d.ref, d.rt.version, d.digest,
+                                           owned_fields_digest(stored)))
 
 
 def _validate_deferred(kube: Kube, pool: ThreadPoolExecutor, deferred: Sequence[Desired],
@@ -161,16 +163,12 @@ def _wait_definitions(kube: Kube, objects: Sequence[Desired], timeout: float) ->
     return []
 
 
-
-
-def _delete_and_wait(kube: Kube, d: Desired, timeout: float = 60.0) -> None:
+def _deleted(kube: Kube, d: Desired) -> bool:
+    """Delete `d` (to recreate it) and wait until it is gone; False if it is still there."""
     kube.delete(d.rt, d.ref.namespace, d.ref.name, propagation="Foreground")
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + DELETE_TIMEOUT
     while kube.get(d.rt, d.ref.namespace, d.ref.name) is not None:
         if time.monotonic() > deadline:
-            raise ApiError(0, "Timeout", f"{d.ref}: still present {timeout:.0f}s after delete")
+            return False
         time.sleep(0.2)
-
-
-def refs_of(applied: Sequence[Applied]) -> set[ObjectRef]:
-    return {a.change.ref for a in applied}
+    return True

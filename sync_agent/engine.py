@@ -12,7 +12,7 @@ import dataclasses
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,15 +27,7 @@ from sync_agent.helm import capabilities, upgrades
 from sync_agent.helm.context import HelmContext, HelmSettings
 from sync_agent.kube import DEFAULT_WORKERS, Kube
 from sync_agent.objects import RenderResult, Revision
-from sync_agent.plan import (
-    PRUNE_ANNOTATION,
-    STILL_OWNED,
-    Plan,
-    PlanOptions,
-    Previous,
-    list_owned,
-    make_plan,
-)
+from sync_agent.plan import PRUNE_ANNOTATION, STILL_OWNED, Plan, PlanOptions, list_owned, make_plan
 from sync_agent.prune import RECREATED, PruneError, prune
 from sync_agent.render_options import DEFAULTS, RenderOptions
 from sync_agent.validate import (
@@ -228,17 +220,16 @@ def _restore(kube: Kube, spec: SourceSpec, options: SyncOptions, emit: events.Ev
     if options.plan_only:
         return report
 
-    previous = _previous(old)
-    pending = _pending_entries(plan, previous)
     book = _InventoryWriter(kube, options, spec, revision, old, guard)
-    if pending != previous:
-        book.save(pending, keep_revision=True)
+    pending = inventory.merge(old, book.record(_to_own(plan, old)))
+    if pending.entries != (old.entries if old else ()):
+        book.save(pending)
     try:
         applied, timings = apply_plan(kube, plan, namespaces,
                                       ApplyOptions(workers=options.workers), emit)
     except ApplyError as e:
         report.phases.extend((t.phase, t.seconds) for t in e.timings)
-        book.save({**previous, **_entries_of(e.applied)}, keep_revision=True)
+        book.save(inventory.merge(old, book.record(a.entry for a in e.applied)))
         raise
     report.phases.extend((t.phase, t.seconds) for t in timings)
     report.changes = _change_set(plan, applied)
@@ -251,9 +242,8 @@ def _restore(kube: Kube, spec: SourceSpec, options: SyncOptions, emit: events.Ev
             pruned = e.done
     for change in pruned:
         report.changes.add(change)
-    entries = _final_entries(plan, applied, previous, pruned)
     with timer.phase("inventory"):
-        book.save(entries, keep_revision=False)
+        book.save(book.record(_final_entries(plan, applied, old, pruned)))
     if options.wait:
         report.unhealthy = _wait_healthy(kube, plan.desired, options, report, emit)
     return report
@@ -274,8 +264,7 @@ def _validate_and_plan(kube: Kube, spec: SourceSpec, rendered: RenderResult,
     old = inventory.load(kube, options.sync_name)
     if old is not None and not options.take_over:
         sync_identity.check(old.name, old.repo, old.path, spec.repo, spec.path)
-    plan = make_plan(kube, desired, _previous(old), found, namespaces, plan_options, emit,
-                     problems)
+    plan = make_plan(kube, desired, old, found, namespaces, plan_options, emit, problems)
     return plan, old, namespaces
 
 
@@ -351,40 +340,26 @@ def _add_unlisted_extras(kube: Kube, plan: Plan, desired: list[Desired], changes
 
 # --- inventory bookkeeping -------------------------------------------------------------------
 
-def _previous(old: inventory.Inventory | None) -> Previous:
-    if old is None:
-        return {}
-    return {e.ref: (e.version, e.digest, e.owned) for e in old.entries}
-
-
-def _entries_of(applied: list[Applied]) -> Previous:
-    return {a.change.ref: (a.change.version, a.digest, a.owned) for a in applied}
-
-
-def _pending_entries(plan: Plan, previous: Previous) -> Previous:
-    """Before the first write: everything we may create is owned from now on, so an
-    interrupted restore can still prune it later; and nothing we are about to change keeps a
+def _to_own(plan: Plan, old: inventory.Inventory | None) -> list[inventory.Entry]:
+    """Before the first write: everything the run may create is owned from now on, so an
+    interrupted restore can still prune it later; and nothing it is about to change keeps a
     digest, since a write cut short would leave the inventory describing the old body."""
-    pending = dict(previous)
-    for d in plan.desired:
-        if d.ref not in pending:
-            pending[d.ref] = (d.rt.api_version, "", "")
-        elif plan.actions[d.ref].action is not Action.UNCHANGED:
-            pending[d.ref] = (pending[d.ref][0], "", "")
-    return pending
+    recorded = old.by_ref if old else {}
+    return [inventory.Entry.of(d) for d in plan.desired
+            if d.ref not in recorded or plan.actions[d.ref].action is not Action.UNCHANGED]
 
 
-def _final_entries(plan: Plan, applied: list[Applied], previous: Previous,
-                   pruned: list[Change]) -> Previous:
-    entries = {d.ref: previous.get(d.ref, (d.rt.api_version, "", "")) for d in plan.desired}
-    entries.update(_entries_of(applied))
-    for change in pruned:
-        if change.action is Action.KEEP and change.detail in (*STILL_OWNED, RECREATED):
-            entries[change.ref] = previous[change.ref]  # still ours: a later run decides
-    failed_deletes = {i.ref for i in plan.prune} - {c.ref for c in pruned}
-    for ref in failed_deletes:
-        entries[ref] = previous[ref]
-    return entries
+def _final_entries(plan: Plan, applied: list[Applied], old: inventory.Inventory | None,
+                   pruned: list[Change]) -> list[inventory.Entry]:
+    """The revision's record: each declared object as applied now, else as recorded, else
+    new; and each object prune kept as still ours or failed to delete, as recorded (the next
+    run decides again). Later entries win (inventory.Inventory)."""
+    recorded = old.by_ref if old else {}
+    dropped = {c.ref for c in pruned
+               if not (c.action is Action.KEEP and c.detail in (*STILL_OWNED, RECREATED))}
+    kept = [recorded[i.ref] for i in plan.prune if i.ref not in dropped]
+    declared = [recorded.get(d.ref) or inventory.Entry.of(d) for d in plan.desired]
+    return [*kept, *declared, *(a.entry for a in applied)]
 
 
 def _change_set(plan: Plan, applied: list[Applied]) -> ChangeSet:
@@ -412,22 +387,19 @@ class _InventoryWriter:
     def __post_init__(self) -> None:
         self.version = self.old.resource_version if self.old else ""
 
-    def save(self, entries: Previous, keep_revision: bool) -> None:
+    def record(self, entries: Iterable[inventory.Entry]) -> inventory.Inventory:
+        """The complete record of this run's revision with `entries` (inventory.merge makes
+        the incomplete records)."""
+        spec, revision = self.spec, self.revision
+        return inventory.Inventory(
+            name=self.options.sync_name, revision=revision.sha, ref=revision.ref,
+            applied_at=datetime.now(UTC).isoformat(timespec="seconds"), entries=tuple(entries),
+            path=sync_identity.path_of(spec.path), repo=sync_identity.recorded(spec.repo))
+
+    def save(self, record: inventory.Inventory) -> None:
         self.guard.check("writing the inventory")
-        old, revision, spec = self.old, self.revision, self.spec
-        if keep_revision:  # nothing of the new revision is complete yet
-            sha, ref = (old.revision, old.ref) if old else ("", "")
-        else:
-            sha, ref = revision.sha, revision.ref
-        record = inventory.Inventory(
-            name=self.options.sync_name, revision=sha, ref=ref,
-            applied_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            entries=tuple(inventory.Entry(ref=r, version=v, digest=dg, owned=ow)
-                          for r, (v, dg, ow) in sorted(entries.items())),
-            path=sync_identity.path_of(spec.path), repo=sync_identity.recorded(spec.repo),
-            complete=not keep_revision)
+        old = self.old
         if old is not None and self.version == old.resource_version \
                 and dataclasses.replace(record, applied_at=old.applied_at) == old:
             return  # an idle sync writes nothing: the stored record says all of this already
         self.version = inventory.save(self.kube, record, expected=self.version)
-

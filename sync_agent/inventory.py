@@ -35,17 +35,20 @@ leaves stale shards. Both are ignored by `load` and removed by a later `save`, o
 is reported, never read. `delete` removes the main object first for the same reason.
 
 Ownership across an interrupted restore (Flux records its inventory only after a successful
-apply; we must also own what a killed or failed run created). The restore stage does:
-  1. `old = load(...)`; render, validate, plan -- nothing written yet;
-  2. before the first write: `pending = merge(old, <new revision, the objects the plan creates>)`,
-     saved (write-ahead: owning an object that then never got created is harmless, pruning it
-     finds nothing; not owning one that did get created would leak it for good);
-  3. after apply, success or not: save `merge(pending, <new revision, objects applied>)`;
-     on failure stop there, without pruning;
-  4. prune `to_prune(old, desired)`;
-  5. save the complete inventory of the revision (plus any object whose delete failed, so the
-     next run retries it).
-`merge` marks its result `complete=False`: the cluster then matches no single revision.
+apply; we must also own what a killed or failed run created). The engine's restore does:
+  1. `old = load(...)`; render, validate, plan -- nothing written yet; the plan's prune
+     candidates are `to_prune(old, desired)`;
+  2. before the first write: `merge(old, <the objects the plan creates or changes, as
+     `Entry.of` them: no digest>)`, saved (write-ahead: owning an object that then never got
+     created is harmless, pruning it finds nothing; not owning one that did get created would
+     leak it for good; and a write cut short must not leave a digest describing the old body);
+  3. if apply fails: save `merge(old, <the objects applied>)` and stop, without pruning (every
+     object sent has an answer by then, and later stages were never sent);
+  4. prune;
+  5. save the complete inventory of the revision (plus what prune kept as still ours or
+     failed to delete, so the next run decides about it again).
+`merge` marks its result `complete=False`: the cluster then matches no single revision, so the
+record keeps the revision last applied completely.
 """
 
 from __future__ import annotations
@@ -60,11 +63,15 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from sync_agent.errors import SyncError
 from sync_agent.kube import FIELD_MANAGER, ApiError, Kube, ResourceType
-from sync_agent.objects import ObjectRef, Resource
+from sync_agent.objects import ObjectRef
+
+if TYPE_CHECKING:
+    from sync_agent.changes import Desired
 
 NAMESPACE = "gitops-restore-system"
 SHARD_BYTES = 900_000  # compressed bytes per ConfigMap; the API server allows 1 MiB of data
@@ -131,17 +138,14 @@ class Entry:
     """One owned object and the API version it was applied at (to build its URL for delete)."""
 
     ref: ObjectRef
-    version: str
+    version: str  # without the group: "v1" of "apps/v1"
     digest: str = ""  # of the body we sent; "" when unknown (then nothing about it is trusted)
     owned: str = ""  # of the fields our manager owned right after the apply
 
     @classmethod
-    def of(cls, resource: Resource) -> Entry:
-        return cls(resource.ref, resource.version)
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.ref.group}/{self.version}" if self.ref.group else self.version
+    def of(cls, desired: Desired) -> Entry:
+        """`desired` owned from now on, nothing about its live body trusted yet."""
+        return cls(desired.ref, desired.rt.version)
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,7 @@ class Inventory:
     complete: bool = True  # False for the `merge` record of an unfinished restore
     # of the main ConfigMap as loaded: the precondition of the next save ("" when not loaded)
     resource_version: str = field(default="", compare=False)
-    refs: frozenset[ObjectRef] = field(init=False, repr=False, compare=False)
+    by_ref: dict[ObjectRef, Entry] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -175,7 +179,7 @@ class Inventory:
         # Later entries win, so a merge records the version an object was last applied at.
         unique = {entry.ref: entry for entry in self.entries}
         object.__setattr__(self, "entries", tuple(unique[ref] for ref in sorted(unique)))
-        object.__setattr__(self, "refs", frozenset(unique))
+        object.__setattr__(self, "by_ref", unique)
 
 
 def utc_now() -> str:
@@ -205,12 +209,14 @@ def to_prune(old: Inventory | None, desired: Iterable[ObjectRef]) -> list[Entry]
 
 
 def merge(old: Inventory | None, new: Inventory) -> Inventory:
-    """`new`'s record owning also everything `old` owned; marked incomplete (see module doc)."""
+    """`new`'s record owning also everything `old` owned (`new`'s entry wins for an object in
+    both); incomplete, so it keeps the revision last applied completely (see module doc)."""
     if old is None:
-        return replace(new, complete=False)
+        return replace(new, revision="", ref="", complete=False)
     if old.name != new.name:
         raise InventoryError(f"inventory {new.name!r}: cannot merge the inventory {old.name!r}")
-    return replace(new, entries=old.entries + new.entries, complete=False)
+    return replace(new, revision=old.revision, ref=old.ref, entries=old.entries + new.entries,
+                   complete=False)
 
 
 # ---- cluster I/O --------------------------------------------------------------------------
@@ -442,6 +448,8 @@ def _decode(payload: bytes, corrupt) -> tuple[Entry, ...]:
                           f"owned': {line[:200]!r}")
         version, group, kind, namespace, obj, digest, owned = (
             unquote(f) if "%" in f else f for f in fields)
+        # The engine used to record the group too ("apps/v1"): such records still load.
+        version = version.rpartition("/")[2]
         entries.append(Entry(ObjectRef(group, kind, namespace, obj), version, digest, owned))
     return tuple(entries)
 

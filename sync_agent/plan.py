@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from sync_agent import events, sops
+from sync_agent import events, inventory, sops
 from sync_agent.changes import Action, Change, ChangeSet, Desired
 from sync_agent.discovery import Discovery
 from sync_agent.errors import ValidationError
@@ -84,13 +84,8 @@ class Plan:
         return changes
 
 
-# What an inventory remembers of one object: ref -> (API version, digest of what we sent,
-# digest of the fields we own as the server recorded them).
-Previous = dict[ObjectRef, tuple[str, str, str]]
-
-
-def make_plan(kube: Kube, desired: Sequence[Desired], previous: Previous, found: Discovery,
-              existing_namespaces: set[str], options: PlanOptions,
+def make_plan(kube: Kube, desired: Sequence[Desired], previous: inventory.Inventory | None,
+              found: Discovery, existing_namespaces: set[str], options: PlanOptions,
               emit: events.EventSink = events.ignore, problems: Sequence[str] = ()) -> Plan:
     """Dry-run and decide; raise one ValidationError with `problems` (from validation) and
     every problem found here."""
@@ -259,25 +254,30 @@ def _diff(a, b, prefix: str, depth: int) -> list[str]:
     return paths
 
 
-def _as_we_left_it(d: Desired, live: dict | None, previous: Previous) -> bool:
+def _as_we_left_it(d: Desired, live: dict | None, previous: inventory.Inventory | None) -> bool:
     """True when we sent this exact body last time and nobody has taken a field from us since.
 
     Server-side apply moves a field to whoever changes it, so an unchanged owned-fields digest
     means every value we declared is still live; a deleted object is simply absent.
     """
-    if live is None or d.ref not in previous:
+    entry = previous.by_ref.get(d.ref) if previous else None
+    if live is None or entry is None:
         return False
-    _, sent, owned = previous[d.ref]
-    return bool(sent) and sent == d.digest and owned == owned_fields_digest(live)
+    return bool(entry.digest) and entry.digest == d.digest \
+        and entry.owned == owned_fields_digest(live)
 
 
-def _previous_types(previous: Previous, found: Discovery) -> set[ResourceType]:
-    types = set()
-    for ref, (version, _, _) in previous.items():
-        rt = found.lookup(ref.group, version, ref.kind) or found.preferred(ref.group, ref.kind)
-        if rt:
-            types.add(rt)
-    return types
+def _served(entry: inventory.Entry, found: Discovery) -> ResourceType | None:
+    """The type to reach an owned object by: as recorded, else the version served now."""
+    ref = entry.ref
+    return found.lookup(ref.group, entry.version, ref.kind) \
+        or found.preferred(ref.group, ref.kind)
+
+
+def _previous_types(previous: inventory.Inventory | None, found: Discovery
+                    ) -> set[ResourceType]:
+    types = {_served(entry, found) for entry in previous.entries} if previous else set()
+    return types - {None}
 
 
 def _immutable_fields(error: ApiError) -> str:
@@ -312,7 +312,7 @@ def not_ours(obj: dict, sync_name: str) -> str:
     return f"no longer labelled {SYNC_LABEL}={sync_name} (no owner); {DROPPED}"
 
 
-def _prune_items(kube: Kube, desired: Sequence[Desired], previous: Previous,
+def _prune_items(kube: Kube, desired: Sequence[Desired], previous: inventory.Inventory | None,
                  live: dict[ObjectRef, dict], found: Discovery, options: PlanOptions,
                  problems: list[str], needs: dict[str, str]) -> list[PruneItem]:
     """What prune does with each object the inventory lists and the revision does not.
@@ -324,11 +324,10 @@ def _prune_items(kube: Kube, desired: Sequence[Desired], previous: Previous,
     wanted = {d.ref for d in desired}
     used_namespaces = {d.ref.namespace for d in desired}
     items: list[PruneItem] = []
-    owned = sum(1 for ref in previous if ref in wanted and ref in live)
-    for ref, (version, _, _) in sorted(previous.items()):
-        if ref in wanted:
-            continue
-        rt = found.lookup(ref.group, version, ref.kind) or found.preferred(ref.group, ref.kind)
+    listed = previous.by_ref if previous else {}
+    owned = sum(1 for ref in listed if ref in wanted and ref in live)
+    for entry in inventory.to_prune(previous, wanted):
+        ref, rt = entry.ref, _served(entry, found)
         if rt is None:
             continue  # the kind is no longer served, so no such object can exist
         obj = live.get(ref) or kube.get(rt, ref.namespace, ref.name)

@@ -11,11 +11,14 @@ import uuid
 import pytest
 from kubernetes import client
 
-from sync_agent import inventory
+from sync_agent import engine, inventory
+from sync_agent.apply import ApplyError
 from sync_agent.errors import SyncError
 from sync_agent.inventory import Entry, Inventory
 from sync_agent.kube import Kube
 from sync_agent.objects import ObjectRef
+from tests import manifests as m
+from tests.testdata.gitrepos import commit, new_repo
 
 NS = inventory.NAMESPACE
 MIB = 1024 * 1024
@@ -188,9 +191,43 @@ def test_interrupted_restore_still_owns_what_it_applied(kube, new_name):
 
     after = inventory.load(kube, name)
     assert after.complete is False
-    assert after.revision == SHA_B
+    assert (after.revision, after.ref) == (SHA_A, "main")  # the last revision applied whole
     assert set(after.entries) == {Entry(kept.ref, "v2"), dropped, created}
     assert inventory.to_prune(after, [kept.ref]) == [dropped, created]
+
+
+def test_failed_apply_owns_what_it_applied_and_keeps_the_last_complete_revision(
+        kube, api_client, namespace, tmp_path):
+    repo = new_repo(tmp_path / "app")
+    first = commit(repo, {"a.yaml": m.configmap("a")}, "a")
+    group = f"{namespace}.example.io"
+    # The Widget can only be dry-run once its CRD is applied; its size is not an integer, so
+    # apply stops after the CRD's stage and ConfigMap b, a later stage, is never sent.
+    commit(repo, {"crd.yaml": m.crd(group=group), "w.yaml": m.widget("w", "big", group=group),
+                  "b.yaml": m.configmap("b")}, "a CRD, a bad Widget and b")
+    options = engine.SyncOptions(sync_name=namespace, namespace=namespace)
+    crd = ObjectRef("apiextensions.k8s.io", "CustomResourceDefinition", "", f"widgets.{group}")
+    try:
+        engine.restore(kube, engine.SourceSpec(repo=str(repo), ref="HEAD~1"), options)
+        with pytest.raises(ApplyError, match="Widget"):
+            engine.restore(kube, engine.SourceSpec(repo=str(repo)), options)
+
+        failed = inventory.load(kube, namespace)
+        assert (failed.complete, failed.revision) == (False, first)
+        assert set(failed.by_ref) == {ref("ConfigMap", "a", namespace), crd}
+        assert failed.by_ref[crd].version == "v1" and failed.by_ref[crd].digest
+
+        fixed = commit(repo, {"w.yaml": m.widget("w", 3, group=group)}, "a good Widget")
+        engine.restore(kube, engine.SourceSpec(repo=str(repo)), options)
+        done = inventory.load(kube, namespace)
+        assert (done.complete, done.revision) == (True, fixed)
+        assert {str(r) for r in done.by_ref} == {
+            f"ConfigMap/{namespace}/a", f"ConfigMap/{namespace}/b", f"Widget/{namespace}/w",
+            f"CustomResourceDefinition/widgets.{group}"}
+    finally:
+        inventory.delete(kube, namespace)
+        client.ApiextensionsV1Api(api_client).delete_custom_resource_definition(
+            f"widgets.{group}")
 
 
 def test_two_sync_names_do_not_interfere(kube, api_client, new_name):
@@ -245,6 +282,17 @@ def test_corrupt_data_names_the_configmap_and_how_to_recover(kube, api_client, n
     assert f"kubectl -n {NS} delete configmap -l gitops-restore.io/inventory={name}" in message
     assert "re-run restore without --prune" in message
     assert isinstance(failure.value, SyncError) and failure.value.exit_code == 1
+
+
+def test_entries_recorded_with_their_group_in_the_version_still_load(kube, api_client,
+                                                                    new_name):
+    name = new_name()
+    inventory.save(kube, record(name, [Entry(ref("Service", "web"), "v1")]))
+    corrupt_main(api_client, name, gzip.compress(  # as the engine used to write them
+        b"gitops-restore-inventory/v1\napps/v1|apps|Deployment|default|web|d1|o1"))
+
+    assert inventory.load(kube, name).entries == (
+        Entry(ref("Deployment", "web", group="apps"), "v1", "d1", "o1"),)
 
 
 def test_data_edited_by_hand_fails_its_digest(kube, api_client, new_name):
