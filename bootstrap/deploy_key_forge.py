@@ -180,7 +180,7 @@ def remove_old(keys: ForgeKeys, registration: Registration, stale: list[int],
     for key_id in stale:
         try:
             keys.delete(key_id)
-        except UserError as e:
+        except (UserError, OperationFailed) as e:
             raise OperationFailed(f"{e}. The new key (id {registration.key_id}) is registered "
                                   f"and stored; delete the old key id {key_id} by hand") from None
         log(f"{keys.forge.label}: old deploy key id {key_id} deleted")

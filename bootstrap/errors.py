@@ -1,13 +1,14 @@
-"""Errors a user can cause, carrying a sentence that says what went wrong and what to do."""
+"""Errors a user can cause, carrying a sentence that says what went wrong and what to do.
+
+Both are of the engine's kinds (sync_agent/errors.py), which decide the exit code.
+"""
+
+from sync_agent.errors import Failed, Refused
 
 
-class UserError(Exception):
-    """Bad input or an unmet precondition; the CLI prints the message and exits 2."""
-
-    exit_code = 2
+class UserError(Refused):
+    """Bad input or an unmet precondition, found before anything was changed."""
 
 
-class OperationFailed(UserError):
-    """A command ran but did not reach its goal (cluster not ready, restore failed); exit 1."""
-
-    exit_code = 1
+class OperationFailed(Failed):
+    """A command ran but did not reach its goal (cluster not ready, restore failed)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from sync_agent import events, health, inventory, order
 from sync_agent.changes import Action, Change, Desired
-from sync_agent.errors import SyncError, ValidationError
+from sync_agent.errors import Failed, ValidationError
 from sync_agent.helm import hooks
 from sync_agent.kube import DEFAULT_WORKERS, ApiError, Kube, Unreachable
 from sync_agent.plan import Plan, dry_run, owned_fields_digest, shown_error
@@ -41,7 +41,7 @@ class StageTiming:
     objects: int
 
 
-class ApplyError(SyncError):
+class ApplyError(Failed):
     def __init__(self, problems: list[str], applied: list[Applied],
                  timings: list[StageTiming]):
         self.problems = problems

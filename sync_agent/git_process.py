@@ -20,7 +20,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 
 from sync_agent import git_https
-from sync_agent.errors import SourceError
+from sync_agent.errors import SourceError, Transient
 
 TIMEOUT_ENV = "GITOPS_RESTORE_GIT_TIMEOUT"
 DEFAULT_TIMEOUT = 300.0
@@ -29,10 +29,8 @@ DEFAULT_TIMEOUT = 300.0
 _NEVER_PASSED = (*git_https.IGNORED_ENV, git_https.USERNAME_ENV, git_https.PASSWORD_ENV)
 
 
-class GitTimeout(SourceError):
-    """The Git server did not answer within the deadline (a failure: exit 1, retryable)."""
-
-    exit_code = 1
+class GitTimeout(SourceError, Transient):
+    """The Git server did not answer within the deadline: worth retrying, not bad input."""
 
 
 def timeout() -> float:

@@ -66,7 +66,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from sync_agent.errors import SyncError
+from sync_agent.errors import Conflict, Failed, Refused
 from sync_agent.kube import FIELD_MANAGER, ApiError, Kube, ResourceType
 from sync_agent.objects import ObjectRef
 
@@ -95,11 +95,11 @@ _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # SHA-1 or SHA-256 object format
 
 
-class InventoryError(SyncError):
+class InventoryError(Failed):
     """An inventory cannot be read or written."""
 
 
-class InventoryConflict(InventoryError):
+class InventoryConflict(InventoryError, Conflict):
     """Another writer changed the inventory since this one read it; nothing was overwritten."""
 
     def __init__(self, name: str, expected: str, found: str):
@@ -113,14 +113,13 @@ class InventoryConflict(InventoryError):
             f"{NAMESPACE}/agent-{name}; a writer without it is not gitops-restore's).")
 
 
-class InvalidSyncName(InventoryError):
-    """A sync name that cannot name an inventory (bad input: exit 2)."""
-
-    exit_code = 2
+class InvalidSyncName(InventoryError, Refused):
+    """A sync name that cannot name an inventory."""
 
 
-class CorruptInventoryError(InventoryError):
-    """Stored inventory data cannot be decoded; the message says how to recover."""
+class CorruptInventoryError(InventoryError, Refused):
+    """Stored inventory data cannot be decoded, so nothing is changed; the message says how to
+    recover."""
 
     def __init__(self, name: str, configmap: str, problem: str):
         self.name = name

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 from kubernetes import client, config
 
-from sync_agent.errors import SyncError
+from sync_agent.errors import Failed, Refused, Transient
 from sync_agent.transport import Response, Transport, TransportError
 
 FIELD_MANAGER = "gitops-restore"
@@ -42,7 +42,7 @@ UNREACHABLE_LIMIT = 30.0
 _PROBE_EVERY = 5.0
 
 
-class ApiError(SyncError):
+class ApiError(Failed):
     """The API server refused a request, or could not be reached."""
 
     def __init__(self, status: int, reason: str, message: str, body: dict | None = None):
@@ -66,8 +66,8 @@ class ApiError(SyncError):
         return isinstance(self, Unreachable) or self.status in (429, 503)
 
 
-class Unreachable(ApiError):
-    """No answer from the API server for longer than the limit: a failure (exit 1), never
+class Unreachable(ApiError, Transient):
+    """No answer from the API server for longer than the limit: worth retrying later, never
     bad input."""
 
     def __init__(self, host: str, seconds: float, cause: str):
@@ -113,7 +113,7 @@ def load_configuration(kubeconfig: str | None = None, context: str | None = None
                                         persist_config=False)
     except (config.ConfigException, OSError, TypeError, ValueError) as e:
         where = kubeconfig or "the default kubeconfig"
-        raise SyncError(f"{where}: cannot load a Kubernetes client configuration"
+        raise Refused(f"{where}: cannot load a Kubernetes client configuration"
                         f"{' for context ' + context if context else ''}: {e}") from e
     return configuration
 

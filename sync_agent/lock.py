@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sync_agent import events
-from sync_agent.errors import SyncError
+from sync_agent.errors import Conflict, Unavailable
 from sync_agent.kube import ApiError, Kube, ResourceType
 
 LEASE_RT = ResourceType("coordination.k8s.io", "v1", "Lease", "leases", namespaced=True)
@@ -56,14 +56,12 @@ RETRY_PERIOD = 2.0  # how often a command renews
 POLL = 1.0  # how often a waiting command looks again
 
 
-class LockTimeout(SyncError):
-    """Another writer held the sync's lock for all of --lock-timeout (exit 2, nothing changed)."""
-
-    exit_code = 2
+class LockTimeout(Unavailable):
+    """Another writer held the sync's lock for all of --lock-timeout; nothing was changed."""
 
 
-class LockLost(SyncError):
-    """The lock could not be renewed or was taken over: this run stopped writing (exit 1)."""
+class LockLost(Conflict):
+    """The lock could not be renewed or was taken over: this run stopped writing."""
 
 
 class Guard(Protocol):

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sync_agent import events, order
 from sync_agent.changes import Action, Change
-from sync_agent.errors import SyncError
+from sync_agent.errors import Failed
 from sync_agent.kube import DEFAULT_WORKERS, ApiError, Kube, Unreachable
 from sync_agent.plan import OPTED_OUT, PRUNE_ANNOTATION, PruneItem, not_ours
 from sync_agent.workers import map_batched
@@ -26,7 +26,7 @@ RECREATED = "recreated since the plan (new UID); not deleted, the next run check
 _RECHECKS = 5  # times an object that keeps changing is read again before we give up
 
 
-class PruneError(SyncError):
+class PruneError(Failed):
     def __init__(self, problems: list[str], done: list[Change]):
         self.problems = problems
         self.done = done

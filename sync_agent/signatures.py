@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sync_agent.errors import SourceError
+from sync_agent.errors import Refused, SourceError
 
 MODES = ("head", "chain")
 PGP_SUFFIX = ".asc"
@@ -59,8 +59,9 @@ _KEY = re.compile(r"(^|\s)((?:ssh-|ecdsa-|sk-)\S+\s+[A-Za-z0-9+/=]{20,})")
 _SIGNATURE_BLOCK = re.compile(r"-----BEGIN (PGP|SSH) SIGNATURE-----")
 
 
-class SignatureError(SourceError):
-    """A commit or tag the run would deploy is not signed by a trusted key (exit 2).
+class SignatureError(Refused):
+    """A commit or tag the run would deploy is not signed by a trusted key (a refusal that
+    only a new commit or other keys change, unlike the SourceErrors of fetching it).
 
     Carries one problem per refused commit, so every one is named at once.
     """

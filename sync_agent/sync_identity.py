@@ -19,16 +19,14 @@ import re
 from urllib.parse import urlsplit
 
 from sync_agent import source
-from sync_agent.errors import SyncError
+from sync_agent.errors import Refused
 
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _SCP = re.compile(r"^(?:[^@/:]+@)?([^/:]+):(.*)$")
 
 
-class SourceMismatch(SyncError):
-    """A sync name's inventory records another repository or path (bad input: exit 2)."""
-
-    exit_code = 2
+class SourceMismatch(Refused):
+    """A sync name's inventory records another repository or path."""
 
 
 def repo_of(url: str) -> str:

@@ -11,9 +11,8 @@ import uuid
 import pytest
 from kubernetes import client
 
-from sync_agent import engine, inventory
+from sync_agent import engine, errors, inventory
 from sync_agent.apply import ApplyError
-from sync_agent.errors import SyncError
 from sync_agent.inventory import Entry, Inventory
 from sync_agent.kube import Kube
 from sync_agent.objects import ObjectRef
@@ -281,7 +280,7 @@ def test_corrupt_data_names_the_configmap_and_how_to_recover(kube, api_client, n
     assert problem in message
     assert f"kubectl -n {NS} delete configmap -l gitops-restore.io/inventory={name}" in message
     assert "re-run restore without --prune" in message
-    assert isinstance(failure.value, SyncError) and failure.value.exit_code == 1
+    assert errors.kind(failure.value) is errors.Refused  # nothing is changed: exit 2
 
 
 def test_entries_recorded_with_their_group_in_the_version_still_load(kube, api_client,
@@ -324,7 +323,7 @@ def test_invalid_sync_name_is_rejected_before_anything_is_written(kube, bad):
     with pytest.raises(inventory.InvalidSyncName) as failure:
         inventory.save(kube, record(bad, []))
     assert str(failure.value).startswith(f"inventory {bad!r}: invalid sync name")
-    assert failure.value.exit_code == 2
+    assert errors.kind(failure.value) is errors.Refused
     with pytest.raises(inventory.InvalidSyncName):
         inventory.load(kube, bad)
     assert bad not in inventory.names(kube)

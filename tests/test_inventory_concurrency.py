@@ -9,7 +9,7 @@ import base64
 import pytest
 from kubernetes import client
 
-from sync_agent import inventory
+from sync_agent import errors, inventory
 from sync_agent.inventory import Entry, InventoryConflict
 from tests import test_inventory
 from tests.test_inventory import NS, SHA_B, record, ref, shards_of, synthetic
@@ -32,7 +32,8 @@ def test_a_save_on_a_version_another_writer_replaced_is_a_conflict_and_changes_n
     message = str(failure.value)
     assert message.startswith(f"inventory {name!r}: ConfigMap {NS}/inventory-{name} was "
                               "changed by another writer since this run read it")
-    assert "nothing was overwritten" in message and failure.value.exit_code == 1
+    assert "nothing was overwritten" in message
+    assert errors.kind(failure.value) is errors.Conflict
     assert inventory.load(kube, name) == theirs
 
 

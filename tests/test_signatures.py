@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sync_agent import signatures
+from sync_agent import errors, signatures
 from sync_agent.errors import SourceError
 from sync_agent.signatures import Keys, Policy, SignatureError
 from tests.testdata import signing
@@ -72,7 +72,7 @@ def test_unsigned_commit_is_refused_naming_commit_author_reason_and_fix(signers,
     message = str(caught.value)
     assert f"commit {sha[:12]} by Dana Ops <dana@example.com>" in message
     assert "unsigned" in message and "Fix: sign it" in message
-    assert caught.value.exit_code == 2
+    assert errors.kind(caught.value) is errors.Refused  # the agent stalls, not retries
 
 
 def test_commit_signed_by_an_unknown_key_is_refused(signers, tmp_path):

@@ -11,6 +11,7 @@ import socket
 import pytest
 from kubernetes import client
 
+from sync_agent import errors
 from sync_agent.errors import SyncError
 from sync_agent.kube import ApiError, Kube, Unreachable
 
@@ -30,6 +31,6 @@ def test_a_server_nobody_answers_on_is_unreachable_a_failure_naming_it():
             kube.request("GET", "/api")
         error = caught.value
         assert isinstance(error, ApiError) and isinstance(error, SyncError)
-        assert error.exit_code == 1 and error.about_server
+        assert errors.kind(error) is errors.Transient and error.about_server
         assert str(error).startswith(f"API server {configuration.host}: no answer for ")
     kube.close()

@@ -16,17 +16,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sync_agent import lock
-from sync_agent.errors import SyncError
+from sync_agent.errors import Refused
 from sync_agent.inventory import NAMESPACE
 
 DEFAULT_LISTEN = "127.0.0.1:9795"
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*")
 
 
-class ConfigError(SyncError):
-    """A command-line option the agent cannot use (exit 2)."""
-
-    exit_code = 2
+class ConfigError(Refused):
+    """A command-line option the agent cannot use."""
 
 
 @dataclass(frozen=True)

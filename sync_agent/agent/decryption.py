@@ -12,7 +12,7 @@ import base64
 import binascii
 
 from sync_agent import sops
-from sync_agent.errors import SyncError
+from sync_agent.errors import Unavailable
 from sync_agent.kube import ApiError, Kube, ResourceType
 
 SECRET_RT = ResourceType("", "v1", "Secret", "secrets", namespaced=True)
@@ -20,7 +20,7 @@ SUFFIX = ".agekey"
 DATA_KEY = "age.agekey"  # the one key bootstrap writes
 
 
-class DecryptionKeyError(SyncError):
+class DecryptionKeyError(Unavailable):
     """The decryption Secret is missing or holds no age key; the message names it and the fix."""
 
 

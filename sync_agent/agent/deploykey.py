@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sync_agent import source
-from sync_agent.errors import SyncError
+from sync_agent.errors import Unavailable
 from sync_agent.kube import ApiError, Kube, ResourceType
 
 SECRET_RT = ResourceType("", "v1", "Secret", "secrets", namespaced=True)
@@ -32,7 +32,7 @@ IDENTITY, PUBLIC, KNOWN_HOSTS = "identity", "identity.pub", "known_hosts"
 USERNAME, PASSWORD, CA = "username", "password", "ca.crt"  # HTTPS, as Flux's Secrets
 
 
-class DeployKeyError(SyncError):
+class DeployKeyError(Unavailable):
     """The deploy-key Secret is missing or incomplete; the message says which and how to fix."""
 
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sync_agent.agent.config import ConfigError, parse_duration
-from sync_agent.errors import SyncError
+from sync_agent.errors import Refused
 from sync_agent.kube import ApiError, Kube, ResourceType
 from sync_agent.render_options import DEFAULTS, RenderOptions, parse_size
 
@@ -34,10 +34,8 @@ COUNT_KEYS = ("create", "update", "recreate", "unchanged", "delete", "keep")
 READY, RECONCILING, STALLED = "Ready", "Reconciling", "Stalled"
 
 
-class InvalidSpec(SyncError):
+class InvalidSpec(Refused):
     """The Sync's spec cannot be used; the message names the field."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)

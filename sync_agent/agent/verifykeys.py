@@ -14,11 +14,11 @@ import binascii
 
 from sync_agent import signatures
 from sync_agent.agent import deploykey, syncobject
-from sync_agent.errors import SourceError, SyncError
+from sync_agent.errors import SourceError, Unavailable
 from sync_agent.kube import ApiError, Kube
 
 
-class VerifyKeysError(SyncError):
+class VerifyKeysError(Unavailable):
     """The verification Secret is missing or holds no usable key."""
 
 
