@@ -2,7 +2,7 @@
 
 Every command takes `--output text|json`; JSON goes to stdout alone so it can be piped.
 Errors the user can cause are printed as one sentence without a traceback, with the exit code
-of their class (1 failure, 2 bad input).
+of their kind (EXIT_CODES).
 """
 
 from __future__ import annotations
@@ -17,10 +17,17 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from bootstrap.errors import UserError
+from sync_agent import errors
 from sync_agent.errors import SyncError, ValidationError
 
 NOTHING_CHANGED = " (nothing was changed)"
+# The one table of exit codes for errors (README "Exit codes"; 3, differences found, is a
+# result). Refused input changed nothing; the rest may be run again as they are.
+EXIT_CODES: dict[type[SyncError] | None, int] = {
+    errors.Refused: 2, errors.Unavailable: 2,
+    errors.Conflict: 1, errors.Transient: 1, errors.Failed: 1,
+    None: 1,  # not of a kind: a bug, reported as a failure
+}
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
@@ -48,7 +55,7 @@ def exits_cleanly(function: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return function(*args, **kwargs)
-        except (UserError, SyncError) as e:
+        except SyncError as e:
             problems = getattr(e, "problems", None) or []
             if len(problems) > 1:
                 stderr.print(f"[bold red]error:[/bold red] {len(problems)} problems"
@@ -58,7 +65,7 @@ def exits_cleanly(function: Callable) -> Callable:
             else:
                 stderr.print("[bold red]error:[/bold red] ", end="")
                 stderr.print(str(e), markup=False)
-            raise typer.Exit(code=e.exit_code) from None
+            raise typer.Exit(code=EXIT_CODES[errors.kind(e)]) from None
         except KeyboardInterrupt:
             stderr.print("interrupted")
             raise typer.Exit(code=130) from None

@@ -3,6 +3,10 @@
 Pure functions (no I/O but one local Git lookup), called by `loop` after each attempt:
 `succeeded(report)` / `failed(error, spec)` classify, `status(...)` builds the status patch.
 
+Stalled or retrying comes from the kind of error (sync_agent/errors.py): refused input is
+Stalled (the same commit and spec are refused again), every other kind ProgressingWithRetry.
+The loop tries again with backoff either way, so a new commit or spec is picked up.
+
 Failure reasons (status condition reason, Event reason, `errors_total{reason}`):
   GitOperationFailed         the repository could not be fetched (server down, auth, network)
   HostKeyVerificationFailed  the server's host key is not the pinned one: refused
@@ -27,12 +31,12 @@ from typing import Any
 
 import git
 
-from sync_agent import engine, signatures, source
+from sync_agent import engine, errors, signatures, source
 from sync_agent.agent import deploykey, syncobject, verifykeys
 from sync_agent.agent.syncobject import READY, RECONCILING, STALLED, Condition
 from sync_agent.apply import ApplyError
 from sync_agent.errors import RenderError, SourceError, SyncError
-from sync_agent.inventory import CorruptInventoryError, InventoryError
+from sync_agent.inventory import InventoryError
 from sync_agent.kube import ApiError
 
 log = logging.getLogger(__name__)
@@ -70,44 +74,42 @@ def succeeded(report: engine.Report) -> Outcome:
 
 
 def failed(error: Exception, spec: syncobject.SyncSpec) -> Outcome:
-    reason, stalled = _classify(error)
+    reason = _reason(error)
     if reason == "InternalError":
         log.error("unexpected error during sync", exc_info=error)
     problems = getattr(error, "problems", None)
     message = "; ".join(problems) if problems else str(error) or type(error).__name__
-    unknown = isinstance(error, SourceError | deploykey.DeployKeyError) \
-        and not isinstance(error, signatures.SignatureError)
+    unknown = isinstance(error, SourceError | deploykey.DeployKeyError)
     revision = "" if unknown else _known_revision(spec)
-    return Outcome(False, reason, _trim(message), revision, stalled=stalled)
+    return Outcome(False, reason, _trim(message), revision,
+                   stalled=errors.kind(error) is errors.Refused)
 
 
-def _classify(error: Exception) -> tuple[str, bool]:
+def _reason(error: Exception) -> str:
     match error:
         case deploykey.DeployKeyError():
-            return "DeployKeyError", False
+            return "DeployKeyError"
         case verifykeys.VerifyKeysError():
-            return "VerifyKeysError", False
+            return "VerifyKeysError"
         case signatures.SignatureError():
-            return REFUSED, True
+            return REFUSED
         case SourceError() if any(sign in str(error) for sign in _HOST_KEY_SIGNS):
-            return "HostKeyVerificationFailed", False
+            return "HostKeyVerificationFailed"
         case SourceError():
-            return "GitOperationFailed", False
+            return "GitOperationFailed"
         case ApplyError():
-            return "ApplyFailed", False
+            return "ApplyFailed"
         case RenderError():  # ValidationError too
-            return "ValidationFailed", True
-        case CorruptInventoryError():
-            return "InventoryError", True
+            return "ValidationFailed"
         case InventoryError():
-            return "InventoryError", False
+            return "InventoryError"
         case ApiError():
-            return "APIServerError", False
+            return "APIServerError"
         case syncobject.InvalidSpec():
-            return "InvalidSpec", True
+            return "InvalidSpec"
         case SyncError():
-            return "SyncFailed", error.exit_code == 2
-    return "InternalError", False
+            return "SyncFailed"
+    return "InternalError"
 
 
 def _known_revision(spec: syncobject.SyncSpec) -> str:

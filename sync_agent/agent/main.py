@@ -33,9 +33,9 @@ _STUCK_AFTER = 600.0  # a loop that has not ticked (outside a sync) for this lon
 def run(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = config_mod.from_args(argv)
-    except SyncError as e:
+    except config_mod.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        return 2  # bad options (see above)
     logs.configure(cfg.log_level)
     try:
         kube = Kube.from_kubeconfig(cfg.kubeconfig, cfg.context)
