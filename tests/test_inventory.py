@@ -200,8 +200,8 @@ def test_failed_apply_owns_what_it_applied_and_keeps_the_last_complete_revision(
     repo = new_repo(tmp_path / "app")
     first = commit(repo, {"a.yaml": m.configmap("a")}, "a")
     group = f"{namespace}.example.io"
-    # The Widget can only be dry-run once its CRD is applied; its size is not an integer, so
-    # apply stops after the CRD's stage and ConfigMap b, a later stage, is never sent.
+    # The Widget can only be dry-run once its CRD is applied, in the last stage; its size is
+    # not an integer, so apply stops there: the CRD and ConfigMap b are applied, it is not.
     commit(repo, {"crd.yaml": m.crd(group=group), "w.yaml": m.widget("w", "big", group=group),
                   "b.yaml": m.configmap("b")}, "a CRD, a bad Widget and b")
     options = engine.SyncOptions(sync_name=namespace, namespace=namespace)
@@ -213,7 +213,8 @@ def test_failed_apply_owns_what_it_applied_and_keeps_the_last_complete_revision(
 
         failed = inventory.load(kube, namespace)
         assert (failed.complete, failed.revision) == (False, first)
-        assert set(failed.by_ref) == {ref("ConfigMap", "a", namespace), crd}
+        assert set(failed.by_ref) == {ref("ConfigMap", "a", namespace),
+                                      ref("ConfigMap", "b", namespace), crd}
         assert failed.by_ref[crd].version == "v1" and failed.by_ref[crd].digest
 
         fixed = commit(repo, {"w.yaml": m.widget("w", 3, group=group)}, "a good Widget")
