@@ -38,10 +38,10 @@ Ownership across an interrupted restore (Flux records its inventory only after a
 apply; we must also own what a killed or failed run created). The engine's restore does:
   1. `old = load(...)`; render, validate, plan -- nothing written yet; the plan's prune
      candidates are `to_prune(old, desired)`;
-  2. before the first write: `merge(old, <the objects the plan creates or changes, as
-     `Entry.of` them: no digest>)`, saved (write-ahead: owning an object that then never got
-     created is harmless, pruning it finds nothing; not owning one that did get created would
-     leak it for good; and a write cut short must not leave a digest describing the old body);
+  2. before the first write: `merge(old, <Entry.of each object the plan creates or changes,
+     without digests>)`, saved (write-ahead: owning an object that then never got created is
+     harmless, pruning it finds nothing; not owning one that did get created would leak it for
+     good; and a write cut short must not leave a digest describing the old body);
   3. if apply fails: save `merge(old, <the objects applied>)` and stop, without pruning (every
      object sent has an answer by then, and later stages were never sent);
   4. prune;
