@@ -29,7 +29,7 @@ class SyncError(Exception):
     def exit_code(self) -> int:
         """Deprecated: read only by the rollback command until it moves to a service (issue
         11), which then tests `isinstance(e, Refused)`; exit codes are `exits_cleanly`'s."""
-        return 2 if isinstance(self, Refused) else 1
+        return 2 if kind(self) in (Refused, Unavailable) else 1
 
 
 class Refused(SyncError):
@@ -58,9 +58,11 @@ class Failed(SyncError):
     cluster that did not become ready); what was done is reported."""
 
 
-# Most specific first. A family of errors has a kind (ApiError: Failed, SourceError:
-# Unavailable); a member that is also of a more specific kind (Unreachable: Transient) is of
-# that one, so `except ApiError` still catches it.
+# Most specific first. A family of errors has a kind (ApiError and InventoryError: Failed); a
+# member that is also of a more specific kind (Unreachable: Transient, InventoryConflict:
+# Conflict) is of that one, so `except ApiError` still catches it. Only Failed families have
+# such members: `isinstance(e, Refused)` is exactly "refused", `isinstance(e, Failed)` is not
+# exactly "failed".
 KINDS: tuple[type[SyncError], ...] = (Transient, Conflict, Unavailable, Refused, Failed)
 
 

@@ -29,8 +29,9 @@ DEFAULT_TIMEOUT = 300.0
 _NEVER_PASSED = (*git_https.IGNORED_ENV, git_https.USERNAME_ENV, git_https.PASSWORD_ENV)
 
 
-class GitTimeout(SourceError, Transient):
-    """The Git server did not answer within the deadline: worth retrying, not bad input."""
+class GitTimeout(Transient):
+    """The Git server did not answer within the deadline: worth retrying, not bad input (so
+    not a SourceError, which is)."""
 
 
 def timeout() -> float:

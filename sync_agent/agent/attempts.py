@@ -36,6 +36,7 @@ from sync_agent.agent import deploykey, syncobject, verifykeys
 from sync_agent.agent.syncobject import READY, RECONCILING, STALLED, Condition
 from sync_agent.apply import ApplyError
 from sync_agent.errors import RenderError, SourceError, SyncError
+from sync_agent.git_process import GitTimeout
 from sync_agent.inventory import InventoryError
 from sync_agent.kube import ApiError
 
@@ -79,7 +80,7 @@ def failed(error: Exception, spec: syncobject.SyncSpec) -> Outcome:
         log.error("unexpected error during sync", exc_info=error)
     problems = getattr(error, "problems", None)
     message = "; ".join(problems) if problems else str(error) or type(error).__name__
-    unknown = isinstance(error, SourceError | deploykey.DeployKeyError)
+    unknown = isinstance(error, SourceError | GitTimeout | deploykey.DeployKeyError)
     revision = "" if unknown else _known_revision(spec)
     return Outcome(False, reason, _trim(message), revision,
                    stalled=errors.kind(error) is errors.Refused)
@@ -95,7 +96,7 @@ def _reason(error: Exception) -> str:
             return REFUSED
         case SourceError() if any(sign in str(error) for sign in _HOST_KEY_SIGNS):
             return "HostKeyVerificationFailed"
-        case SourceError():
+        case SourceError() | GitTimeout():
             return "GitOperationFailed"
         case ApplyError():
             return "ApplyFailed"
