@@ -59,10 +59,11 @@ import hashlib
 import re
 import secrets
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
@@ -161,7 +162,7 @@ class Inventory:
     complete: bool = True  # False for the `merge` record of an unfinished restore
     # of the main ConfigMap as loaded: the precondition of the next save ("" when not loaded)
     resource_version: str = field(default="", compare=False)
-    by_ref: dict[ObjectRef, Entry] = field(init=False, repr=False, compare=False)
+    by_ref: Mapping[ObjectRef, Entry] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -178,7 +179,7 @@ class Inventory:
         # Later entries win, so a merge records the version an object was last applied at.
         unique = {entry.ref: entry for entry in self.entries}
         object.__setattr__(self, "entries", tuple(unique[ref] for ref in sorted(unique)))
-        object.__setattr__(self, "by_ref", unique)
+        object.__setattr__(self, "by_ref", MappingProxyType(unique))
 
 
 def utc_now() -> str:
