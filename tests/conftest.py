@@ -8,9 +8,9 @@ that need Kubernetes are never skipped.
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,11 +25,12 @@ SESSION_CLUSTER = "pytest"
 
 
 @pytest.fixture(scope="session")
-def state_root(tmp_path_factory) -> Path:
+def state_root(tmp_path_factory) -> Iterator[Path]:
     """A private state root so the tests never see or touch a user's own clusters."""
     root = tmp_path_factory.mktemp("state")
-    os.environ["GITOPS_RESTORE_STATE"] = str(root)
-    return root
+    with pytest.MonkeyPatch.context() as patch:  # undone when the session ends
+        patch.setenv("GITOPS_RESTORE_STATE", str(root))
+        yield root
 
 
 @pytest.fixture(scope="session")
