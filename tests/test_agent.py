@@ -435,8 +435,8 @@ def test_stopped_git_server_leaves_objects_and_status_says_why(api_client, sync:
     assert ready["reason"] == "GitOperationFailed"
     assert "cannot fetch" in ready["message"] and "Connection refused" in ready["message"]
     assert sync.obj().status["lastAppliedRevision"] == v1
-    assert {configmap(api_client, namespace, n) is not None
-            for n in ("settings", "extra", "more")} == {True}
+    assert {n: configmap(api_client, namespace, n) for n in ("settings", "extra", "more")} == {
+        "settings": {"color": "blue"}, "extra": {"added": "yes"}, "more": {"n": "1"}}
     sync.wait(lambda: events_of(sync, "GitOperationFailed"), "a Warning Event")
     assert events_of(sync, "GitOperationFailed")[0]["type"] == "Warning"
     sync.fleet.server.start()  # retried with backoff: recovers by itself
@@ -463,6 +463,7 @@ def test_changed_host_key_is_refused_and_nothing_changes(api_client, sync: Sync,
 # --- the daemon: metrics, SIGTERM, leader election -------------------------------------------
 
 def test_metrics_and_probes_report_the_last_sync(sync: Sync):
+    before = time.time()
     started = sync.start_agent()
     v1 = head(sync.fleet)
     sync.wait(lambda: sync.applied(v1), "the first sync")
@@ -470,7 +471,8 @@ def test_metrics_and_probes_report_the_last_sync(sync: Sync):
                              metric(r[1], "gitops_restore_last_sync_timestamp_seconds",
                                     sync=sync.name) and r, "the metrics of the first sync")
     assert status == 200
-    assert metric(text, "gitops_restore_last_sync_timestamp_seconds", sync=sync.name) > 1e9
+    synced_at = metric(text, "gitops_restore_last_sync_timestamp_seconds", sync=sync.name)
+    assert before <= synced_at <= time.time()  # the Unix time of this agent's sync
     assert metric(text, "gitops_restore_revision_info", sync=sync.name, revision=v1) == 1
     assert metric(text, "gitops_restore_objects_total", sync=sync.name, action="create") == 3
     assert metric(text, "gitops_restore_sync_duration_seconds_count", sync=sync.name) >= 1

@@ -289,8 +289,11 @@ def test_no_token_key_or_secret_value_appears_in_any_output_record_or_cache(
     run(scan, "rollback -o json", "rollback", *source, "--to", v1, "--output", "json")
     world.wait_applied(sync, v1, "the pinned HTTPS agent")
     run(scan, "rollback --revert", "rollback", *source, "--to", v1, "--revert")
-    reverted = git(world.https.repo_path("fleet"), "rev-parse", "refs/heads/main")
-    assert reverted != v2  # the revert commit was pushed over HTTPS
+    bare = world.https.repo_path("fleet")
+    reverted = git(bare, "rev-parse", "refs/heads/main")
+    # The revert commit was pushed over HTTPS: on top of v2, with app/ as it was at v1.
+    assert git(bare, "rev-parse", f"{reverted}^") == v2
+    assert git(bare, "rev-parse", f"{reverted}:app") == git(bare, "rev-parse", f"{v1}:app")
     world.wait_applied(sync, reverted, "the HTTPS agent following the revert")
     run(scan, "agent status -o json", "agent", "status", "--name", sync, "--output", "json",
         *cluster)
