@@ -142,6 +142,20 @@ class Sync:
     def wait(self, check: Callable[[], object], what: str, timeout: float = DEADLINE):
         return wait_for(check, what, timeout, self.explain)
 
+    def remove(self, secret: str) -> None:
+        """Stop the agents started and delete what `agent install` and the syncs made: the
+        Sync, its Lease and Deployment, the Secret named, the inventory."""
+        for started in self.agents:
+            if started.process.poll() is None:
+                started.process.kill()
+            started.process.wait(10)
+        for rt, obj in ((syncobject.SYNC_RT, self.name), (LEASE_RT, f"agent-{self.name}"),
+                        (agent.DEPLOYMENT_RT, f"agent-{self.name}"),
+                        (agent.deploykey.SECRET_RT, secret)):
+            self.kube.delete(rt, NS, obj)
+        inventory.delete(self.kube, self.name)
+        self.kube.close()
+
 
 def configmap(api_client, namespace: str, name: str) -> dict | None:
     try:
@@ -185,16 +199,7 @@ def sync(local_cluster, fleet: Fleet, namespace: str, tmp_path: Path) -> Iterato
     agent.install(agent.Target(kube, local_cluster.kubeconfig, None), request, start=False)
     handle = Sync(name, kube, local_cluster.kubeconfig, fleet, key.private, known_hosts)
     yield handle
-    for started in handle.agents:
-        if started.process.poll() is None:
-            started.process.kill()
-        started.process.wait(10)
-    for rt, obj in ((syncobject.SYNC_RT, name), (LEASE_RT, f"agent-{name}"),
-                    (agent.DEPLOYMENT_RT, f"agent-{name}"),
-                    (agent.deploykey.SECRET_RT, dk.secret_name(name))):
-        kube.delete(rt, NS, obj)
-    inventory.delete(kube, name)
-    kube.close()
+    handle.remove(dk.secret_name(name))
 
 
 def metric(text: str, name: str, **labels: str) -> float | None:
