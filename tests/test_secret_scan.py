@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
-import shutil
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -114,22 +112,6 @@ def spellings(key_text: str, age_secret: str) -> dict[str, list[str]]:
 
 
 # -- the world ------------------------------------------------------------------------------------
-
-@pytest.fixture
-def command_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every git and ssh command line started through PATH, by the commands and the agents."""
-    log = tmp_path / "command-lines.log"
-    log.touch()
-    wrappers = tmp_path / "wrappers"
-    wrappers.mkdir()
-    for program in ("git", "ssh"):
-        wrapper = wrappers / program
-        wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$0 $*" >> "{log}"\n'
-                           f'exec {shutil.which(program)} "$@"\n')
-        wrapper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{wrappers}{os.pathsep}{os.environ['PATH']}")
-    return log
-
 
 @pytest.fixture
 def clone_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
