@@ -18,9 +18,9 @@ from sync_agent import events, health, inventory, order
 from sync_agent.changes import Action, Change, Desired
 from sync_agent.errors import Failed, ValidationError
 from sync_agent.helm import hooks
-from sync_agent.kube import DEFAULT_WORKERS, ApiError, Kube, Unreachable
+from sync_agent.kube import DEFAULT_WORKERS, ApiError, Kube
 from sync_agent.plan import Plan, dry_run, owned_fields_digest, shown_error
-from sync_agent.workers import map_batched
+from sync_agent.workers import map_batched, reporting_errors
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,8 @@ def apply_plan(kube: Kube, plan: Plan, existing_namespaces: set[str],
                emit: events.EventSink = events.ignore) -> tuple[list[Applied], list[StageTiming]]:
     by_ref = {d.ref: d for d in plan.to_apply()}
     progress = _Progress()
+    apply_one = reporting_errors(lambda d: _apply_one(kube, d, plan.actions[d.ref]),
+                                 _apply_failed)
     with ThreadPoolExecutor(max_workers=options.workers) as pool:
         pre_hooks = frozenset(r for r, d in by_ref.items() if hooks.is_pre_hook(d.body))
         for stage, refs in order.group_by_stage(by_ref, pre_hooks):
@@ -78,8 +80,7 @@ def apply_plan(kube: Kube, plan: Plan, existing_namespaces: set[str],
             if deferred:
                 _validate_deferred(kube, pool, deferred, existing_namespaces, plan, progress)
             problems: list[str] = []
-            results = map_batched(pool, lambda d: _try_apply(kube, d, plan.actions[d.ref]),
-                                  objects, options.workers)
+            results = map_batched(pool, apply_one, objects, options.workers)
             for d, result in zip(objects, results, strict=True):
                 if isinstance(result, str):
                     problems.append(result)
@@ -96,14 +97,8 @@ def apply_plan(kube: Kube, plan: Plan, existing_namespaces: set[str],
     return progress.applied, progress.timings
 
 
-def _try_apply(kube: Kube, d: Desired, planned: Change) -> Applied | str:
-    """Apply one object; an error comes back as the sentence to report."""
-    try:
-        return _apply_one(kube, d, planned)
-    except Unreachable:
-        raise  # every other object would fail alike: stop the run
-    except ApiError as e:
-        return f"{d.origin}: {d.ref}: {shown_error(e, d)}"
+def _apply_failed(d: Desired, error: ApiError) -> str:
+    return f"{d.origin}: {d.ref}: {shown_error(error, d)}"
 
 
 def _apply_one(kube: Kube, d: Desired, planned: Change) -> Applied | str:

@@ -36,6 +36,19 @@ VOLATILE_METADATA = ("managedFields", "resourceVersion", "generation")
 
 
 @dataclass(frozen=True)
+class PruneItem:
+    """What prune does with one object the inventory lists and the revision does not."""
+
+    ref: ObjectRef
+    rt: ResourceType
+    action: Action  # DELETE or KEEP
+    detail: str = ""
+    # The live object seen when planning: prune deletes exactly that one (see prune.py).
+    uid: str = ""
+    resource_version: str = ""
+
+
+@dataclass(frozen=True)
 class PlanOptions:
     sync_name: str
     prune: bool = False
@@ -48,17 +61,6 @@ class PlanOptions:
     # For verify: an object the API server rejects (an immutable field, a forbidden update) is
     # a difference to report, not bad input; and no safety flag is needed to compare.
     compare_only: bool = False
-
-
-@dataclass(frozen=True)
-class PruneItem:
-    ref: ObjectRef
-    rt: ResourceType
-    action: Action  # DELETE or KEEP
-    detail: str = ""
-    # The live object seen when planning: prune deletes exactly that one (see prune.py).
-    uid: str = ""
-    resource_version: str = ""
 
 
 @dataclass
@@ -94,65 +96,80 @@ def make_plan(kube: Kube, desired: Sequence[Desired], previous: inventory.Invent
     live = list_owned(kube, {d.rt for d in desired} | _previous_types(previous, found),
                       options.sync_name, metadata_only=options.trust_inventory)
     plan = Plan(desired=list(desired))
-    problems = list(problems)
-    immutable_changes: list[str] = []  # "Deployment/ns/web: spec.selector", for plan.needs
-
-    def settled(d: Desired) -> Change | None:
-        """The change decided without a request, if it can be."""
-        if d.deferred:
-            return Change(d.ref, Action.CREATE, "validated once its CRD is established",
-                          d.rt.api_version)
-        if options.trust_inventory and _as_we_left_it(d, live.get(d.ref), previous):
-            return Change(d.ref, Action.UNCHANGED, "", d.rt.api_version)
-        return None
-
-    def check(d: Desired) -> Change:
-        current = live.get(d.ref)
-        try:
-            if current is not None and options.trust_inventory:
-                current = kube.get(d.rt, d.ref.namespace, d.ref.name)
-            return dry_run(kube, d, current, existing_namespaces)
-        except ApiError as e:
-            if e.about_server:  # not the object's fault: the run fails (exit 1), not "invalid"
-                raise
-            immutable = _immutable_fields(e)
-            if options.compare_only:
-                return _rejected(d, current, immutable, e)
-            if immutable:
-                immutable_changes.append(f"{d.ref}: immutable {immutable} changed")
-            if immutable and options.force:
-                return Change(d.ref, Action.RECREATE, f"immutable {immutable} changed",
-                              d.rt.api_version)
-            if immutable:
-                problems.append(f"{d.origin}: {d.ref}: field {immutable} is immutable and the "
-                                "revision changes it; pass --force to delete and recreate the "
-                                "object")
-            else:
-                problems.append(f"{d.origin}: {d.ref}: the API server rejected it in a "
-                                f"dry-run: {shown_error(e, d)}")
-            return Change(d.ref, Action.UNCHANGED, "rejected", d.rt.api_version)
-
+    checks = _DryRuns(kube, live, existing_namespaces, options, list(problems))
     to_check = []
     for d in desired:
-        change = settled(d)
+        change = _settled(d, live.get(d.ref), previous, options)
         if change is None:
             to_check.append(d)
         else:
             plan.actions[d.ref] = change
             emit(events.ObjectDone("validate", d.ref, change.action.value))
     with ThreadPoolExecutor(max_workers=options.workers) as pool:
-        for d, change in zip(to_check, map_batched(pool, check, to_check, options.workers),
+        for d, change in zip(to_check, map_batched(pool, checks.check, to_check, options.workers),
                              strict=True):
             plan.actions[d.ref] = change
             emit(events.ObjectDone("validate", d.ref, change.action.value))
     if options.prune:
-        plan.prune = _prune_items(kube, desired, previous, live, found, options, problems,
+        plan.prune = _prune_items(kube, desired, previous, live, found, options, checks.problems,
                                   plan.needs)
-    if immutable_changes:
-        plan.needs["--force"] = _summary(sorted(immutable_changes))
-    if problems:
-        raise ValidationError(problems, plan.needs)
+    if checks.immutable_changes:
+        plan.needs["--force"] = _summary(sorted(checks.immutable_changes))
+    if checks.problems:
+        raise ValidationError(checks.problems, plan.needs)
     return plan
+
+
+def _settled(d: Desired, live: dict | None, previous: inventory.Inventory | None,
+             options: PlanOptions) -> Change | None:
+    """The change decided without a request, if it can be."""
+    if d.deferred:
+        return Change(d.ref, Action.CREATE, "validated once its CRD is established",
+                      d.rt.api_version)
+    if options.trust_inventory and _as_we_left_it(d, live, previous):
+        return Change(d.ref, Action.UNCHANGED, "", d.rt.api_version)
+    return None
+
+
+@dataclass
+class _DryRuns:
+    """Dry-runs the objects that may change, on many threads; what the API server refuses is
+    collected in `problems` (one ValidationError for all) and `immutable_changes`."""
+
+    kube: Kube
+    live: dict[ObjectRef, dict]
+    existing_namespaces: set[str]
+    options: PlanOptions
+    problems: list[str]
+    immutable_changes: list[str] = field(default_factory=list)  # "Deployment/ns/web: ..."
+
+    def check(self, d: Desired) -> Change:
+        current = self.live.get(d.ref)
+        try:
+            if current is not None and self.options.trust_inventory:
+                current = self.kube.get(d.rt, d.ref.namespace, d.ref.name)
+            return dry_run(self.kube, d, current, self.existing_namespaces)
+        except ApiError as e:
+            if e.about_server:  # not the object's fault: the run fails (exit 1), not "invalid"
+                raise
+            return self._refused(d, current, e)
+
+    def _refused(self, d: Desired, current: dict | None, e: ApiError) -> Change:
+        immutable = _immutable_fields(e)
+        if self.options.compare_only:
+            return _rejected(d, current, immutable, e)
+        if immutable:
+            self.immutable_changes.append(f"{d.ref}: immutable {immutable} changed")
+            if self.options.force:
+                return Change(d.ref, Action.RECREATE, f"immutable {immutable} changed",
+                              d.rt.api_version)
+            self.problems.append(f"{d.origin}: {d.ref}: field {immutable} is immutable and the "
+                                 "revision changes it; pass --force to delete and recreate "
+                                 "the object")
+        else:
+            self.problems.append(f"{d.origin}: {d.ref}: the API server rejected it in a "
+                                 f"dry-run: {shown_error(e, d)}")
+        return Change(d.ref, Action.UNCHANGED, "rejected", d.rt.api_version)
 
 
 def _rejected(d: Desired, live: dict | None, immutable: str, error: ApiError) -> Change:

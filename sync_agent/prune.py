@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from sync_agent import events, order
 from sync_agent.changes import Action, Change
 from sync_agent.errors import Failed
-from sync_agent.kube import DEFAULT_WORKERS, ApiError, Kube, Unreachable
+from sync_agent.kube import DEFAULT_WORKERS, ApiError, Kube
 from sync_agent.plan import OPTED_OUT, PRUNE_ANNOTATION, PruneItem, not_ours
-from sync_agent.workers import map_batched
+from sync_agent.workers import map_batched, reporting_errors
 
 # Kept, still owned: the object was deleted and made again since the plan, so it is not the
 # object we decided to delete; the next run checks its mark afresh.
@@ -42,14 +42,8 @@ def prune(kube: Kube, items: Sequence[PruneItem], sync_name: str,
     to_delete = [i.ref for i in items if i.action is Action.DELETE]
     problems: list[str] = []
 
-    def delete(item: PruneItem) -> Change | str:
-        try:
-            return _delete_if_ours(kube, item, sync_name)
-        except Unreachable:
-            raise  # every other delete would fail alike: stop the run
-        except ApiError as e:
-            return f"{item.ref}: delete failed: {e}"
-
+    delete = reporting_errors(lambda item: _delete_if_ours(kube, item, sync_name),
+                              lambda item, e: f"{item.ref}: delete failed: {e}")
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for _, refs in reversed(order.group_by_stage(to_delete)):
             stage_items = [by_ref[r] for r in refs]

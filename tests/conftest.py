@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,11 +27,12 @@ SESSION_CLUSTER = "pytest"
 
 
 @pytest.fixture(scope="session")
-def state_root(tmp_path_factory) -> Path:
+def state_root(tmp_path_factory) -> Iterator[Path]:
     """A private state root so the tests never see or touch a user's own clusters."""
     root = tmp_path_factory.mktemp("state")
-    os.environ["GITOPS_RESTORE_STATE"] = str(root)
-    return root
+    with pytest.MonkeyPatch.context() as patch:  # undone when the session ends
+        patch.setenv("GITOPS_RESTORE_STATE", str(root))
+        yield root
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +77,20 @@ def work_tree(tmp_path: Path) -> Path:
     repo = new_repo(tmp_path / "work")
     commit(repo, {"app/settings.yaml": m.configmap("settings", color="blue")}, "v1")
     return repo
+
+
+@pytest.fixture
+def command_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A log of every git and ssh command line started through PATH (one per line), by the
+    commands and by the agents they start."""
+    log = tmp_path / "command-lines.log"
+    log.touch()
+    wrappers = tmp_path / "wrappers"
+    wrappers.mkdir()
+    for program in ("git", "ssh"):
+        wrapper = wrappers / program
+        wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$0 $*" >> "{log}"\n'
+                           f'exec {shutil.which(program)} "$@"\n')
+        wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrappers}{os.pathsep}{os.environ['PATH']}")
+    return log

@@ -142,6 +142,20 @@ class Sync:
     def wait(self, check: Callable[[], object], what: str, timeout: float = DEADLINE):
         return wait_for(check, what, timeout, self.explain)
 
+    def remove(self, secret: str) -> None:
+        """Stop the agents started and delete what `agent install` and the syncs made: the
+        Sync, its Lease and Deployment, the Secret named, the inventory."""
+        for started in self.agents:
+            if started.process.poll() is None:
+                started.process.kill()
+            started.process.wait(10)
+        for rt, obj in ((syncobject.SYNC_RT, self.name), (LEASE_RT, f"agent-{self.name}"),
+                        (agent.DEPLOYMENT_RT, f"agent-{self.name}"),
+                        (agent.deploykey.SECRET_RT, secret)):
+            self.kube.delete(rt, NS, obj)
+        inventory.delete(self.kube, self.name)
+        self.kube.close()
+
 
 def configmap(api_client, namespace: str, name: str) -> dict | None:
     try:
@@ -185,16 +199,7 @@ def sync(local_cluster, fleet: Fleet, namespace: str, tmp_path: Path) -> Iterato
     agent.install(agent.Target(kube, local_cluster.kubeconfig, None), request, start=False)
     handle = Sync(name, kube, local_cluster.kubeconfig, fleet, key.private, known_hosts)
     yield handle
-    for started in handle.agents:
-        if started.process.poll() is None:
-            started.process.kill()
-        started.process.wait(10)
-    for rt, obj in ((syncobject.SYNC_RT, name), (LEASE_RT, f"agent-{name}"),
-                    (agent.DEPLOYMENT_RT, f"agent-{name}"),
-                    (agent.deploykey.SECRET_RT, dk.secret_name(name))):
-        kube.delete(rt, NS, obj)
-    inventory.delete(kube, name)
-    kube.close()
+    handle.remove(dk.secret_name(name))
 
 
 def metric(text: str, name: str, **labels: str) -> float | None:
@@ -435,8 +440,8 @@ def test_stopped_git_server_leaves_objects_and_status_says_why(api_client, sync:
     assert ready["reason"] == "GitOperationFailed"
     assert "cannot fetch" in ready["message"] and "Connection refused" in ready["message"]
     assert sync.obj().status["lastAppliedRevision"] == v1
-    assert {configmap(api_client, namespace, n) is not None
-            for n in ("settings", "extra", "more")} == {True}
+    assert {n: configmap(api_client, namespace, n) for n in ("settings", "extra", "more")} == {
+        "settings": {"color": "blue"}, "extra": {"added": "yes"}, "more": {"n": "1"}}
     sync.wait(lambda: events_of(sync, "GitOperationFailed"), "a Warning Event")
     assert events_of(sync, "GitOperationFailed")[0]["type"] == "Warning"
     sync.fleet.server.start()  # retried with backoff: recovers by itself
@@ -463,6 +468,7 @@ def test_changed_host_key_is_refused_and_nothing_changes(api_client, sync: Sync,
 # --- the daemon: metrics, SIGTERM, leader election -------------------------------------------
 
 def test_metrics_and_probes_report_the_last_sync(sync: Sync):
+    before = time.time()
     started = sync.start_agent()
     v1 = head(sync.fleet)
     sync.wait(lambda: sync.applied(v1), "the first sync")
@@ -470,7 +476,8 @@ def test_metrics_and_probes_report_the_last_sync(sync: Sync):
                              metric(r[1], "gitops_restore_last_sync_timestamp_seconds",
                                     sync=sync.name) and r, "the metrics of the first sync")
     assert status == 200
-    assert metric(text, "gitops_restore_last_sync_timestamp_seconds", sync=sync.name) > 1e9
+    synced_at = metric(text, "gitops_restore_last_sync_timestamp_seconds", sync=sync.name)
+    assert before <= synced_at <= time.time()  # the Unix time of this agent's sync
     assert metric(text, "gitops_restore_revision_info", sync=sync.name, revision=v1) == 1
     assert metric(text, "gitops_restore_objects_total", sync=sync.name, action="create") == 3
     assert metric(text, "gitops_restore_sync_duration_seconds_count", sync=sync.name) >= 1

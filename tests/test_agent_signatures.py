@@ -46,16 +46,7 @@ def signed_sync(local_cluster, namespace, tmp_path):
     agent.install(agent.Target(kube, local_cluster.kubeconfig, None), request, start=False)
     handle = Sync(name, kube, local_cluster.kubeconfig, LocalFleet(work), Path(), Path())
     yield handle, dana
-    for started in handle.agents:
-        if started.process.poll() is None:
-            started.process.kill()
-        started.process.wait(10)
-    for rt, obj in ((syncobject.SYNC_RT, name), (LEASE_RT, f"agent-{name}"),
-                    (agent.DEPLOYMENT_RT, f"agent-{name}"),
-                    (agent.deploykey.SECRET_RT, verifykeys.secret_name(name))):
-        kube.delete(rt, NS, obj)
-    inventory.delete(kube, name)
-    kube.close()
+    handle.remove(verifykeys.secret_name(name))
 
 
 def test_install_stores_the_keys_in_a_flux_shaped_secret(signed_sync):

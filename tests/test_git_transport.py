@@ -40,22 +40,6 @@ PROJECT = Path(__file__).resolve().parent.parent
 
 # -- what the programs were started with ------------------------------------------------------
 
-@pytest.fixture
-def command_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A log of every git and ssh command line started through PATH (one per line)."""
-    log = tmp_path / "command-lines.log"
-    log.touch()
-    wrappers = tmp_path / "wrappers"
-    wrappers.mkdir()
-    for program in ("git", "ssh"):
-        real = shutil.which(program)
-        wrapper = wrappers / program
-        wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$0 $*" >> "{log}"\nexec {real} "$@"\n')
-        wrapper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{wrappers}{os.pathsep}{os.environ['PATH']}")
-    return log
-
-
 def every_byte_under(root: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
 

@@ -424,18 +424,23 @@ class CountingKube(Kube):
         return super().request(method, path, *args, **kwargs)
 
 
-def test_many_objects_of_one_type_are_read_with_one_list(kube, types, namespace):
-    rt = types.preferred("", "ConfigMap")
-    targets = [create(kube, types, {"apiVersion": "v1", "kind": "ConfigMap",
-                                    "metadata": {"name": f"c{i}", "namespace": namespace}})
-               for i in range(20)]
+def requests_to_wait_for(kube: Kube, targets) -> list[tuple[str, str]]:
+    """The requests health.wait sends until every target is ready (they must all become so)."""
     counting = CountingKube(kube.configuration)
     counting.sent = []
     try:
         assert health.wait(counting, targets, timeout=10) == []
     finally:
         counting.close()
-    assert counting.sent == [("GET", rt.path(namespace))]
+    return counting.sent
+
+
+def test_many_objects_of_one_type_are_read_with_one_list(kube, types, namespace):
+    rt = types.preferred("", "ConfigMap")
+    targets = [create(kube, types, {"apiVersion": "v1", "kind": "ConfigMap",
+                                    "metadata": {"name": f"c{i}", "namespace": namespace}})
+               for i in range(20)]
+    assert requests_to_wait_for(kube, targets) == [("GET", rt.path(namespace))]
 
 
 def test_one_type_pending_in_many_namespaces_is_read_with_one_list(kube, types, namespace):
@@ -447,13 +452,7 @@ def test_one_type_pending_in_many_namespaces_is_read_with_one_list(kube, types, 
             create(kube, types, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
             targets.append(create(kube, types, {"apiVersion": "v1", "kind": "ConfigMap",
                                                 "metadata": {"name": "settings", "namespace": ns}}))
-        counting = CountingKube(kube.configuration)
-        counting.sent = []
-        try:
-            assert health.wait(counting, targets, timeout=10) == []
-        finally:
-            counting.close()
-        assert counting.sent == [("GET", rt.path())]
+        assert requests_to_wait_for(kube, targets) == [("GET", rt.path())]
     finally:
         for ns in namespaces:
             kube.delete(types.preferred("", "Namespace"), "", ns)

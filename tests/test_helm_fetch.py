@@ -11,9 +11,9 @@ from tests.helmrepo import ChartRepoServer, make_chart
 
 
 @pytest.fixture
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(fetch, "cache_dir", lambda: tmp_path / "helm-cache")
-    return tmp_path / "helm-cache"
+def private_cache(clone_cache):
+    """Where charts are cached inside the test's private cache (conftest's clone_cache)."""
+    return clone_cache / "helm"
 
 
 @pytest.fixture(scope="module")

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
-import shutil
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -114,22 +112,6 @@ def spellings(key_text: str, age_secret: str) -> dict[str, list[str]]:
 
 
 # -- the world ------------------------------------------------------------------------------------
-
-@pytest.fixture
-def command_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every git and ssh command line started through PATH, by the commands and the agents."""
-    log = tmp_path / "command-lines.log"
-    log.touch()
-    wrappers = tmp_path / "wrappers"
-    wrappers.mkdir()
-    for program in ("git", "ssh"):
-        wrapper = wrappers / program
-        wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$0 $*" >> "{log}"\n'
-                           f'exec {shutil.which(program)} "$@"\n')
-        wrapper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{wrappers}{os.pathsep}{os.environ['PATH']}")
-    return log
-
 
 @pytest.fixture
 def clone_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -289,8 +271,11 @@ def test_no_token_key_or_secret_value_appears_in_any_output_record_or_cache(
     run(scan, "rollback -o json", "rollback", *source, "--to", v1, "--output", "json")
     world.wait_applied(sync, v1, "the pinned HTTPS agent")
     run(scan, "rollback --revert", "rollback", *source, "--to", v1, "--revert")
-    reverted = git(world.https.repo_path("fleet"), "rev-parse", "refs/heads/main")
-    assert reverted != v2  # the revert commit was pushed over HTTPS
+    bare = world.https.repo_path("fleet")
+    reverted = git(bare, "rev-parse", "refs/heads/main")
+    # The revert commit was pushed over HTTPS: on top of v2, with app/ as it was at v1.
+    assert git(bare, "rev-parse", f"{reverted}^") == v2
+    assert git(bare, "rev-parse", f"{reverted}:app") == git(bare, "rev-parse", f"{v1}:app")
     world.wait_applied(sync, reverted, "the HTTPS agent following the revert")
     run(scan, "agent status -o json", "agent", "status", "--name", sync, "--output", "json",
         *cluster)

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import closing
 
 from sync_agent.agent import config as config_mod
 from sync_agent.agent import logs, server
@@ -42,66 +43,85 @@ def run(argv: Sequence[str] | None = None) -> int:
     except SyncError as e:
         log.error("cannot configure the Kubernetes client", extra={"error": str(e)})
         return 1
+    with closing(kube):
+        return _serve(_Agent(kube, cfg))
 
-    stop = threading.Event()
-    elector = Elector(kube, cfg.namespace, cfg.lease_name, cfg.identity, cfg.lease_duration,
-                      cfg.renew_deadline, cfg.retry_period)
-    metrics = Metrics(cfg.sync)
-    loop = Loop(kube, cfg, elector, Recorder(kube, cfg.identity), metrics, stop)
-    # The Lease is renewed until the loop has finished or abandoned its sync, not just until
-    # the signal: a leader that stopped renewing mid-sync could be overtaken while writing.
-    renewing = threading.Event()
-    elector_thread = threading.Thread(target=elector.run, args=(renewing,), name="lease",
-                                      daemon=True)
 
-    def healthz() -> tuple[bool, str]:
-        if not elector_thread.is_alive():
-            return False, "the lease thread has stopped"
-        if loop.syncing_since is not None:
-            limit = max(_STUCK_AFTER, 3 * (cfg.interval or 60))
-            busy = time.monotonic() - loop.syncing_since
-            return busy < limit, f"syncing for {busy:.0f}s"
-        idle = time.monotonic() - loop.heartbeat
-        return idle < _STUCK_AFTER, f"loop ticked {idle:.0f}s ago"
-
-    def readyz() -> tuple[bool, str]:
-        role = "leader" if elector.is_leader() else "standby"
-        if loop.problem:
-            return False, loop.problem
-        age = time.monotonic() - loop.last_read
-        if age > max(10.0, 5 * cfg.spec_poll):
-            return False, f"the Sync object was last read {age:.0f}s ago"
-        return True, f"ok ({role}, identity {cfg.identity})"
-
+def _serve(agent: _Agent) -> int:
+    """Listen for probes, handle signals and run the loop until stopped."""
+    cfg = agent.cfg
     try:
-        http = server.serve(cfg.listen_host, cfg.listen_port, healthz, readyz, metrics)
+        http = server.serve(cfg.listen_host, cfg.listen_port, agent.healthz, agent.readyz,
+                            agent.metrics)
     except OSError as e:
         log.error("cannot listen", extra={"address": f"{cfg.listen_host}:{cfg.listen_port}",
                                           "error": str(e)})
         return 1
-
-    def on_signal(number: int, _frame) -> None:
-        if stop.is_set():
-            log.warning("second signal: exiting now", extra={"signal": number})
-            elector.release()
-            sys.exit(1)
-        log.info("stopping", extra={"signal": signal.Signals(number).name})
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, agent.on_signal)
+    signal.signal(signal.SIGINT, agent.on_signal)
     log.info("agent started", extra={"sync": cfg.sync, "namespace": cfg.namespace,
                                      "identity": cfg.identity, "lease": cfg.lease_name,
                                      "interval": cfg.interval or "spec"})
-    elector_thread.start()
     try:
-        loop.run()
+        agent.run()
     finally:
-        stop.set()
-        renewing.set()
-        elector_thread.join(timeout=cfg.retry_period + 5)
-        elector.release()
         http.shutdown()
-        kube.close()
     log.info("agent stopped", extra={"sync": cfg.sync})
     return 0
+
+
+class _Agent:
+    """The reconcile loop and the Lease elector wired together, and the probes that watch them."""
+
+    def __init__(self, kube: Kube, cfg: config_mod.AgentConfig):
+        self.cfg = cfg
+        self.stop = threading.Event()
+        self.elector = Elector(kube, cfg.namespace, cfg.lease_name, cfg.identity,
+                               cfg.lease_duration, cfg.renew_deadline, cfg.retry_period)
+        self.metrics = Metrics(cfg.sync)
+        self.loop = Loop(kube, cfg, self.elector, Recorder(kube, cfg.identity), self.metrics,
+                         self.stop)
+        # The Lease is renewed until the loop has finished or abandoned its sync, not just
+        # until the signal: a leader that stopped renewing mid-sync could be overtaken while
+        # writing.
+        self.renewing = threading.Event()
+        self.elector_thread = threading.Thread(target=self.elector.run, args=(self.renewing,),
+                                               name="lease", daemon=True)
+
+    def run(self) -> None:
+        """Run the loop in this thread; afterwards release the Lease for a standby."""
+        self.elector_thread.start()
+        try:
+            self.loop.run()
+        finally:
+            self.stop.set()
+            self.renewing.set()
+            self.elector_thread.join(timeout=self.cfg.retry_period + 5)
+            self.elector.release()
+
+    def on_signal(self, number: int, _frame) -> None:
+        if self.stop.is_set():
+            log.warning("second signal: exiting now", extra={"signal": number})
+            self.elector.release()
+            sys.exit(1)
+        log.info("stopping", extra={"signal": signal.Signals(number).name})
+        self.stop.set()
+
+    def healthz(self) -> tuple[bool, str]:
+        if not self.elector_thread.is_alive():
+            return False, "the lease thread has stopped"
+        if self.loop.syncing_since is not None:
+            limit = max(_STUCK_AFTER, 3 * (self.cfg.interval or 60))
+            busy = time.monotonic() - self.loop.syncing_since
+            return busy < limit, f"syncing for {busy:.0f}s"
+        idle = time.monotonic() - self.loop.heartbeat
+        return idle < _STUCK_AFTER, f"loop ticked {idle:.0f}s ago"
+
+    def readyz(self) -> tuple[bool, str]:
+        role = "leader" if self.elector.is_leader() else "standby"
+        if self.loop.problem:
+            return False, self.loop.problem
+        age = time.monotonic() - self.loop.last_read
+        if age > max(10.0, 5 * self.cfg.spec_poll):
+            return False, f"the Sync object was last read {age:.0f}s ago"
+        return True, f"ok ({role}, identity {self.cfg.identity})"
