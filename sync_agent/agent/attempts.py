@@ -25,8 +25,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import git
-
 from sync_agent import engine, signatures, source
 from sync_agent.agent import deploykey, syncobject, verifykeys
 from sync_agent.agent.syncobject import READY, RECONCILING, STALLED, Condition
@@ -112,11 +110,7 @@ def _classify(error: Exception) -> tuple[str, bool]:
 
 def _known_revision(spec: syncobject.SyncSpec) -> str:
     """The commit the target names in the local mirror (already fetched), if any."""
-    try:
-        path = source.cache_path(spec.repo) if source.is_remote(spec.repo) else spec.repo
-        return source.resolve(git.Repo(path), spec.repo, ref=spec.target).sha
-    except (SyncError, git.GitError, OSError, ValueError):
-        return ""
+    return source.local_sha(spec.repo, spec.target)
 
 
 def _trim(text: str) -> str:
