@@ -20,6 +20,12 @@ class SourceError(SyncError):
     exit_code = 2
 
 
+class ConfigError(SyncError):
+    """An option or setting that cannot be used, such as a duration that is not one (exit 2)."""
+
+    exit_code = 2
+
+
 class RenderError(SyncError):
     """Files at the revision cannot be turned into objects (bad input: exit 2).
 

@@ -26,6 +26,28 @@ class ObjectRef:
 
 
 @dataclass(frozen=True)
+class ResourceType:
+    """A kind the API server serves at one version, and where to find it."""
+
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str = "", name: str = "") -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        return f"{base}/{name}" if name else base
+
+
+@dataclass(frozen=True)
 class Origin:
     """Where a rendered object came from, for error messages: file path and document index."""
 
@@ -101,3 +123,4 @@ class RenderResult:
     helm: tuple[str, ...] = field(default=())  # per release: rendered or left to its controller
     # Keys the digests of Secrets and decrypted objects (`sops.AgeKeys.digest_key`); b"": none
     digest_key: bytes = field(default=b"", repr=False)
+

@@ -28,7 +28,7 @@ from bootstrap import agent
 from bootstrap import deploy_key as dk
 from sync_agent import inventory
 from sync_agent.agent import recorder, syncobject
-from sync_agent.agent.lease import LEASE_RT
+from sync_agent.conventions import LEASE_RT, SECRET_RT
 from sync_agent.kube import Kube
 from tests import cli
 from tests import manifests as m
@@ -191,7 +191,7 @@ def sync(local_cluster, fleet: Fleet, namespace: str, tmp_path: Path) -> Iterato
         started.process.wait(10)
     for rt, obj in ((syncobject.SYNC_RT, name), (LEASE_RT, f"agent-{name}"),
                     (agent.DEPLOYMENT_RT, f"agent-{name}"),
-                    (agent.deploykey.SECRET_RT, dk.secret_name(name))):
+                    (SECRET_RT, dk.secret_name(name))):
         kube.delete(rt, NS, obj)
     inventory.delete(kube, name)
     kube.close()

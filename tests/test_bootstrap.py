@@ -21,7 +21,7 @@ from bootstrap import deploy_key as dk
 from bootstrap.cli import agent as agent_cli
 from sync_agent import inventory, paths
 from sync_agent.agent import localproc, syncobject
-from sync_agent.agent.lease import LEASE_RT
+from sync_agent.conventions import LEASE_RT
 from sync_agent.kube import Kube
 from tests import cli
 from tests import manifests as m

@@ -11,7 +11,7 @@ import uuid
 import pytest
 from kubernetes import client
 
-from sync_agent import inventory
+from sync_agent import conventions, inventory
 from sync_agent.errors import SyncError
 from sync_agent.inventory import Entry, Inventory
 from sync_agent.kube import Kube
@@ -284,7 +284,7 @@ def test_invalid_sync_name_is_rejected_before_anything_is_written(kube, bad):
 
 def test_revision_must_be_a_full_commit_sha_or_none_yet(kube, new_name):
     with pytest.raises(inventory.InventoryError, match="'main' is not a full lowercase hex"):
-        Inventory(name="shop", revision="main", ref="main", applied_at=inventory.utc_now(),
+        Inventory(name="shop", revision="main", ref="main", applied_at=conventions.utc_now(),
                   entries=())
     # A first restore interrupted mid-apply owns objects before any revision is complete.
     name = new_name()

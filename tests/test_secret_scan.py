@@ -44,8 +44,7 @@ from kubernetes import client
 from bootstrap import clusters
 from sync_agent import git_https, inventory, paths, sops
 from sync_agent.agent import localproc, syncobject
-from sync_agent.agent.lease import LEASE_RT
-from sync_agent.agent.recorder import EVENT_RT
+from sync_agent.conventions import EVENT_RT, LEASE_RT
 from sync_agent.kube import Kube, ResourceType
 from tests import cli
 from tests import manifests as m

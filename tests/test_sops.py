@@ -18,7 +18,7 @@ from bootstrap import agent, clusters, sops_key
 from bootstrap.errors import UserError
 from sync_agent import inventory, render, source
 from sync_agent.agent import decryption, localproc, syncobject
-from sync_agent.agent.lease import LEASE_RT
+from sync_agent.conventions import LEASE_RT, SECRET_RT
 from sync_agent.errors import RenderError
 from sync_agent.kube import Kube
 from sync_agent.render_options import RenderOptions
@@ -366,7 +366,7 @@ def agent_sync(local_cluster, namespace: str, tmp_path: Path):
         process.wait(10)
     for rt, obj in ((syncobject.SYNC_RT, name), (LEASE_RT, f"agent-{name}"),
                     (agent.DEPLOYMENT_RT, f"agent-{name}"),
-                    (decryption.SECRET_RT, decryption.secret_name(name))):
+                    (SECRET_RT, decryption.secret_name(name))):
         kube.delete(rt, inventory.NAMESPACE, obj)
     inventory.delete(kube, name)
     kube.close()

@@ -25,7 +25,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sync_agent import engine, signatures, source
+from sync_agent import conventions, engine, signatures, source
 from sync_agent.agent import deploykey, syncobject, verifykeys
 from sync_agent.agent.syncobject import READY, RECONCILING, STALLED, Condition
 from sync_agent.apply import ApplyError
@@ -120,7 +120,7 @@ def _trim(text: str) -> str:
 def status(outcome: Outcome, obj: syncobject.SyncObject, previous: dict[str, Any],
            failures: int, seconds: float, identity: str, retry_in: float) -> dict[str, Any]:
     """The status patch after an attempt (merge patch: None removes a field)."""
-    stamp = syncobject.now()
+    stamp = conventions.utc_now()
     patch: dict[str, Any] = {"observedGeneration": obj.generation, "lastSyncTime": stamp,
                              "lastSyncSeconds": round(seconds, 3), "agent": identity,
                              "consecutiveFailures": failures}

@@ -9,8 +9,9 @@ chart, or a chart bumped in Git), the note names both versions.
 from __future__ import annotations
 
 from sync_agent.changes import Action
+from sync_agent.conventions import CHART_ANNOTATION
 from sync_agent.helm import semver
-from sync_agent.helm.template import CHART_ANNOTATION, RELEASE_NAME, RELEASE_NAMESPACE
+from sync_agent.helm.template import RELEASE_NAME, RELEASE_NAMESPACE
 from sync_agent.kube import Kube
 from sync_agent.plan import Plan
 
