@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,3 +125,15 @@ class RenderResult:
     # Keys the digests of Secrets and decrypted objects (`sops.AgeKeys.digest_key`); b"": none
     digest_key: bytes = field(default=b"", repr=False)
 
+
+def strings(data: Any) -> Iterator[str]:
+    """Every string value in an object's body, or any parsed YAML or JSON: mapping values and
+    list items, at any depth."""
+    if isinstance(data, str):
+        yield data
+    elif isinstance(data, dict):
+        for value in data.values():
+            yield from strings(value)
+    elif isinstance(data, list):
+        for value in data:
+            yield from strings(value)
