@@ -31,14 +31,6 @@ _MOVES_FOLLOWED = 10  # a safety stop for pathological histories
 
 
 @dataclass(frozen=True)
-class PathRevision:
-    """A commit and the path that holds the declared state there (it moved if it differs)."""
-
-    revision: Revision
-    path: str
-
-
-@dataclass(frozen=True)
 class Target:
     """A resolved revision to restore, the path holding its state there, and its size."""
 
@@ -86,6 +78,14 @@ def _rendered(repo: source.Repository, spec: engine.SourceSpec, revision: Revisi
     return Target(revision, path, len(result.resources))
 
 
+@dataclass(frozen=True)
+class PathRevision:
+    """A commit and the path that holds the declared state there (it moved if it differs)."""
+
+    revision: Revision
+    path: str
+
+
 def previous_state(repo: source.Repository, url: str, path: str, start: str,
                    ignore: Sequence[str] = ()) -> PathRevision | None:
     """The commit that introduced the declared state just before the one at `start`.
@@ -124,14 +124,21 @@ class _Move:
 def _move_into(repo: source.Repository, sha: str, path: str,
                ignore: Sequence[str]) -> _Move | None:
     """How `path` came to be at `sha`, if it was moved there from another directory."""
+    arrival = _arrival(repo, sha, path)
+    if arrival is None:
+        return None
+    parent, old_path = arrival
+    pure = _objects(repo, parent, old_path, ignore) == _objects(repo, sha, path, ignore)
+    return _Move(parent, old_path, pure)
+
+
+def _arrival(repo: source.Repository, sha: str, path: str) -> tuple[str, str] | None:
+    """(first parent, old path) when commit `sha` moved the directory `path` here."""
     parent = source.first_parent(repo, sha)
     if parent is None or source.path_exists(repo, parent, path):
         return None
     old_path = moved_from(repo, parent, sha, path)
-    if old_path is None:
-        return None
-    pure = _objects(repo, parent, old_path, ignore) == _objects(repo, sha, path, ignore)
-    return _Move(parent, old_path, pure)
+    return None if old_path is None else (parent, old_path)
 
 
 def moved_from(repo: source.Repository, parent: str, sha: str, path: str) -> str | None:
@@ -182,16 +189,11 @@ def _back(repo: source.Repository, path: str, start: str, base: str) -> str:
         if not current or current == ".":
             return current
         commits = source.commits_changing(repo, current, base, sha)
-        if not commits:
+        # The oldest is the change that brought `current` here, if any.
+        arrival = _arrival(repo, commits[-1], current) if commits else None
+        if arrival is None:
             return current
-        oldest = commits[-1]  # the change that brought `current` here, if any
-        parent = source.first_parent(repo, oldest)
-        if parent is None or source.path_exists(repo, parent, current):
-            return current
-        old = moved_from(repo, parent, oldest, current)
-        if old is None:
-            return current
-        current, sha = old, parent
+        sha, current = arrival
     return current
 
 
