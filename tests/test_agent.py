@@ -26,8 +26,8 @@ from kubernetes import client
 
 from bootstrap import agent
 from bootstrap import deploy_key as dk
-from sync_agent import inventory
-from sync_agent.agent import recorder, syncobject
+from sync_agent import conventions, inventory
+from sync_agent.agent import syncobject
 from sync_agent.conventions import LEASE_RT, SECRET_RT
 from sync_agent.kube import Kube
 from tests import cli
@@ -35,7 +35,7 @@ from tests import manifests as m
 from tests.sshgit import SshGitServer, make_key_pair
 from tests.testdata.gitrepos import commit, new_repo
 
-NS = inventory.NAMESPACE
+NS = conventions.NAMESPACE
 DEADLINE = 90.0
 
 
@@ -419,7 +419,7 @@ def test_rollback_revert_pushes_a_revert_commit_the_agent_follows(api_client, sy
 # --- failures: Git unreachable, host key changed --------------------------------------------
 
 def events_of(sync: Sync, reason: str) -> list[dict]:
-    found = sync.kube.list(recorder.EVENT_RT, NS)
+    found = sync.kube.list(conventions.EVENT_RT, NS)
     return [e for e in found if e["involvedObject"].get("name") == sync.name
             and e.get("reason") == reason]
 

@@ -17,7 +17,7 @@ from sync_agent.inventory import Entry, Inventory
 from sync_agent.kube import Kube
 from sync_agent.objects import ObjectRef
 
-NS = inventory.NAMESPACE
+NS = conventions.NAMESPACE
 MIB = 1024 * 1024
 SHA_A = "a" * 40
 SHA_B = "b" * 40
@@ -44,7 +44,7 @@ def new_name(api_client):
     core = client.CoreV1Api(api_client)
     for name in made:
         core.delete_collection_namespaced_config_map(
-            NS, label_selector=f"{inventory.INVENTORY_LABEL}={name}")
+            NS, label_selector=f"{conventions.INVENTORY_LABEL}={name}")
 
 
 def ref(kind: str, name: str, namespace: str = "default", group: str = "") -> ObjectRef:
@@ -67,7 +67,7 @@ def record(name: str, entries, revision: str = SHA_A, **extra) -> Inventory:
 
 def stored(api_client, name: str) -> list[client.V1ConfigMap]:
     return client.CoreV1Api(api_client).list_namespaced_config_map(
-        NS, label_selector=f"{inventory.INVENTORY_LABEL}={name}").items
+        NS, label_selector=f"{conventions.INVENTORY_LABEL}={name}").items
 
 
 def stored_bytes(cm: client.V1ConfigMap) -> int:
@@ -79,7 +79,7 @@ def stored_bytes(cm: client.V1ConfigMap) -> int:
 
 def shards_of(api_client, name: str) -> list[client.V1ConfigMap]:
     return [cm for cm in stored(api_client, name)
-            if inventory.SHARD_LABEL in (cm.metadata.labels or {})]
+            if conventions.SHARD_LABEL in (cm.metadata.labels or {})]
 
 
 def test_saved_inventory_loads_back_with_revision_ref_time_and_origin(kube, api_client,
@@ -156,7 +156,7 @@ def test_orphan_shards_of_an_interrupted_save_are_ignored_then_removed(kube, api
     client.CoreV1Api(api_client).create_namespaced_config_map(NS, client.V1ConfigMap(
         metadata=client.V1ObjectMeta(
             name=f"inventory-{name}-0123456789-1",
-            labels={inventory.INVENTORY_LABEL: name, inventory.SHARD_LABEL: "1"}),
+            labels={conventions.INVENTORY_LABEL: name, conventions.SHARD_LABEL: "1"}),
         binary_data={"part": base64.b64encode(b"half a payload").decode()}))
 
     assert inventory.load(kube, name) == saved
