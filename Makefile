@@ -24,8 +24,10 @@ prereqs-demo prereqs-test: prereqs-%:
 demo: prereqs-demo cluster-bin
 	$(BIN)/gitops-restore demo
 
+# lint-imports checks the import contracts in pyproject.toml ([tool.importlinter]).
 test: prereqs-test cluster-bin
 	$(BIN)/ruff check bootstrap sync_agent tests bench
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 # Every peer side by side at N = 1,000, 10,000 and 50,000, 3 interleaved rounds (long: see README).

@@ -33,11 +33,17 @@ from bootstrap.resources import resource
 from sync_agent import git_https, signatures, source
 from sync_agent.agent import config as agent_config
 from sync_agent.agent import decryption, deploykey, localproc, syncobject, verifykeys
-from sync_agent.inventory import NAMESPACE
+from sync_agent.conventions import (
+    AGENT_ANNOTATION,
+    INSTALL_FIELD_MANAGER,
+    NAMESPACE,
+    NAMESPACE_RT,
+    SECRET_RT,
+    managed_labels,
+)
 from sync_agent.kube import ApiError, Kube, ResourceType
 
 DEPLOY = resource("deploy")
-FIELD_MANAGER = "gitops-restore-install"
 DEFAULT_IMAGE = "ghcr.io/gitops-restore/agent:0.1.0"
 LOCAL_NOTE = ("local provider: pods are simulated and run nothing, so the agent runs as a "
               "local process and this Deployment is kept at 0 replicas")
@@ -45,8 +51,7 @@ CRD_RT = ResourceType("apiextensions.k8s.io", "v1", "CustomResourceDefinition",
                       "customresourcedefinitions", namespaced=False)
 DEPLOYMENT_RT = ResourceType("apps", "v1", "Deployment", "deployments", namespaced=True)
 _TYPES = {(rt.api_version, rt.kind): rt for rt in (
-    CRD_RT, DEPLOYMENT_RT, syncobject.SYNC_RT, deploykey.SECRET_RT,
-    ResourceType("", "v1", "Namespace", "namespaces", namespaced=False),
+    CRD_RT, DEPLOYMENT_RT, syncobject.SYNC_RT, SECRET_RT, NAMESPACE_RT,
     ResourceType("", "v1", "ServiceAccount", "serviceaccounts", namespaced=True),
     ResourceType("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),
     ResourceType("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding",
@@ -147,7 +152,7 @@ def deployment(request: InstallRequest, replicas: int) -> dict[str, Any]:
         labels["app.kubernetes.io/instance"] = request.sync
     body["spec"]["replicas"] = replicas
     if replicas == 0:
-        body["metadata"].setdefault("annotations", {})["gitops-restore.io/agent"] = LOCAL_NOTE
+        body["metadata"].setdefault("annotations", {})[AGENT_ANNOTATION] = LOCAL_NOTE
     container = body["spec"]["template"]["spec"]["containers"][0]
     container["image"] = request.image
     for env in container["env"]:
@@ -196,11 +201,11 @@ def store_credentials(kube: Kube, request: InstallRequest) -> tuple[str, bool] |
             raise UserError(f"--ca-file {request.ca_file}: cannot read it ({e})") from None
     body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {"name": name, "namespace": NAMESPACE,
-                         "labels": {"app.kubernetes.io/managed-by": "gitops-restore"}},
+                         "labels": managed_labels()},
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
     try:
-        before = kube.get(deploykey.SECRET_RT, NAMESPACE, name)
-        kube.apply(deploykey.SECRET_RT, body)
+        before = kube.get(SECRET_RT, NAMESPACE, name)
+        kube.apply(SECRET_RT, body)
     except ApiError as e:  # the server's message may quote the request: status and reason only
         raise OperationFailed(f"Secret {NAMESPACE}/{name}: cannot store the Git credentials: "
                               f"HTTP {e.status} {e.reason or 'error'}") from None
@@ -235,7 +240,7 @@ def _keep_decryption(kube: Kube, request: InstallRequest) -> InstallRequest:
     """A re-run without --sops-age-key keeps decrypting with the key stored earlier: the
     apply would otherwise drop spec.decryption and the next encrypted commit would fail."""
     stored = decryption.secret_name(request.sync)
-    if request.decryption_secret or kube.get(decryption.SECRET_RT, NAMESPACE, stored) is None:
+    if request.decryption_secret or kube.get(SECRET_RT, NAMESPACE, stored) is None:
         return request
     return replace(request, decryption_secret=stored)
 
@@ -262,7 +267,7 @@ def apply(kube: Kube, doc: dict[str, Any]) -> tuple[str, bool]:
     try:
         before = kube.get(rt, namespace, meta["name"])
         stored = kube.request("PATCH", rt.path(namespace, meta["name"]), doc,
-                              query={"fieldManager": FIELD_MANAGER, "force": "true"},
+                              query={"fieldManager": INSTALL_FIELD_MANAGER, "force": "true"},
                               content_type="application/apply-patch+yaml")
     except ApiError as e:
         raise OperationFailed(f"{label}: cannot apply it: {e}") from e
@@ -358,7 +363,7 @@ def read_sync(kube: Kube, sync: str) -> syncobject.SyncObject | None:
 
 def deploykey_missing(kube: Kube, name: str) -> bool:
     try:
-        return kube.get(deploykey.SECRET_RT, NAMESPACE, deploykey.secret_name(name)) is None
+        return kube.get(SECRET_RT, NAMESPACE, deploykey.secret_name(name)) is None
     except ApiError:
         return False  # unreadable is not missing: the agent will say what is wrong
 

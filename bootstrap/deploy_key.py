@@ -35,12 +35,17 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from bootstrap import deploy_key_forge as forges
 from bootstrap.errors import OperationFailed, UserError
 from sync_agent import git_process, source
-from sync_agent.kube import ApiError, Kube, ResourceType
+from sync_agent.conventions import (
+    DEPLOY_KEY_LABEL,
+    FINGERPRINT_ANNOTATION,
+    NAMESPACE,
+    NAMESPACE_RT,
+    REPO_ANNOTATION,
+    SECRET_RT,
+    managed_labels,
+)
+from sync_agent.kube import ApiError, Kube
 
-AGENT_NAMESPACE = "gitops-restore-system"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "gitops-restore"}
-SECRET = ResourceType("", "v1", "Secret", "secrets", namespaced=True)
-NAMESPACE = ResourceType("", "v1", "Namespace", "namespaces", namespaced=False)
 SCAN_TYPES = "ed25519,ecdsa,rsa"  # also the order in which a prompt offers them
 NOTHING_CHANGED = "; nothing was changed"
 
@@ -263,7 +268,7 @@ def create_deploy_key(kube: Kube, request: DeployKeyRequest, confirm: Confirm | 
     keys = forges.ForgeKeys(request.forge) if request.forge else None
     existing = _read_secret(kube, secret)
     if existing is not None and not request.rotate and request.private_key_file is None:
-        raise UserError(f"Secret {AGENT_NAMESPACE}/{secret} already holds deploy key "
+        raise UserError(f"Secret {NAMESPACE}/{secret} already holds deploy key "
                         f"{existing.fingerprint}; pass --rotate to replace it{NOTHING_CHANGED}")
     known_hosts = pin_host_key(request.repo, request.known_hosts_file,
                                request.accept_host_key, confirm)
@@ -273,7 +278,7 @@ def create_deploy_key(kube: Kube, request: DeployKeyRequest, confirm: Confirm | 
     same = existing is not None and (existing.identity, existing.known_hosts) == (
         key.identity, key.known_hosts)
     if existing is not None and not same and not request.rotate:
-        raise UserError(f"Secret {AGENT_NAMESPACE}/{secret} already holds deploy key "
+        raise UserError(f"Secret {NAMESPACE}/{secret} already holds deploy key "
                         f"{existing.fingerprint} (or other host keys); pass --rotate to "
                         f"replace it{NOTHING_CHANGED}")
     registration, stale = None, []
@@ -289,10 +294,10 @@ def create_deploy_key(kube: Kube, request: DeployKeyRequest, confirm: Confirm | 
             raise OperationFailed(f"{e}. The new key (id {registration.key_id}) is already "
                                   f"registered on {keys.forge.label}; rerun with --rotate"
                                   ) from None
-        log(f"stored in Secret {AGENT_NAMESPACE}/{secret}")
+        log(f"stored in Secret {NAMESPACE}/{secret}")
     if keys is not None and registration is not None:
         registration = forges.remove_old(keys, registration, stale, log)
-    return DeployKeyResult(key, f"{AGENT_NAMESPACE}/{secret}", host_fingerprints(known_hosts),
+    return DeployKeyResult(key, f"{NAMESPACE}/{secret}", host_fingerprints(known_hosts),
                            replaced=existing is not None and not same, registration=registration,
                            stored=not same)
 
@@ -301,7 +306,7 @@ def load_deploy_key(kube: Kube, name: str) -> DeployKey:
     """The deploy key stored under `name`; a clear error when there is none."""
     key = _read_secret(kube, secret_name(name))
     if key is None:
-        raise UserError(f"Secret {AGENT_NAMESPACE}/{secret_name(name)} does not exist: create "
+        raise UserError(f"Secret {NAMESPACE}/{secret_name(name)} does not exist: create "
                         f"the deploy key with `gitops-restore deploy-key create --name {name} "
                         "--repo URL`")
     return key
@@ -340,15 +345,15 @@ def ssh_failure(stderr: str) -> str:
 
 def _read_secret(kube: Kube, secret: str) -> DeployKey | None:
     try:
-        stored = kube.get(SECRET, AGENT_NAMESPACE, secret)
+        stored = kube.get(SECRET_RT, NAMESPACE, secret)
     except ApiError as e:
-        raise OperationFailed(f"Secret {AGENT_NAMESPACE}/{secret}: cannot read it: HTTP "
+        raise OperationFailed(f"Secret {NAMESPACE}/{secret}: cannot read it: HTTP "
                               f"{e.status} {e.reason}") from None
     if stored is None:
         return None
     data = stored.get("data") or {}
     if not {"identity", "identity.pub", "known_hosts"} <= data.keys():
-        raise UserError(f"Secret {AGENT_NAMESPACE}/{secret} exists but lacks identity, "
+        raise UserError(f"Secret {NAMESPACE}/{secret} exists but lacks identity, "
                         "identity.pub or known_hosts: not a deploy key")
     text = {k: base64.b64decode(v) for k, v in data.items()}
     name = secret.removesuffix("-deploy-key")
@@ -361,10 +366,10 @@ def _store(kube: Kube, key: DeployKey, repo: str) -> None:
     encoded = {"identity": key.identity, "identity.pub": (key.public_key + "\n").encode(),
                "known_hosts": key.known_hosts.encode()}
     body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": secret, "namespace": AGENT_NAMESPACE,
-                         "labels": {**MANAGED_BY, "gitops-restore.io/deploy-key": key.name},
-                         "annotations": {"gitops-restore.io/repo": source.redact(repo),
-                                         "gitops-restore.io/fingerprint": key.fingerprint}},
+            "metadata": {"name": secret, "namespace": NAMESPACE,
+                         "labels": managed_labels({DEPLOY_KEY_LABEL: key.name}),
+                         "annotations": {REPO_ANNOTATION: source.redact(repo),
+                                         FINGERPRINT_ANNOTATION: key.fingerprint}},
             "data": {k: base64.b64encode(v).decode() for k, v in encoded.items()}}
     store_secret(kube, body, "the deploy key")
 
@@ -372,13 +377,13 @@ def _store(kube: Kube, key: DeployKey, repo: str) -> None:
 def store_secret(kube: Kube, body: dict, what: str) -> None:
     """Apply a Secret of the agent's namespace, making the namespace first if it is missing."""
     try:
-        if kube.get(NAMESPACE, "", AGENT_NAMESPACE) is None:
-            kube.apply(NAMESPACE, {"apiVersion": "v1", "kind": "Namespace",
-                                   "metadata": {"name": AGENT_NAMESPACE, "labels": MANAGED_BY}})
-        kube.apply(SECRET, body)
+        if kube.get(NAMESPACE_RT, "", NAMESPACE) is None:
+            kube.apply(NAMESPACE_RT, {"apiVersion": "v1", "kind": "Namespace",
+                                      "metadata": {"name": NAMESPACE, "labels": managed_labels()}})
+        kube.apply(SECRET_RT, body)
     except ApiError as e:
         # The server's message may quote the request; only status and reason are safe to show.
-        raise OperationFailed(f"Secret {AGENT_NAMESPACE}/{body['metadata']['name']}: cannot "
+        raise OperationFailed(f"Secret {NAMESPACE}/{body['metadata']['name']}: cannot "
                               f"store {what}: HTTP {e.status} {e.reason or 'error'}") from None
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from bootstrap.agent import read_sync, set_spec
 from bootstrap.errors import OperationFailed, UserError
 from sync_agent import git_https, git_process, paths, source
-from sync_agent.inventory import NAMESPACE
+from sync_agent.conventions import NAMESPACE
 from sync_agent.kube import Kube
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import base64
 
-from bootstrap.deploy_key import AGENT_NAMESPACE, MANAGED_BY, store_secret
+from bootstrap.deploy_key import store_secret
 from bootstrap.errors import UserError
 from sync_agent import sops
 from sync_agent.agent import decryption
+from sync_agent.conventions import NAMESPACE, SOPS_AGE_LABEL, managed_labels
 from sync_agent.kube import Kube
 
 NOTHING_CHANGED = "; nothing was changed"
@@ -23,9 +24,9 @@ NOTHING_CHANGED = "; nothing was changed"
 def store(kube: Kube, sync: str, keys: sops.AgeKeys, rotate: bool) -> tuple[bool, str]:
     """Write the keys to the Sync's decryption Secret; (changed, a note for people)."""
     name = decryption.secret_name(sync)
-    where = f"Secret {AGENT_NAMESPACE}/{name}"
+    where = f"Secret {NAMESPACE}/{name}"
     try:
-        stored = decryption.age_keys(kube, AGENT_NAMESPACE, name)
+        stored = decryption.age_keys(kube, NAMESPACE, name)
     except decryption.DecryptionKeyError:
         stored = None
     if stored is not None and stored.text == keys.text:
@@ -35,8 +36,8 @@ def store(kube: Kube, sync: str, keys: sops.AgeKeys, rotate: bool) -> tuple[bool
                         f"(files encrypted only for the old key then stop decrypting)"
                         f"{NOTHING_CHANGED}")
     body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": name, "namespace": AGENT_NAMESPACE,
-                         "labels": {**MANAGED_BY, "gitops-restore.io/sops-age": sync}},
+            "metadata": {"name": name, "namespace": NAMESPACE,
+                         "labels": managed_labels({SOPS_AGE_LABEL: sync})},
             "data": {decryption.DATA_KEY: base64.b64encode(keys.text.encode()).decode()}}
     store_secret(kube, body, "the age key")
     return True, f"age key {'rotated' if stored else 'stored'} in {where}"

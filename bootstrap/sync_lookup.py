@@ -15,8 +15,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import git
-
 from bootstrap import sync_names
 from bootstrap.errors import UserError
 from sync_agent import inventory, rollback_target, source, sync_identity
@@ -110,7 +108,7 @@ def _paths_at_target(repo: str, auth: source.GitAuth | None, to: str,
         try:
             start = source.resolve(repository, repo, ref=record.revision or None).sha
             moved = rollback_target.path_at(repository, record.path, start, target)
-        except (SourceError, git.GitCommandError):
+        except SourceError:
             moved = record.path  # the recorded commit is gone: no history to follow
         at[record.name] = sync_identity.path_of(moved)
     return at

@@ -23,20 +23,15 @@ from sync_agent import health as health_mod
 from sync_agent import render as render_mod
 from sync_agent.apply import Applied, ApplyError, ApplyOptions, apply_plan
 from sync_agent.changes import Action, Change, ChangeSet, Desired
+from sync_agent.conventions import NAMESPACE_RT, PRUNE_ANNOTATION, SYNC_LABEL
 from sync_agent.helm import capabilities, upgrades
 from sync_agent.helm.context import HelmContext, HelmSettings
 from sync_agent.kube import DEFAULT_WORKERS, Kube
 from sync_agent.objects import RenderResult, Revision
-from sync_agent.plan import PRUNE_ANNOTATION, STILL_OWNED, Plan, PlanOptions, list_owned, make_plan
+from sync_agent.plan import STILL_OWNED, Plan, PlanOptions, list_owned, make_plan
 from sync_agent.prune import RECREATED, PruneError, prune
 from sync_agent.render_options import DEFAULTS, RenderOptions
-from sync_agent.validate import (
-    CREATED_NAMESPACE,
-    NAMESPACE_RT,
-    SYNC_LABEL,
-    ValidateOptions,
-    prepare,
-)
+from sync_agent.validate import CREATED_NAMESPACE, ValidateOptions, prepare
 
 
 @dataclass(frozen=True)

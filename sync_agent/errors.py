@@ -75,6 +75,10 @@ class SourceError(Unavailable):
     """The repository, ref, time or path cannot be read."""
 
 
+class ConfigError(Refused):
+    """An option or setting that cannot be used, such as a duration that is not one."""
+
+
 class RenderError(Refused):
     """Files at the revision cannot be turned into objects.
 

@@ -18,12 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sync_agent import events
+from sync_agent.conventions import EVENT_RT, POD_RT, SERVICE_RT
 from sync_agent.kube import ApiError, Kube, ResourceType
 from sync_agent.objects import ObjectRef
 
-PODS = ResourceType("", "v1", "Pod", "pods", namespaced=True)
-SERVICES = ResourceType("", "v1", "Service", "services", namespaced=True)
-EVENTS = ResourceType("", "v1", "Event", "events", namespaced=True)
 # Kinds whose reasons are completed with those of the pods their selector matches.
 WORKLOADS = frozenset({("apps", "Deployment"), ("apps", "StatefulSet"), ("apps", "DaemonSet"),
                        ("apps", "ReplicaSet"), ("", "ReplicationController"), ("batch", "Job")})
@@ -319,7 +317,7 @@ def _unserved(kube: Kube, waiting: dict[ObjectRef, dict]) -> dict[ObjectRef, str
     """The LoadBalancer Services among `waiting` that no controller serves: no Service of
     their class anywhere in the cluster has an address, and none took them on (a cloud's
     service controller adds LB_FINALIZER as it starts)."""
-    served = {(s.get("spec") or {}).get("loadBalancerClass") for s in _list(kube, SERVICES, "")
+    served = {(s.get("spec") or {}).get("loadBalancerClass") for s in _list(kube, SERVICE_RT, "")
               if ((s.get("status") or {}).get("loadBalancer") or {}).get("ingress")}
     found = {}
     for ref, body in waiting.items():
@@ -381,7 +379,7 @@ def _with_details(kube: Kube, stuck: list[tuple[ObjectRef, State, str, dict | No
     namespaces = sorted({ref.namespace for ref, _, _, body in stuck
                          if ref.namespace and body is not None})[:_DETAIL_NAMESPACES]
     with_workloads = {ref.namespace for ref, *_ in stuck if (ref.group, ref.kind) in WORKLOADS}
-    pods = {ns: _list(kube, PODS, ns) for ns in namespaces if ns in with_workloads}
+    pods = {ns: _list(kube, POD_RT, ns) for ns in namespaces if ns in with_workloads}
     warnings = {ns: _warnings(kube, ns) for ns in namespaces}
     result = []
     for ref, state, reason, body in stuck:
@@ -415,7 +413,7 @@ def _pod_details(pods: list[dict]) -> list[str]:
 def _warnings(kube: Kube, namespace: str) -> list[dict]:
     """The namespace's Warning events, newest first (one page: a report, not an audit)."""
     query = {"fieldSelector": "type=Warning", "limit": 500}
-    items = kube.request("GET", EVENTS.path(namespace), query=query).get("items", [])
+    items = kube.request("GET", EVENT_RT.path(namespace), query=query).get("items", [])
     return sorted(items, key=lambda e: e.get("lastTimestamp") or e.get("eventTime")
                   or e["metadata"].get("creationTimestamp", ""), reverse=True)
 

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import git
-
 from sync_agent import render, source
 from sync_agent.errors import RenderError, SourceError
 from sync_agent.helm import capabilities
@@ -56,7 +54,7 @@ _EMPTY = _State({}, "")
 
 
 def history(
-    repo: git.Repo,
+    repo: source.Repository,
     url: str,
     path: str,
     ref: str | None = None,
@@ -92,7 +90,7 @@ def history(
 
 
 def objects_at(
-    repo: git.Repo, commit: Revision, path: str, ignore: Sequence[str] = (),
+    repo: source.Repository, commit: Revision, path: str, ignore: Sequence[str] = (),
     options: RenderOptions = DEFAULTS,
 ) -> dict[ObjectRef, dict[str, Any]]:
     """The objects `path` declares at `commit` ({} where the path does not exist; what did
@@ -102,8 +100,8 @@ def objects_at(
 
 
 def _render(
-    repo: git.Repo, commit: Revision, path: str, exported: list[str], ignore: Sequence[str],
-    options: RenderOptions,
+    repo: source.Repository, commit: Revision, path: str, exported: list[str],
+    ignore: Sequence[str], options: RenderOptions,
 ) -> _State:
     with tempfile.TemporaryDirectory(prefix="gitops-restore-history-") as tmp:
         root = Path(tmp)
@@ -143,7 +141,7 @@ def _sourceignore_files(path: str) -> list[str]:
     return ["/".join([*parts[:depth], render.SOURCEIGNORE]) for depth in range(len(parts) + 1)]
 
 
-def watched_paths(repo: git.Repo, sha: str, path: str) -> list[str]:
+def watched_paths(repo: source.Repository, sha: str, path: str) -> list[str]:
     """`path`, plus the paths outside it that its kustomization files read at `sha`.
 
     Overlays often read bases and patches from sibling directories (`../base`); a change there
@@ -162,18 +160,16 @@ def watched_paths(repo: git.Repo, sha: str, path: str) -> list[str]:
     return ["" if w == "." else w for w in watched]
 
 
-def _kustomization_files(repo: git.Repo, sha: str, directory: str) -> list[str]:
-    spec = [] if directory == "." else [directory]
-    out = repo.git.ls_tree("-r", "--name-only", "-z", "--full-tree", sha, "--", *spec)
+def _kustomization_files(repo: source.Repository, sha: str, directory: str) -> list[str]:
     names = render.KUSTOMIZATION_FILES
-    return [p for p in out.split("\0") if p and PurePosixPath(p).name in names]
+    return [p for p in source.tree_files(repo, sha, directory) if PurePosixPath(p).name in names]
 
 
-def _references(repo: git.Repo, sha: str, kfile: str) -> list[str]:
+def _references(repo: source.Repository, sha: str, kfile: str) -> list[str]:
     """Relative paths with `..` in a kustomization file, as repository paths."""
     try:
-        docs = load_documents(repo.git.show(f"{sha}:{kfile}"))
-    except (git.GitCommandError, YAMLSyntaxError):
+        docs = load_documents(source.file_text(repo, sha, kfile))
+    except (SourceError, YAMLSyntaxError):
         return []
     found = []
     base = PurePosixPath(kfile).parent

@@ -62,32 +62,33 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
+from sync_agent.conventions import CONFIGMAP_RT as CONFIGMAP
+from sync_agent.conventions import (
+    DOMAIN,
+    FIELD_MANAGER,
+    INVENTORY_LABEL,
+    MANAGED_BY,
+    NAMESPACE,
+    SHARD_LABEL,
+)
+from sync_agent.conventions import NAMESPACE_RT as NAMESPACE_TYPE
 from sync_agent.errors import Conflict, Failed, Refused
-from sync_agent.kube import FIELD_MANAGER, ApiError, Kube, ResourceType
+from sync_agent.kube import ApiError, Kube
 from sync_agent.objects import ObjectRef
 
 if TYPE_CHECKING:
     from sync_agent.changes import Desired
 
-NAMESPACE = "gitops-restore-system"
 SHARD_BYTES = 900_000  # compressed bytes per ConfigMap; the API server allows 1 MiB of data
 FORMAT_HEADER = "gitops-restore-inventory/v1"
 ORPHAN_SECONDS = 600.0  # a shard no record names is a dead save's only after this long
 
-CONFIGMAP = ResourceType(group="", version="v1", kind="ConfigMap", plural="configmaps",
-                         namespaced=True)
-NAMESPACE_TYPE = ResourceType(group="", version="v1", kind="Namespace", plural="namespaces",
-                              namespaced=False)
-
-MANAGED_BY = "app.kubernetes.io/managed-by"
-INVENTORY_LABEL = "gitops-restore.io/inventory"
-SHARD_LABEL = "gitops-restore.io/inventory-shard"
-_A = "gitops-restore.io/"
+_A = f"{DOMAIN}/"
 _INLINE_KEY = "entries.gz"
 _SHARD_KEY = "part"
 _METADATA_LIST = ("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,"
@@ -180,10 +181,6 @@ class Inventory:
         unique = {entry.ref: entry for entry in self.entries}
         object.__setattr__(self, "entries", tuple(unique[ref] for ref in sorted(unique)))
         object.__setattr__(self, "by_ref", MappingProxyType(unique))
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def check_name(name: str) -> None:

@@ -12,16 +12,16 @@ import json
 import random
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 from kubernetes import client, config
 
+from sync_agent.conventions import FIELD_MANAGER
 from sync_agent.errors import Failed, Refused, Transient
+from sync_agent.objects import ResourceType
 from sync_agent.transport import Response, Transport, TransportError
 
-FIELD_MANAGER = "gitops-restore"
 # Requests in flight at once. Creates are latency-bound (etcd batches concurrent writes): on a
 # 2-core machine 32 restored 10,000 objects far faster than 16 or 8.
 DEFAULT_WORKERS = 32
@@ -73,28 +73,6 @@ class Unreachable(ApiError, Transient):
     def __init__(self, host: str, seconds: float, cause: str):
         super().__init__(0, "Unreachable", f"API server {host}: no answer for {seconds:.0f}s "
                          f"({cause})")
-
-
-@dataclass(frozen=True)
-class ResourceType:
-    """A kind the API server serves at one version, and where to find it."""
-
-    group: str
-    version: str
-    kind: str
-    plural: str
-    namespaced: bool
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    def path(self, namespace: str = "", name: str = "") -> str:
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if self.namespaced and namespace:
-            base += f"/namespaces/{namespace}"
-        base += f"/{self.plural}"
-        return f"{base}/{name}" if name else base
 
 
 def load_configuration(kubeconfig: str | None = None, context: str | None = None

@@ -42,14 +42,17 @@ from pathlib import Path
 from typing import Protocol
 
 from sync_agent import events
+from sync_agent.conventions import (
+    LEASE_BUSY,
+    LEASE_HOLDER,
+    LEASE_RT,
+    NAMESPACE,
+    NAMESPACE_RT,
+    managed_labels,
+)
 from sync_agent.errors import Conflict, Unavailable
-from sync_agent.kube import ApiError, Kube, ResourceType
+from sync_agent.kube import ApiError, Kube
 
-LEASE_RT = ResourceType("coordination.k8s.io", "v1", "Lease", "leases", namespaced=True)
-NAMESPACE_RT = ResourceType("", "v1", "Namespace", "namespaces", namespaced=False)
-NAMESPACE = "gitops-restore-system"  # the inventory's namespace (sync_agent.inventory)
-BUSY = "gitops-restore.io/busy"
-HOLDER = "gitops-restore.io/holder"
 LEASE_SECONDS = 15.0  # a command's claim; a dead command blocks others this long at most
 RENEW_DEADLINE = 10.0  # a command that could not renew for this long stops writing
 RETRY_PERIOD = 2.0  # how often a command renews
@@ -93,8 +96,8 @@ class Holder:
     def of(cls, lease: dict) -> Holder:
         spec = lease.get("spec") or {}
         notes = lease.get("metadata", {}).get("annotations") or {}
-        return cls(spec.get("holderIdentity") or "", notes.get(HOLDER, ""),
-                   notes.get(BUSY, "true") != "false", str(spec.get("acquireTime") or "?"))
+        return cls(spec.get("holderIdentity") or "", notes.get(LEASE_HOLDER, ""),
+                   notes.get(LEASE_BUSY, "true") != "false", str(spec.get("acquireTime") or "?"))
 
     def __str__(self) -> str:
         who = f"{self.note} ({self.identity})" if self.note else self.identity
@@ -139,7 +142,7 @@ def claim(lease: dict | None, namespace: str, name: str, identity: str, note: st
     body = copy.deepcopy(lease) if lease else {
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": name, "namespace": namespace,
-                     "labels": {"app.kubernetes.io/managed-by": "gitops-restore"}}}
+                     "labels": managed_labels()}}
     spec = body.get("spec") or {}
     mine = spec.get("holderIdentity") == identity
     body["spec"] = {
@@ -147,7 +150,7 @@ def claim(lease: dict | None, namespace: str, name: str, identity: str, note: st
         "acquireTime": spec.get("acquireTime") if mine else stamp,
         "leaseTransitions": (spec.get("leaseTransitions") or 0) + (0 if mine or not lease else 1)}
     notes = body["metadata"].setdefault("annotations", {})
-    notes.update({BUSY: "true" if busy else "false", HOLDER: note})
+    notes.update({LEASE_BUSY: "true" if busy else "false", LEASE_HOLDER: note})
     return body
 
 
@@ -157,7 +160,7 @@ def released(lease: dict) -> dict:
     stamp = micro_now()
     body["spec"] = {**body.get("spec", {}), "holderIdentity": "", "leaseDurationSeconds": 1,
                     "renewTime": stamp, "acquireTime": stamp}
-    body["metadata"].setdefault("annotations", {}).update({BUSY: "false", HOLDER: ""})
+    body["metadata"].setdefault("annotations", {}).update({LEASE_BUSY: "false", LEASE_HOLDER: ""})
     return body
 
 
@@ -237,8 +240,7 @@ class SyncLock:
         """A fresh cluster has no gitops-restore-system yet: the first writer makes it."""
         if self.kube.get(NAMESPACE_RT, "", self.namespace) is None:
             self.kube.apply(NAMESPACE_RT, {"apiVersion": "v1", "kind": "Namespace", "metadata": {
-                "name": self.namespace, "labels": {"app.kubernetes.io/managed-by":
-                                                   "gitops-restore"}}})
+                "name": self.namespace, "labels": managed_labels()}})
 
     def _take(self, lease: dict | None) -> bool:
         body = claim(lease, self.namespace, self.name, self.identity, self.note, True,

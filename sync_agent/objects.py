@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,28 @@ class ObjectRef:
     @property
     def group_kind(self) -> str:
         return f"{self.kind}.{self.group}" if self.group else self.kind
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    """A kind the API server serves at one version, and where to find it."""
+
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str = "", name: str = "") -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        return f"{base}/{name}" if name else base
 
 
 @dataclass(frozen=True)
@@ -101,3 +124,16 @@ class RenderResult:
     helm: tuple[str, ...] = field(default=())  # per release: rendered or left to its controller
     # Keys the digests of Secrets and decrypted objects (`sops.AgeKeys.digest_key`); b"": none
     digest_key: bytes = field(default=b"", repr=False)
+
+
+def strings(data: Any) -> Iterator[str]:
+    """Every string value in an object's body, or any parsed YAML or JSON: mapping values and
+    list items, at any depth."""
+    if isinstance(data, str):
+        yield data
+    elif isinstance(data, dict):
+        for value in data.values():
+            yield from strings(value)
+    elif isinstance(data, list):
+        for value in data:
+            yield from strings(value)

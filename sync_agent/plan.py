@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 
 from sync_agent import events, inventory, sops
 from sync_agent.changes import Action, Change, ChangeSet, Desired
+from sync_agent.conventions import FIELD_MANAGER, PRUNE_ANNOTATION, SYNC_LABEL
 from sync_agent.discovery import Discovery
 from sync_agent.errors import ValidationError
-from sync_agent.kube import DEFAULT_WORKERS, FIELD_MANAGER, ApiError, Kube, ResourceType
+from sync_agent.kube import DEFAULT_WORKERS, ApiError, Kube, ResourceType
 from sync_agent.objects import ObjectRef
-from sync_agent.validate import SYNC_LABEL, digest
+from sync_agent.validate import digest
 from sync_agent.workers import map_batched
 
-PRUNE_ANNOTATION = "gitops-restore.io/prune"
 DATA_KINDS = frozenset({"PersistentVolumeClaim", "PersistentVolume", "Namespace"})
 OPTED_OUT = f"{PRUNE_ANNOTATION}: disabled"  # kept, and no longer owned
 HOLDS_DATA = "holds data; pass --prune-data to delete it"  # kept, still owned

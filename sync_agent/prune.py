@@ -15,9 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sync_agent import events, order
 from sync_agent.changes import Action, Change
+from sync_agent.conventions import PRUNE_ANNOTATION
 from sync_agent.errors import Failed
 from sync_agent.kube import DEFAULT_WORKERS, ApiError, Kube
-from sync_agent.plan import OPTED_OUT, PRUNE_ANNOTATION, PruneItem, not_ours
+from sync_agent.plan import OPTED_OUT, PruneItem, not_ours
 from sync_agent.workers import map_batched, reporting_errors
 
 # Kept, still owned: the object was deleted and made again since the plan, so it is not the

@@ -45,7 +45,7 @@ from sync_agent import kustomize, sops, sops_kustomize
 from sync_agent.errors import RenderError, SourceError
 from sync_agent.helm import expand as helm_expand
 from sync_agent.helm.context import HelmContext
-from sync_agent.objects import ObjectRef, Origin, RenderResult, Resource, Revision
+from sync_agent.objects import ObjectRef, Origin, RenderResult, Resource, Revision, strings
 from sync_agent.render_options import DEFAULTS, RenderOptions
 from sync_agent.yaml_loader import YAMLLimitError, YAMLSyntaxError, load_documents
 
@@ -278,16 +278,10 @@ def _plaintext(root: Path, unit: _Unit, options: RenderOptions
 
 def kustomization_references(data: Any) -> Iterator[str]:
     """Strings in a parsed kustomization that are paths leaving its directory (`../x`, `/x`)."""
-    if isinstance(data, str):
-        leaves = data.startswith("/") or ".." in PurePosixPath(data).parts
-        if leaves and "\n" not in data and "://" not in data:
-            yield data
-    elif isinstance(data, dict):
-        for value in data.values():
-            yield from kustomization_references(value)
-    elif isinstance(data, list):
-        for value in data:
-            yield from kustomization_references(value)
+    for value in strings(data):
+        leaves = value.startswith("/") or ".." in PurePosixPath(value).parts
+        if leaves and "\n" not in value and "://" not in value:
+            yield value
 
 
 class _Collector:

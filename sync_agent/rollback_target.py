@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-import git
-
 from sync_agent import engine, history, source
 from sync_agent.errors import SourceError
 from sync_agent.helm import capabilities
@@ -30,14 +28,6 @@ from sync_agent.objects import ObjectRef, Revision
 PREVIOUS = "previous change"  # how a default --to is named in reports
 
 _MOVES_FOLLOWED = 10  # a safety stop for pathological histories
-
-
-@dataclass(frozen=True)
-class PathRevision:
-    """A commit and the path that holds the declared state there (it moved if it differs)."""
-
-    revision: Revision
-    path: str
 
 
 @dataclass(frozen=True)
@@ -76,7 +66,7 @@ def resolve_targets(spec: engine.SourceSpec, to_ref: str | None,
             _rendered(repo, spec, back.revision, back.path, to_ref))
 
 
-def _rendered(repo: git.Repo, spec: engine.SourceSpec, revision: Revision, path: str,
+def _rendered(repo: source.Repository, spec: engine.SourceSpec, revision: Revision, path: str,
               asked: str | None) -> Target:
     try:
         result = engine.render_revision(repo, revision, dataclasses.replace(spec, path=path),
@@ -88,7 +78,15 @@ def _rendered(repo: git.Repo, spec: engine.SourceSpec, revision: Revision, path:
     return Target(revision, path, len(result.resources))
 
 
-def previous_state(repo: git.Repo, url: str, path: str, start: str,
+@dataclass(frozen=True)
+class PathRevision:
+    """A commit and the path that holds the declared state there (it moved if it differs)."""
+
+    revision: Revision
+    path: str
+
+
+def previous_state(repo: source.Repository, url: str, path: str, start: str,
                    ignore: Sequence[str] = ()) -> PathRevision | None:
     """The commit that introduced the declared state just before the one at `start`.
 
@@ -123,109 +121,93 @@ class _Move:
     pure: bool  # the same objects as before: only the directory changed
 
 
-def _move_into(repo: git.Repo, sha: str, path: str, ignore: Sequence[str]) -> _Move | None:
+def _move_into(repo: source.Repository, sha: str, path: str,
+               ignore: Sequence[str]) -> _Move | None:
     """How `path` came to be at `sha`, if it was moved there from another directory."""
-    parents = repo.commit(sha).parents
-    if not parents or _exists(repo, parents[0].hexsha, path):
+    arrival = _arrival(repo, sha, path)
+    if arrival is None:
         return None
-    parent = parents[0].hexsha
-    old_path = moved_from(repo, parent, sha, path)
-    if old_path is None:
-        return None
+    parent, old_path = arrival
     pure = _objects(repo, parent, old_path, ignore) == _objects(repo, sha, path, ignore)
     return _Move(parent, old_path, pure)
 
 
-def _exists(repo: git.Repo, sha: str, path: str) -> bool:
-    try:
-        repo.git.cat_file("-e", f"{sha}:{path.strip('/')}")
-    except git.GitCommandError:
-        return False
-    return True
+def _arrival(repo: source.Repository, sha: str, path: str) -> tuple[str, str] | None:
+    """(first parent, old path) when commit `sha` moved the directory `path` here."""
+    parent = source.first_parent(repo, sha)
+    if parent is None or source.path_exists(repo, parent, path):
+        return None
+    old_path = moved_from(repo, parent, sha, path)
+    return None if old_path is None else (parent, old_path)
 
 
-def moved_from(repo: git.Repo, parent: str, sha: str, path: str) -> str | None:
+def moved_from(repo: source.Repository, parent: str, sha: str, path: str) -> str | None:
     """The directory that `path` was renamed from between `parent` and `sha`, if it was."""
     return _renamed(repo, parent, sha, path, into=True)
 
 
-def moved_to(repo: git.Repo, parent: str, sha: str, path: str) -> str | None:
+def moved_to(repo: source.Repository, parent: str, sha: str, path: str) -> str | None:
     """The directory that `path` was renamed to between `parent` and `sha`, if it was."""
     return _renamed(repo, parent, sha, path, into=False)
 
 
-def _renamed(repo: git.Repo, parent: str, sha: str, path: str, into: bool) -> str | None:
+def _renamed(repo: source.Repository, parent: str, sha: str, path: str, into: bool) -> str | None:
     """The other end of a directory rename of `path` (its source when `into`, else its
     destination): the directory most renamed files agree on."""
     top = PurePosixPath(path.strip("/") or ".")
     if str(top) == ".":
         return None
-    out = repo.git.diff("--find-renames", "--name-status", "-z", parent, sha)
-    fields = out.split("\0")
     votes: dict[str, int] = {}
-    index = 0
-    while index < len(fields):
-        status = fields[index]
-        if status.startswith(("R", "C")) and index + 2 < len(fields):
-            old, new = PurePosixPath(fields[index + 1]), PurePosixPath(fields[index + 2])
-            index += 3
-            here, there = (new, old) if into else (old, new)
-            if status.startswith("R") and here.is_relative_to(top):
-                rel = here.relative_to(top)
-                if there.parts[len(there.parts) - len(rel.parts):] == rel.parts:
-                    base = PurePosixPath(*there.parts[:len(there.parts) - len(rel.parts)])
-                    votes[str(base)] = votes.get(str(base), 0) + 1
-        else:
-            index += 2 if status else 1
+    for renamed in source.renames(repo, parent, sha):
+        old, new = (PurePosixPath(name) for name in renamed)
+        here, there = (new, old) if into else (old, new)
+        if here.is_relative_to(top):
+            rel = here.relative_to(top)
+            if there.parts[len(there.parts) - len(rel.parts):] == rel.parts:
+                base = PurePosixPath(*there.parts[:len(there.parts) - len(rel.parts)])
+                votes[str(base)] = votes.get(str(base), 0) + 1
     if not votes:
         return None
     best = max(votes, key=lambda name: votes[name])
     return "" if best == "." else best
 
 
-def path_at(repo: git.Repo, path: str, start: str, target: str) -> str:
+def path_at(repo: source.Repository, path: str, start: str, target: str) -> str:
     """Where the directory that is `path` at commit `start` is at commit `target`.
 
     Follows directory renames back from `start` to the commits' merge base, then forward to
     `target`, so it works whether `target` is older (a rollback), newer or on another branch.
     A directory that was created or deleted rather than moved keeps its path.
     """
-    base = repo.git.merge_base(start, target)
+    base = source.merge_base(repo, start, target)
     return _forward(repo, _back(repo, path, start, base), base, target)
 
 
-def _back(repo: git.Repo, path: str, start: str, base: str) -> str:
+def _back(repo: source.Repository, path: str, start: str, base: str) -> str:
     current, sha = path.strip("/"), start
     for _ in range(_MOVES_FOLLOWED):
         if not current or current == ".":
             return current
-        commits = repo.git.log("--format=%H", "--topo-order", f"{base}..{sha}", "--",
-                               current).split()
-        if not commits:
+        commits = source.commits_changing(repo, current, base, sha)
+        # The oldest is the change that brought `current` here, if any.
+        arrival = _arrival(repo, commits[-1], current) if commits else None
+        if arrival is None:
             return current
-        oldest = repo.commit(commits[-1])  # the change that brought `current` here, if any
-        if not oldest.parents or _exists(repo, oldest.parents[0].hexsha, current):
-            return current
-        parent = oldest.parents[0].hexsha
-        old = moved_from(repo, parent, oldest.hexsha, current)
-        if old is None:
-            return current
-        current, sha = old, parent
+        sha, current = arrival
     return current
 
 
-def _forward(repo: git.Repo, path: str, base: str, target: str) -> str:
+def _forward(repo: source.Repository, path: str, base: str, target: str) -> str:
     current, sha = path.strip("/"), base
     for _ in range(_MOVES_FOLLOWED):
         if not current or current == ".":
             return current
-        commits = repo.git.log("--format=%H", "--topo-order", "--reverse", f"{sha}..{target}",
-                               "--", current).split()
-        gone = next((c for c in commits if not _exists(repo, c, current)), None)
+        commits = source.commits_changing(repo, current, sha, target, oldest_first=True)
+        gone = next((c for c in commits if not source.path_exists(repo, c, current)), None)
         if gone is None:
             return current
-        parent = repo.commit(gone).parents[0].hexsha
-        new = moved_to(repo, parent, gone, current)
+        parent = source.first_parent(repo, gone)
+        new = moved_to(repo, parent, gone, current) if parent else None
         if new is None:
             return current
         current, sha = new, gone
@@ -237,7 +219,7 @@ def _as_revision(url: str, entry: history.HistoryEntry) -> Revision:
                     entry.message)
 
 
-def _objects(repo: git.Repo, sha: str, path: str,
+def _objects(repo: source.Repository, sha: str, path: str,
              ignore: Sequence[str]) -> dict[ObjectRef, dict[str, Any]]:
     revision = Revision(source.redact(repo.git_dir), sha, sha, "", "", "")
     return history.objects_at(repo, revision, path, ignore)

@@ -25,13 +25,13 @@ import re
 import shutil
 import stat
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sync_agent import child_process
 from sync_agent.errors import RenderError
+from sync_agent.objects import strings
 
 KEY_FILE_ENV = "SOPS_AGE_KEY_FILE"  # sops' own variable for the key file, honoured the same way
 TIMEOUT = 60  # seconds for one file
@@ -188,21 +188,10 @@ def _other_key_types(text: str, fmt: str) -> list[str]:
 def without_values(message: str, body: Any) -> str:
     """`message` (an API server's error about a decrypted object) with every string value of
     the object that it quotes replaced by `<encrypted>`: the server may echo what it refused."""
-    for value in sorted(set(_strings(body)), key=len, reverse=True):
+    for value in sorted(set(strings(body)), key=len, reverse=True):
         if len(value) >= 3:
             message = message.replace(value, ENCRYPTED)
     return message
-
-
-def _strings(data: Any) -> Iterator[str]:
-    if isinstance(data, str):
-        yield data
-    elif isinstance(data, dict):
-        for value in data.values():
-            yield from _strings(value)
-    elif isinstance(data, list):
-        for value in data:
-            yield from _strings(value)
 
 
 def keyed_digest(body: dict, key: bytes) -> str:

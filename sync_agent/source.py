@@ -41,6 +41,10 @@ _FIRST_PARENT_LOG = ("log", "--first-parent", "--no-show-signature")
 _SSH_CONNECT_TIMEOUT = 30  # seconds for TCP connect plus the SSH handshake
 _SSH_ALIVE_INTERVAL, _SSH_ALIVE_COUNT = 15, 4  # a server silent for 60 s is given up on
 
+# A repository as the other modules name it: they pass it back to this module's functions,
+# which are the only code that talks to Git through GitPython (an import contract checks it).
+Repository = git.Repo
+
 
 @dataclass(frozen=True)
 class GitAuth:
@@ -98,7 +102,7 @@ def ssh_command(auth: GitAuth | None) -> str:
     return shlex.join(parts)
 
 
-def open_repository(url: str, auth: GitAuth | None = None) -> git.Repo:
+def open_repository(url: str, auth: GitAuth | None = None) -> Repository:
     """The repository at `url`: a local path as it is, a remote through the clone cache."""
     if not is_remote(url):
         return _open_local(url)
@@ -143,7 +147,7 @@ class _Remote:
     shown: str
 
 
-def _open_local(url: str) -> git.Repo:
+def _open_local(url: str) -> Repository:
     path = Path(url).expanduser()
     if not path.exists():
         raise SourceError(f"{url}: no such directory; give a local repository path or a Git URL")
@@ -224,7 +228,7 @@ def _fetch(remote: _Remote, mirror: Path, env: dict[str, str]) -> None:
 
 
 def resolve(
-    repo: git.Repo,
+    repo: Repository,
     url: str,
     ref: str | None = None,
     at: datetime | None = None,
@@ -272,7 +276,7 @@ def _first_line(message: str | bytes) -> str:
     return message.strip().split("\n", 1)[0]
 
 
-def _commit(repo: git.Repo, url: str, name: str) -> git.Commit:
+def _commit(repo: Repository, url: str, name: str) -> git.Commit:
     candidates = [name]
     if not repo.bare:  # a working clone may know a branch only as origin/<name>
         candidates += [f"{remote.name}/{name}" for remote in repo.remotes]
@@ -286,7 +290,7 @@ def _commit(repo: git.Repo, url: str, name: str) -> git.Commit:
     raise SourceError(f"{redact(url)}: unknown ref '{name}'. {_known_refs(repo)}")
 
 
-def _known_refs(repo: git.Repo, shown: int = 8) -> str:
+def _known_refs(repo: Repository, shown: int = 8) -> str:
     def listing(names: list[str]) -> str:
         more = f" and {len(names) - shown} more" if len(names) > shown else ""
         return ", ".join(names[:shown]) + more if names else "none"
@@ -302,7 +306,7 @@ def _known_refs(repo: git.Repo, shown: int = 8) -> str:
     )
 
 
-def _git_lines(repo: git.Repo, *args: str) -> Iterator[str]:
+def _git_lines(repo: Repository, *args: str) -> Iterator[str]:
     """Lines of a git command's output, read as it runs (callers may stop early)."""
     handle = repo.git.execute(["git", *args], as_process=True)  # kills git when collected
     proc = handle.proc
@@ -319,7 +323,7 @@ def _git_lines(repo: git.Repo, *args: str) -> Iterator[str]:
 
 
 def path_commits(
-    repo: git.Repo, url: str, start: str, pathspecs: Sequence[str] = ()
+    repo: Repository, url: str, start: str, pathspecs: Sequence[str] = ()
 ) -> Iterator[Revision]:
     """Commits from `start` back that changed any of `pathspecs` (all if empty), newest first.
 
@@ -334,7 +338,75 @@ def path_commits(
         yield Revision(redact(url), sha, sha, date, author, subject)
 
 
-def export_tree(repo: git.Repo, sha: str, dest: Path, only: Sequence[str] = ()
+def local_sha(url: str, ref: str) -> str:
+    """The commit `ref` names in the copy of `url` already on this machine (its clone-cache
+    mirror, or the local path), without fetching; "" when there is none or it is unknown."""
+    try:
+        return resolve(git.Repo(cache_path(url) if is_remote(url) else url), url, ref=ref).sha
+    except (SourceError, git.GitError, OSError, ValueError):
+        return ""
+
+
+def path_exists(repo: Repository, sha: str, path: str) -> bool:
+    try:
+        repo.git.cat_file("-e", f"{sha}:{path.strip('/')}")
+    except git.GitCommandError:
+        return False
+    return True
+
+
+def first_parent(repo: Repository, sha: str) -> str | None:
+    """The first parent of commit `sha`; None for a root commit."""
+    return next(iter(_git(repo, "rev-list", "--parents", "-n", "1", sha).split()[1:]), None)
+
+
+def merge_base(repo: Repository, one: str, other: str) -> str:
+    return _git(repo, "merge-base", one, other).strip()
+
+
+def commits_changing(repo: Repository, path: str, since: str, until: str,
+                     oldest_first: bool = False) -> list[str]:
+    """SHAs of the commits in `since..until` that changed `path`, newest first unless asked."""
+    order = ["--topo-order", *(["--reverse"] if oldest_first else [])]
+    return _git(repo, "log", "--format=%H", *order, f"{since}..{until}", "--", path).split()
+
+
+def renames(repo: Repository, parent: str, sha: str) -> list[tuple[str, str]]:
+    """The files renamed between two commits, as (old path, new path)."""
+    fields = _git(repo, "diff", "--find-renames", "--name-status", "-z", parent, sha).split("\0")
+    found, index = [], 0
+    while index < len(fields):
+        status = fields[index]
+        if status.startswith(("R", "C")) and index + 2 < len(fields):
+            if status.startswith("R"):
+                found.append((fields[index + 1], fields[index + 2]))
+            index += 3
+        else:
+            index += 2 if status else 1
+    return found
+
+
+def tree_files(repo: Repository, sha: str, directory: str) -> list[str]:
+    """Paths of the files under `directory` ("." for all) at commit `sha`."""
+    spec = [] if directory == "." else [directory]
+    listing = _git(repo, "ls-tree", "-r", "--name-only", "-z", "--full-tree", sha, "--", *spec)
+    return [path for path in listing.split("\0") if path]
+
+
+def file_text(repo: Repository, sha: str, path: str) -> str:
+    """The content of file `path` at commit `sha`; SourceError when it is not there."""
+    return _git(repo, "show", f"{sha}:{path}")
+
+
+def _git(repo: Repository, *args: str) -> str:
+    try:
+        return repo.git.execute(["git", *args])
+    except git.GitCommandError as e:
+        detail = str(e.stderr).strip().removeprefix("stderr: '").removesuffix("'").strip()
+        raise SourceError(f"{repo.git_dir}: git {args[0]} failed: {detail}") from None
+
+
+def export_tree(repo: Repository, sha: str, dest: Path, only: Sequence[str] = ()
                 ) -> dict[str, str]:
     """Write the tree of commit `sha` into `dest` (or just the paths in `only`), from Git objects.
 

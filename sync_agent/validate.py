@@ -17,12 +17,10 @@ from dataclasses import dataclass, field
 from sync_agent import discovery as discovery_mod
 from sync_agent import sops
 from sync_agent.changes import Desired
+from sync_agent.conventions import NAMESPACE_RT, SYNC_LABEL
 from sync_agent.discovery import Discovery
-from sync_agent.kube import ResourceType
-from sync_agent.objects import ObjectRef, Origin, Resource
+from sync_agent.objects import ObjectRef, Origin, Resource, ResourceType
 
-SYNC_LABEL = "gitops-restore.io/sync"
-NAMESPACE_RT = ResourceType("", "v1", "Namespace", "namespaces", namespaced=False)
 # The origin of a Namespace that --create-namespaces adds: used by the revision, declared by none.
 CREATED_NAMESPACE = Origin("--create-namespaces", 0)
 

@@ -26,16 +26,16 @@ from kubernetes import client
 
 from bootstrap import agent
 from bootstrap import deploy_key as dk
-from sync_agent import inventory
-from sync_agent.agent import recorder, syncobject
-from sync_agent.agent.lease import LEASE_RT
+from sync_agent import conventions, inventory
+from sync_agent.agent import syncobject
+from sync_agent.conventions import LEASE_RT
 from sync_agent.kube import Kube
 from tests import cli
 from tests import manifests as m
 from tests.sshgit import SshGitServer, make_key_pair
 from tests.testdata.gitrepos import commit, new_repo
 
-NS = inventory.NAMESPACE
+NS = conventions.NAMESPACE
 DEADLINE = 90.0
 
 
@@ -151,7 +151,7 @@ class Sync:
             started.process.wait(10)
         for rt, obj in ((syncobject.SYNC_RT, self.name), (LEASE_RT, f"agent-{self.name}"),
                         (agent.DEPLOYMENT_RT, f"agent-{self.name}"),
-                        (agent.deploykey.SECRET_RT, secret)):
+                        (conventions.SECRET_RT, secret)):
             self.kube.delete(rt, NS, obj)
         inventory.delete(self.kube, self.name)
         self.kube.close()
@@ -424,7 +424,7 @@ def test_rollback_revert_pushes_a_revert_commit_the_agent_follows(api_client, sy
 # --- failures: Git unreachable, host key changed --------------------------------------------
 
 def events_of(sync: Sync, reason: str) -> list[dict]:
-    found = sync.kube.list(recorder.EVENT_RT, NS)
+    found = sync.kube.list(conventions.EVENT_RT, NS)
     return [e for e in found if e["involvedObject"].get("name") == sync.name
             and e.get("reason") == reason]
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from kubernetes import client
 
-from sync_agent import inventory, lock
+from sync_agent import conventions, inventory, lock
 from tests import cli, test_agent
 from tests import manifests as m
 from tests.test_agent import NS, AgentProcess, Sync, configmap, head
@@ -34,7 +34,7 @@ def restore(sync: Sync, *args: str, code: int = 0, timeout: float = 600):
 
 
 def lease(sync: Sync) -> dict:
-    return sync.kube.get(lock.LEASE_RT, NS, lock.lease_name(sync.name)) or {}
+    return sync.kube.get(conventions.LEASE_RT, NS, lock.lease_name(sync.name)) or {}
 
 
 def holder(sync: Sync) -> lock.Holder:

@@ -16,7 +16,7 @@ import pytest
 from bootstrap import agent
 from sync_agent import inventory, signatures
 from sync_agent.agent import syncobject, verifykeys
-from sync_agent.agent.lease import LEASE_RT
+from sync_agent.conventions import LEASE_RT, SECRET_RT
 from sync_agent.kube import Kube
 from tests import manifests as m
 from tests.test_agent import NS, Sync, configmap, events_of, metric
@@ -53,7 +53,7 @@ def test_install_stores_the_keys_in_a_flux_shaped_secret(signed_sync):
     sync, dana = signed_sync
     spec = sync.obj().spec
     assert (spec.verify_mode, spec.verify_secret) == ("head", verifykeys.secret_name(sync.name))
-    secret = sync.kube.get(agent.deploykey.SECRET_RT, NS, spec.verify_secret)
+    secret = sync.kube.get(SECRET_RT, NS, spec.verify_secret)
     data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
     assert list(data) == ["dana_example.com.sshpub"]
     assert data["dana_example.com.sshpub"].split()[:2] == dana.public.read_text().split()[:2]
@@ -128,7 +128,7 @@ def test_agent_install_cli_chain_mode_refuses_an_unsigned_commit_under_a_signed_
     finally:
         localproc.stop(clusters.cluster_dir(SESSION_CLUSTER), namespace)
         for rt, obj in ((syncobject.SYNC_RT, namespace), (LEASE_RT, f"agent-{namespace}"),
-                        (agent.deploykey.SECRET_RT, verifykeys.secret_name(namespace))):
+                        (SECRET_RT, verifykeys.secret_name(namespace))):
             kube.delete(rt, NS, obj)
         inventory.delete(kube, namespace)
         kube.close()

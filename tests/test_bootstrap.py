@@ -20,9 +20,9 @@ from kubernetes import client, config
 from bootstrap import clusters
 from bootstrap import deploy_key as dk
 from bootstrap.cli import agent as agent_cli
-from sync_agent import inventory, paths
+from sync_agent import conventions, inventory, paths
 from sync_agent.agent import localproc, syncobject
-from sync_agent.agent.lease import LEASE_RT
+from sync_agent.conventions import LEASE_RT
 from sync_agent.kube import Kube
 from tests import cli
 from tests import manifests as m
@@ -290,6 +290,6 @@ def test_agent_install_on_the_local_provider_starts_one_local_process(api_client
                    check_code=0).stdout
     assert "NOT RUNNING" in text
     for rt, name in ((syncobject.SYNC_RT, namespace), (LEASE_RT, f"agent-{namespace}")):
-        kube.delete(rt, inventory.NAMESPACE, name)
+        kube.delete(rt, conventions.NAMESPACE, name)
     inventory.delete(kube, namespace)
     kube.close()

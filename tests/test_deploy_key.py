@@ -23,6 +23,7 @@ from kubernetes import client
 
 from bootstrap import deploy_key as dk
 from bootstrap.errors import OperationFailed, UserError
+from sync_agent.conventions import NAMESPACE
 from sync_agent.kube import Kube
 from tests import cli, sshgit
 from tests import manifests as m
@@ -44,7 +45,7 @@ def key_name(api_client) -> Iterator[str]:
     yield name
     try:
         client.CoreV1Api(api_client).delete_namespaced_secret(dk.secret_name(name),
-                                                               dk.AGENT_NAMESPACE)
+                                                               NAMESPACE)
     except client.ApiException as e:
         assert e.status == 404
 
@@ -66,7 +67,7 @@ def create(url: str, name: str, *args: str, code: int | None = 0, env: dict | No
 def secret_data(api_client, name: str) -> dict[str, str] | None:
     try:
         secret = client.CoreV1Api(api_client).read_namespaced_secret(dk.secret_name(name),
-                                                                     dk.AGENT_NAMESPACE)
+                                                                     NAMESPACE)
     except client.ApiException as e:
         assert e.status == 404
         return None
@@ -266,12 +267,12 @@ def test_a_second_create_without_rotate_fails_and_changes_nothing(
     fp = ssh_git_server.host_key_fingerprint()
     first = create(fleet, key_name, "--accept-host-key", fp)
     before = client.CoreV1Api(api_client).read_namespaced_secret(
-        dk.secret_name(key_name), dk.AGENT_NAMESPACE)
+        dk.secret_name(key_name), NAMESPACE)
     again = create(fleet, key_name, "--accept-host-key", fp, code=2)
     assert "already holds deploy key" in again.stderr and "--rotate" in again.stderr
     assert "nothing was changed" in again.stderr
     after = client.CoreV1Api(api_client).read_namespaced_secret(
-        dk.secret_name(key_name), dk.AGENT_NAMESPACE)
+        dk.secret_name(key_name), NAMESPACE)
     assert after.metadata.resource_version == before.metadata.resource_version
     assert_never_shown(secret_data(api_client, key_name)["identity"], first, again)
 

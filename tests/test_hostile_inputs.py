@@ -18,7 +18,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from sync_agent import inventory
+from sync_agent import conventions, inventory
 from tests import cli
 from tests.conftest import SESSION_CLUSTER
 from tests.test_restore import names_in
@@ -120,7 +120,7 @@ def cluster_state(api_client, namespace: str) -> tuple[Any, ...]:
 def stored_inventory(api_client, namespace: str) -> dict[str, Any] | None:
     """The sync's inventory as stored (every shard's data), or None when there is none."""
     core = client.CoreV1Api(api_client)
-    maps = core.list_namespaced_config_map(inventory.NAMESPACE).items
+    maps = core.list_namespaced_config_map(conventions.NAMESPACE).items
     prefix = inventory.configmap_name(namespace)
     mine = {m.metadata.name: m.data for m in maps if m.metadata.name.startswith(prefix)}
     return mine or None

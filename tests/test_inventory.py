@@ -11,7 +11,7 @@ import uuid
 import pytest
 from kubernetes import client
 
-from sync_agent import engine, errors, inventory
+from sync_agent import conventions, engine, errors, inventory
 from sync_agent.apply import ApplyError
 from sync_agent.inventory import Entry, Inventory
 from sync_agent.kube import Kube
@@ -19,7 +19,7 @@ from sync_agent.objects import ObjectRef
 from tests import manifests as m
 from tests.testdata.gitrepos import commit, new_repo
 
-NS = inventory.NAMESPACE
+NS = conventions.NAMESPACE
 MIB = 1024 * 1024
 SHA_A = "a" * 40
 SHA_B = "b" * 40
@@ -46,7 +46,7 @@ def new_name(api_client):
     core = client.CoreV1Api(api_client)
     for name in made:
         core.delete_collection_namespaced_config_map(
-            NS, label_selector=f"{inventory.INVENTORY_LABEL}={name}")
+            NS, label_selector=f"{conventions.INVENTORY_LABEL}={name}")
 
 
 def ref(kind: str, name: str, namespace: str = "default", group: str = "") -> ObjectRef:
@@ -69,7 +69,7 @@ def record(name: str, entries, revision: str = SHA_A, **extra) -> Inventory:
 
 def stored(api_client, name: str) -> list[client.V1ConfigMap]:
     return client.CoreV1Api(api_client).list_namespaced_config_map(
-        NS, label_selector=f"{inventory.INVENTORY_LABEL}={name}").items
+        NS, label_selector=f"{conventions.INVENTORY_LABEL}={name}").items
 
 
 def stored_bytes(cm: client.V1ConfigMap) -> int:
@@ -81,7 +81,7 @@ def stored_bytes(cm: client.V1ConfigMap) -> int:
 
 def shards_of(api_client, name: str) -> list[client.V1ConfigMap]:
     return [cm for cm in stored(api_client, name)
-            if inventory.SHARD_LABEL in (cm.metadata.labels or {})]
+            if conventions.SHARD_LABEL in (cm.metadata.labels or {})]
 
 
 def test_saved_inventory_loads_back_with_revision_ref_time_and_origin(kube, api_client,
@@ -158,7 +158,7 @@ def test_orphan_shards_of_an_interrupted_save_are_ignored_then_removed(kube, api
     client.CoreV1Api(api_client).create_namespaced_config_map(NS, client.V1ConfigMap(
         metadata=client.V1ObjectMeta(
             name=f"inventory-{name}-0123456789-1",
-            labels={inventory.INVENTORY_LABEL: name, inventory.SHARD_LABEL: "1"}),
+            labels={conventions.INVENTORY_LABEL: name, conventions.SHARD_LABEL: "1"}),
         binary_data={"part": base64.b64encode(b"half a payload").decode()}))
 
     assert inventory.load(kube, name) == saved
@@ -332,7 +332,7 @@ def test_invalid_sync_name_is_rejected_before_anything_is_written(kube, bad):
 
 def test_revision_must_be_a_full_commit_sha_or_none_yet(kube, new_name):
     with pytest.raises(inventory.InventoryError, match="'main' is not a full lowercase hex"):
-        Inventory(name="shop", revision="main", ref="main", applied_at=inventory.utc_now(),
+        Inventory(name="shop", revision="main", ref="main", applied_at=conventions.utc_now(),
                   entries=())
     # A first restore interrupted mid-apply owns objects before any revision is complete.
     name = new_name()

@@ -9,7 +9,7 @@ import base64
 import pytest
 from kubernetes import client
 
-from sync_agent import errors, inventory
+from sync_agent import conventions, errors, inventory
 from sync_agent.inventory import Entry, InventoryConflict
 from tests import test_inventory
 from tests.test_inventory import NS, SHA_B, record, ref, shards_of, synthetic
@@ -82,7 +82,7 @@ def test_a_save_keeps_the_fresh_shards_of_a_save_still_in_progress(kube, api_cli
     client.CoreV1Api(api_client).create_namespaced_config_map(NS, client.V1ConfigMap(
         metadata=client.V1ObjectMeta(
             name=in_progress,
-            labels={inventory.INVENTORY_LABEL: name, inventory.SHARD_LABEL: "1"}),
+            labels={conventions.INVENTORY_LABEL: name, conventions.SHARD_LABEL: "1"}),
         binary_data={"part": base64.b64encode(b"their payload").decode()}))
 
     inventory.save(kube, record(name, synthetic(12_000), revision=SHA_B))

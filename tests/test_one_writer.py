@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from sync_agent import inventory, lock
+from sync_agent import conventions, inventory, lock
 from sync_agent.kube import Kube
 from tests import cli
 from tests import manifests as m
@@ -82,7 +82,7 @@ def wait_for_holder(kube: Kube, sync: str, process: subprocess.Popen, log: Path)
     """The Lease, once `process` holds it."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        lease = kube.get(lock.LEASE_RT, lock.NAMESPACE, lock.lease_name(sync))
+        lease = kube.get(conventions.LEASE_RT, conventions.NAMESPACE, lock.lease_name(sync))
         if lease and lock.Holder.of(lease).identity.endswith(f" pid {process.pid}"):
             return lease
         if process.poll() is not None:
@@ -121,7 +121,7 @@ def cleanup(kube):
         if process.poll() is None:
             process.kill()
         process.wait(30)
-        kube.delete(lock.LEASE_RT, lock.NAMESPACE, lock.lease_name(sync))
+        kube.delete(conventions.LEASE_RT, conventions.NAMESPACE, lock.lease_name(sync))
         inventory.delete(kube, sync)
 
 
@@ -153,7 +153,7 @@ def test_a_second_restore_waits_for_the_first_then_applies_on_top_of_it(
     recorded = inventory.load(kube, namespace)
     assert recorded.complete and recorded.revision == report["sha"]
     assert sorted(e.ref.name for e in recorded.entries) == ["later", "settings"]
-    released = kube.get(lock.LEASE_RT, lock.NAMESPACE, lock.lease_name(namespace))
+    released = kube.get(conventions.LEASE_RT, conventions.NAMESPACE, lock.lease_name(namespace))
     assert lock.Holder.of(released).identity == ""
 
 
@@ -173,7 +173,7 @@ def test_a_short_lock_timeout_exits_2_naming_the_holder_and_changes_nothing(
     message = " ".join(second.stderr.split())
     assert f"sync '{namespace}': locked by gitops-restore restore ({holder.identity}), " \
            f"writing, since {holder.since[:19]}Z" in message
-    assert f"Lease {lock.NAMESPACE}/agent-{namespace}" in message
+    assert f"Lease {conventions.NAMESPACE}/agent-{namespace}" in message
     assert "waited 2s (--lock-timeout)" in message and "Nothing was changed" in message
     assert "later" not in configmaps(api_client, namespace)
     assert inventory.load(kube, namespace) == recorded

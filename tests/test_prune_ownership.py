@@ -14,9 +14,9 @@ import hashlib
 import pytest
 from kubernetes import client
 
-from sync_agent import engine, events, inventory
+from sync_agent import conventions, engine, events, inventory
+from sync_agent.conventions import SYNC_LABEL
 from sync_agent.kube import Kube
-from sync_agent.validate import SYNC_LABEL
 from tests import cli
 from tests import manifests as m
 from tests.conftest import SESSION_CLUSTER
@@ -157,11 +157,11 @@ def forge(api_client, name: str, lines: list[str]) -> None:
     """Append entry lines to a stored inventory as someone with kubectl would: decompress,
     edit, recompress, and fix the digest and count so that it loads as valid."""
     core = client.CoreV1Api(api_client)
-    cm = core.read_namespaced_config_map(inventory.configmap_name(name), inventory.NAMESPACE)
+    cm = core.read_namespaced_config_map(inventory.configmap_name(name), conventions.NAMESPACE)
     text = gzip.decompress(base64.b64decode(cm.binary_data["entries.gz"])).decode()
     payload = gzip.compress("\n".join([text, *lines]).encode())
     count = len(text.split("\n")) - 1 + len(lines)
-    core.patch_namespaced_config_map(cm.metadata.name, inventory.NAMESPACE, {
+    core.patch_namespaced_config_map(cm.metadata.name, conventions.NAMESPACE, {
         "binaryData": {"entries.gz": base64.b64encode(payload).decode()},
         "metadata": {"annotations": {
             "gitops-restore.io/digest": "sha256:" + hashlib.sha256(payload).hexdigest(),

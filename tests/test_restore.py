@@ -7,7 +7,7 @@ import json
 import pytest
 from kubernetes import client
 
-from sync_agent import inventory
+from sync_agent import conventions, inventory
 from tests import cli
 from tests import manifests as m
 from tests.conftest import SESSION_CLUSTER
@@ -83,13 +83,13 @@ def test_restore_of_an_unchanged_revision_changes_nothing(api_client, namespace,
     core = client.CoreV1Api(api_client)
     record = inventory.configmap_name(namespace)
     before = core.read_namespaced_config_map("settings", namespace)
-    recorded = core.read_namespaced_config_map(record, inventory.NAMESPACE)
+    recorded = core.read_namespaced_config_map(record, conventions.NAMESPACE)
     again = gr_json("restore", repo, namespace, "--path", "app")
     assert set(actions(again).values()) == {"unchanged"}
     after = core.read_namespaced_config_map("settings", namespace)
     assert after.metadata.resource_version == before.metadata.resource_version
     # Nor is the inventory written again: an idle sync (the agent's every interval) writes nothing.
-    still = core.read_namespaced_config_map(record, inventory.NAMESPACE)
+    still = core.read_namespaced_config_map(record, conventions.NAMESPACE)
     assert still.metadata.resource_version == recorded.metadata.resource_version
     gr("plan", repo, namespace, "--path", "app", code=0)  # nothing to do: 0, not 3
 

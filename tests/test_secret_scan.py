@@ -40,10 +40,9 @@ import pytest
 from kubernetes import client
 
 from bootstrap import clusters
-from sync_agent import git_https, inventory, paths, sops
+from sync_agent import conventions, git_https, inventory, paths, sops
 from sync_agent.agent import localproc, syncobject
-from sync_agent.agent.lease import LEASE_RT
-from sync_agent.agent.recorder import EVENT_RT
+from sync_agent.conventions import EVENT_RT, LEASE_RT
 from sync_agent.kube import Kube, ResourceType
 from tests import cli
 from tests import manifests as m
@@ -53,7 +52,7 @@ from tests.sopsfiles import AgeKey, age_key, encrypt
 from tests.sshgit import SshGitServer, make_key_pair
 from tests.testdata.gitrepos import commit, git, new_repo
 
-NS = inventory.NAMESPACE
+NS = conventions.NAMESPACE
 TOKEN = f"tok-scan-{secrets.token_hex(12)}"
 SECRET_VALUE = f"secret-value-{secrets.token_hex(12)}"
 EDITED_VALUE = f"hand-edited-{secrets.token_hex(12)}"

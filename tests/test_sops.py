@@ -16,14 +16,14 @@ from kubernetes import client
 
 from bootstrap import agent, clusters, sops_key
 from bootstrap.errors import UserError
-from sync_agent import inventory, render, source
+from sync_agent import conventions, inventory, render, source
 from sync_agent.agent import decryption, localproc, syncobject
-from sync_agent.agent.lease import LEASE_RT
+from sync_agent.conventions import LEASE_RT, SECRET_RT, SYNC_LABEL
 from sync_agent.errors import RenderError
 from sync_agent.kube import Kube
 from sync_agent.render_options import RenderOptions
 from sync_agent.sops import AgeKeys, keyed_digest, load_keys
-from sync_agent.validate import SYNC_LABEL, digest
+from sync_agent.validate import digest
 from tests import cli
 from tests import manifests as m
 from tests.conftest import SESSION_CLUSTER
@@ -226,7 +226,7 @@ def test_restore_decrypts_into_the_cluster_and_keeps_values_out_of_everything(
     assert {c["action"] for c in json.loads(again.stdout)["changes"]} == {"unchanged"}
 
     maps = core.list_namespaced_config_map(
-        inventory.NAMESPACE, label_selector=f"gitops-restore.io/inventory={namespace}").items
+        conventions.NAMESPACE, label_selector=f"gitops-restore.io/inventory={namespace}").items
     stored = json.dumps([cm.to_dict() for cm in maps], default=str)
     assert maps, "no inventory ConfigMap found to scan"
     for text in (done.stdout, done.stderr, again.stdout, plan.stdout, plan.stderr,
@@ -367,8 +367,8 @@ def agent_sync(local_cluster, namespace: str, tmp_path: Path):
         process.wait(10)
     for rt, obj in ((syncobject.SYNC_RT, name), (LEASE_RT, f"agent-{name}"),
                     (agent.DEPLOYMENT_RT, f"agent-{name}"),
-                    (decryption.SECRET_RT, decryption.secret_name(name))):
-        kube.delete(rt, inventory.NAMESPACE, obj)
+                    (SECRET_RT, decryption.secret_name(name))):
+        kube.delete(rt, conventions.NAMESPACE, obj)
     inventory.delete(kube, name)
     kube.close()
 
@@ -401,7 +401,7 @@ def test_the_agent_decrypts_with_the_stored_key_and_rotation_replaces_it(
         return base64.b64decode(found[0].data["password"]).decode() if found else ""
 
     def sync_status() -> dict:
-        return syncobject.parse(syncobject.read(kube, inventory.NAMESPACE, name)).status
+        return syncobject.parse(syncobject.read(kube, conventions.NAMESPACE, name)).status
 
     wait_for(lambda: password() == PASSWORD, "the agent to apply the decrypted Secret",
              explain=lambda: log.read_text(errors="replace")[-3000:])
@@ -416,7 +416,7 @@ def test_the_agent_decrypts_with_the_stored_key_and_rotation_replaces_it(
              "the agent to refuse v2", explain=lambda: json.dumps(sync_status(), indent=1))
     assert password() == PASSWORD
 
-    events = core.list_namespaced_event(inventory.NAMESPACE).items
+    events = core.list_namespaced_event(conventions.NAMESPACE).items
     seen = (log.read_text(errors="replace") + json.dumps(sync_status())
             + json.dumps([e.message for e in events]))
     for value in (PASSWORD, TOKEN, "rotated-value-x", keys_of(key).text.strip()):
@@ -444,7 +444,7 @@ def test_agent_install_stores_the_key_and_a_rerun_without_it_keeps_decrypting(
         live = core.read_namespaced_secret("db", namespace)
         assert base64.b64decode(live.data["password"]).decode() == PASSWORD
         cli.run_json(*args, check_code=0)  # again, without the key
-        spec = syncobject.parse(syncobject.read(kube, inventory.NAMESPACE, name)).spec
+        spec = syncobject.parse(syncobject.read(kube, conventions.NAMESPACE, name)).spec
         assert spec.decryption_secret == decryption.secret_name(name)
         log = Path(installed["agent"]["local"]["log"]).read_text()
         assert PASSWORD not in log and keys_of(key).text.strip() not in log

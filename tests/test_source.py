@@ -293,6 +293,35 @@ def test_path_commits_lists_first_parent_commits_touching_a_path(guestbook: Path
     assert commits[0].committed_at > commits[1].committed_at
 
 
+def test_local_sha_reads_only_what_is_already_here(clone_cache: Path, tmp_path: Path) -> None:
+    origin = new_repo(tmp_path / "origin")
+    first = commit(origin, {"a.yaml": "1\n"}, "first")
+    url = origin.as_uri()
+    assert source.local_sha(url, "main") == ""  # never fetched: no mirror, and no fetch now
+    source.open_repository(url)
+    commit(origin, {"a.yaml": "2\n"}, "second")
+    assert source.local_sha(url, "main") == first  # the mirror as fetched, not the remote
+    assert source.local_sha(str(origin), "main") != first  # a local path is read in place
+    assert source.local_sha(url, "no-such-branch") == ""
+
+
+def test_history_queries_follow_renames_and_name_the_repository(tmp_path: Path) -> None:
+    work = new_repo(tmp_path / "moves")
+    v1 = commit(work, {"apps/a.yaml": "a\n", "apps/b.yaml": "b\n", "x.yaml": "x\n"}, "v1")
+    git(work, "mv", "apps", "web")
+    v2 = commit(work, {}, "moved apps to web")
+    repo = source.open_repository(str(work))
+    assert sorted(source.renames(repo, v1, v2)) == [("apps/a.yaml", "web/a.yaml"),
+                                                    ("apps/b.yaml", "web/b.yaml")]
+    assert source.first_parent(repo, v2) == v1 and source.first_parent(repo, v1) is None
+    assert source.path_exists(repo, v2, "web") and not source.path_exists(repo, v2, "apps")
+    assert source.commits_changing(repo, "web", v1, v2) == [v2]
+    assert source.tree_files(repo, v2, "web") == ["web/a.yaml", "web/b.yaml"]
+    assert source.file_text(repo, v1, "apps/a.yaml") == "a"
+    with pytest.raises(SourceError, match=r"\.git: git show failed: .*apps/a\.yaml"):
+        source.file_text(repo, v2, "apps/a.yaml")
+
+
 def test_missing_local_path_and_non_repository_are_named(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match=f"^{tmp_path}/nowhere: no such directory"):
         source.open_repository(str(tmp_path / "nowhere"))

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from bootstrap import agent, clusters
+from bootstrap import clusters
 from bootstrap import deploy_key as dk
-from sync_agent import inventory
-from sync_agent.agent import decryption, localproc, recorder, syncobject, verifykeys
-from sync_agent.agent.lease import LEASE_RT
+from sync_agent import conventions, inventory
+from sync_agent.agent import decryption, localproc, syncobject, verifykeys
+from sync_agent.conventions import LEASE_RT, SECRET_RT
 from sync_agent.kube import Kube
 from tests import cli
 from tests import manifests as m
@@ -135,9 +135,9 @@ def trusted_sync(local_cluster, namespace, tmp_path):
         finally:
             localproc.stop(clusters.cluster_dir(SESSION_CLUSTER), name)
             for rt, obj in ((syncobject.SYNC_RT, name), (LEASE_RT, f"agent-{name}"),
-                            (agent.deploykey.SECRET_RT, verifykeys.secret_name(name)),
-                            (decryption.SECRET_RT, decryption.secret_name(name)),
-                            (agent.deploykey.SECRET_RT, dk.secret_name(name))):
+                            (SECRET_RT, verifykeys.secret_name(name)),
+                            (SECRET_RT, decryption.secret_name(name)),
+                            (SECRET_RT, dk.secret_name(name))):
                 kube.delete(rt, NS, obj)
             inventory.delete(kube, name)
             kube.close()
@@ -202,7 +202,7 @@ def test_agent_follows_signed_pushes_with_decrypted_secrets_and_refuses_an_unsig
                        "a Warning Event naming the commit", explain=explain)[:1]
     assert event["type"] == "Warning" and unsigned[:12] in event["message"]
 
-    events = [e.get("message", "") for e in sync.kube.list(recorder.EVENT_RT, NS)]
+    events = [e.get("message", "") for e in sync.kube.list(conventions.EVENT_RT, NS)]
     assert_nothing_leaks({**outputs, "agent log": log.read_text(errors="replace"),
                           "Sync status": json.dumps(status), "Events": json.dumps(events)},
                          [*plain_spellings(PASSWORD, ROTATED, EVIL, TOKEN),

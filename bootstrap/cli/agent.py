@@ -19,8 +19,7 @@ from bootstrap.errors import UserError
 from sync_agent import source
 from sync_agent.agent import config as agent_config
 from sync_agent.agent import decryption, syncobject
-from sync_agent.agent.lease import LEASE_RT
-from sync_agent.inventory import NAMESPACE
+from sync_agent.conventions import LEASE_RT, NAMESPACE, parse_duration
 from sync_agent.kube import ApiError
 
 agent_app = typer.Typer(name="agent", help="Install, inspect and steer the in-cluster sync "
@@ -61,7 +60,7 @@ def default_key_name(name: str | None, repo: str) -> str:
 
 def check_interval(text: str) -> str:
     try:
-        agent_config.parse_duration(text, "--interval")
+        parse_duration(text, "--interval", positive=True)
     except agent_config.ConfigError as e:
         raise UserError(str(e)) from None
     return text.strip()

@@ -40,6 +40,7 @@ from bootstrap.errors import OperationFailed, UserError
 from sync_agent import engine, sops, source
 from sync_agent.agent import decryption, syncobject
 from sync_agent.apply import ApplyError
+from sync_agent.conventions import parse_duration
 from sync_agent.render_options import RenderOptions
 
 
@@ -128,10 +129,10 @@ def bootstrap(
                                                  trusted_keys),
         decryption_secret=decryption.secret_name(sync_name) if sops_age_key else "")
     age_keys = opt.age_keys(sops_age_key)  # a bad key file: change nothing
-    wait = opt.parse_duration(timeout)
+    wait = parse_duration(timeout, "--timeout")
     accept_host_key = _check_inputs(provider, name, nodes, kubeconfig, request,
                                     private_key_file, known_hosts, accept_host_key, yes)
-    waits = (wait, opt.parse_duration(lock_timeout, "--lock-timeout"))
+    waits = (wait, parse_duration(lock_timeout, "--lock-timeout"))
     run = Run()
     provisioned = run.timed("provision", lambda: _provision(provider, name, nodes,
                                                             kubeconfig, context))

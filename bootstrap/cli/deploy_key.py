@@ -19,6 +19,7 @@ from bootstrap import sync_names
 from bootstrap.cli import options as opt
 from bootstrap.cli.output import Output, emit_json, exits_cleanly, progress_printer, stderr, stdout
 from bootstrap.errors import UserError
+from sync_agent.conventions import NAMESPACE
 
 SshRepo = Annotated[str, typer.Option(
     "--repo", help="SSH URL of the repository: ssh://git@host[:port]/path.git or git@host:path.")]
@@ -109,7 +110,7 @@ def show(name: Annotated[str, typer.Option("--name", help="Name given to create.
         kube.close()
     hosts = dk.host_fingerprints(key.known_hosts)
     if output is Output.json:
-        emit_json({"name": key.name, "secret": f"{dk.AGENT_NAMESPACE}/{dk.secret_name(name)}",
+        emit_json({"name": key.name, "secret": f"{NAMESPACE}/{dk.secret_name(name)}",
                    "public_key": key.public_key, "fingerprint": key.fingerprint,
                    "host_fingerprints": list(hosts)})
         return

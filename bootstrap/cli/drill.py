@@ -19,6 +19,7 @@ from bootstrap.cli import options as opt
 from bootstrap.cli.output import Output, emit_json, exits_cleanly, stderr, stdout
 from bootstrap.cli.progress import PhaseProgress
 from sync_agent import events
+from sync_agent.conventions import parse_duration
 from sync_agent.engine import SourceSpec, SyncOptions
 from sync_agent.kube import DEFAULT_WORKERS
 
@@ -113,8 +114,8 @@ def drill_command(
         sync=SyncOptions(sync_name=sync_names.sync_name(name, repo, path), namespace=namespace,
                          create_namespaces=create_namespaces, prune_data=prune_data,
                          force=force, allow_mass_prune=allow_mass_prune,
-                         timeout=opt.parse_duration(timeout), workers=workers,
-                         lock_timeout=opt.parse_duration(lock_timeout, "--lock-timeout")))
+                         timeout=parse_duration(timeout, "--timeout"), workers=workers,
+                         lock_timeout=parse_duration(lock_timeout, "--lock-timeout")))
     _drill(spec, junit, report, summary, output)
 
 
@@ -132,7 +133,7 @@ def demo(keep: Keep = False,
 
     Example: gitops-restore demo --keep
     """
-    seconds = opt.parse_duration(timeout)
+    seconds = parse_duration(timeout, "--timeout")
     directory = workdir or Path(tempfile.mkdtemp(prefix="gitops-restore-demo-"))
     repo = drill.build_demo_repo(directory / "shop")
     stderr.print(f"example repository: {repo} (see `git -C {repo} log --stat`)")

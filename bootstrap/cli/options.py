@@ -4,7 +4,6 @@ engine's SourceSpec and SyncOptions."""
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Annotated
 
@@ -158,10 +157,3 @@ def connect(kubeconfig: str | None, context: str | None, cluster: str | None) ->
         kubeconfig, context = record.kubeconfig, context or record.context or None
     return Kube.from_kubeconfig(kubeconfig, context)
 
-
-def parse_duration(text: str, option: str = "--timeout") -> float:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
-    if not match:
-        raise UserError(f"{option} {text!r}: use a duration such as 90s, 10m or 1h")
-    value, unit = float(match.group(1)), match.group(2) or "s"
-    return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]

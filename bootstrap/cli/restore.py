@@ -16,6 +16,7 @@ from bootstrap.errors import OperationFailed, UserError
 from sync_agent import engine, source
 from sync_agent.apply import ApplyError
 from sync_agent.changes import Action
+from sync_agent.conventions import parse_duration
 from sync_agent.engine import SyncOptions
 from sync_agent.errors import SyncError
 from sync_agent.kube import DEFAULT_WORKERS, Kube, Unreachable
@@ -108,8 +109,8 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
         sync_name=sync_names.sync_name(name, repo, path), namespace=namespace, prune=prune,
         prune_data=prune_data, allow_mass_prune=allow_mass_prune,
         create_namespaces=create_namespaces, force=force, wait=wait,
-        timeout=opt.parse_duration(timeout), workers=workers, take_over=take_over,
-        lock_timeout=opt.parse_duration(lock_timeout, "--lock-timeout"))
+        timeout=parse_duration(timeout, "--timeout"), workers=workers, take_over=take_over,
+        lock_timeout=parse_duration(lock_timeout, "--lock-timeout"))
     verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
                        known_hosts=known_hosts, ca_file=ca_file, verify=verify,
@@ -164,8 +165,8 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
     """
     if name:
         sync_names.check_sync_name(name)
-    timeout_seconds = opt.parse_duration(timeout)
-    lock_seconds = opt.parse_duration(lock_timeout, "--lock-timeout")
+    timeout_seconds = parse_duration(timeout, "--timeout")
+    lock_seconds = parse_duration(lock_timeout, "--lock-timeout")
     render = opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes, sops_age_key)
     verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
     read_auth = opt.git_auth(ssh_key, known_hosts, ca_file)
@@ -290,7 +291,7 @@ def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pat
     """
     options = SyncOptions(sync_name=sync_names.sync_name(name, repo, path), namespace=namespace,
                           prune_data=prune_data, create_namespaces=create_namespaces,
-                          wait=wait, timeout=opt.parse_duration(timeout), workers=workers)
+                          wait=wait, timeout=parse_duration(timeout, "--timeout"), workers=workers)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
                        known_hosts=known_hosts, ca_file=ca_file, render=opt.render_options(
                            allow_remote_bases, max_file_size, max_yaml_nodes, sops_age_key),

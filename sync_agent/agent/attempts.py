@@ -29,9 +29,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import git
-
-from sync_agent import engine, errors, signatures, source
+from sync_agent import conventions, engine, errors, signatures, source
 from sync_agent.agent import deploykey, syncobject, verifykeys
 from sync_agent.agent.syncobject import READY, RECONCILING, STALLED, Condition
 from sync_agent.apply import ApplyError
@@ -115,11 +113,7 @@ def _reason(error: Exception) -> str:
 
 def _known_revision(spec: syncobject.SyncSpec) -> str:
     """The commit the target names in the local mirror (already fetched), if any."""
-    try:
-        path = source.cache_path(spec.repo) if source.is_remote(spec.repo) else spec.repo
-        return source.resolve(git.Repo(path), spec.repo, ref=spec.target).sha
-    except (SyncError, git.GitError, OSError, ValueError):
-        return ""
+    return source.local_sha(spec.repo, spec.target)
 
 
 def _trim(text: str) -> str:
@@ -129,7 +123,7 @@ def _trim(text: str) -> str:
 def status(outcome: Outcome, obj: syncobject.SyncObject, previous: dict[str, Any],
            failures: int, seconds: float, identity: str, retry_in: float) -> dict[str, Any]:
     """The status patch after an attempt (merge patch: None removes a field)."""
-    stamp = syncobject.now()
+    stamp = conventions.utc_now()
     patch: dict[str, Any] = {"observedGeneration": obj.generation, "lastSyncTime": stamp,
                              "lastSyncSeconds": round(seconds, 3), "agent": identity,
                              "consecutiveFailures": failures}

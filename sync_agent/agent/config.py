@@ -9,22 +9,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import socket
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sync_agent import lock
-from sync_agent.errors import Refused
-from sync_agent.inventory import NAMESPACE
+from sync_agent.conventions import NAMESPACE, parse_duration
+from sync_agent.errors import ConfigError
 
 DEFAULT_LISTEN = "127.0.0.1:9795"
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*")
-
-
-class ConfigError(Refused):
-    """A command-line option the agent cannot use."""
 
 
 @dataclass(frozen=True)
@@ -52,18 +46,6 @@ class AgentConfig:
 def lease_name(sync: str) -> str:
     """The Lease (and the Deployment) of the agent serving Sync `sync`: the sync's lock."""
     return lock.lease_name(sync)
-
-
-def parse_duration(text: str, option: str = "duration") -> float:
-    """`90s`, `1m`, `500ms`, `1h` or plain seconds."""
-    match = _DURATION.fullmatch(text or "")
-    if not match:
-        raise ConfigError(f"{option} {text!r}: use a duration such as 30s, 1m or 1h")
-    value = float(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[
-        match.group(2) or "s"]
-    if value <= 0:
-        raise ConfigError(f"{option} {text!r}: must be more than zero")
-    return value
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -113,16 +95,17 @@ def from_args(argv: Sequence[str] | None = None) -> AgentConfig:
     if not args.sync:
         raise ConfigError("--sync NAME (or SYNC_NAME) is required: the Sync object to serve")
     host, port = _listen(args.listen)
-    lease = parse_duration(args.lease_duration, "--lease-duration")
-    renew = parse_duration(args.renew_deadline, "--renew-deadline")
-    retry = parse_duration(args.retry_period, "--retry-period")
+    lease = parse_duration(args.lease_duration, "--lease-duration", positive=True)
+    renew = parse_duration(args.renew_deadline, "--renew-deadline", positive=True)
+    retry = parse_duration(args.retry_period, "--retry-period", positive=True)
     if not retry < renew < lease:
         raise ConfigError("--retry-period < --renew-deadline < --lease-duration must hold "
                           f"(got {retry:g}s, {renew:g}s, {lease:g}s)")
     return AgentConfig(
         sync=args.sync, namespace=args.namespace, kubeconfig=args.kubeconfig,
         context=args.context,
-        interval=parse_duration(args.interval, "--interval") if args.interval else None,
+        interval=parse_duration(args.interval, "--interval", positive=True)
+        if args.interval else None,
         listen_host=host, listen_port=port, identity=args.identity or default_identity(),
         lease_duration=lease, renew_deadline=renew, retry_period=retry,
         workers=max(1, args.workers), log_level=args.log_level)

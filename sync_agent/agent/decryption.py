@@ -8,14 +8,11 @@ takes effect without a restart, and kept in memory only (`sops.AgeKeys`): never 
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 from sync_agent import sops
+from sync_agent.agent import secretref
 from sync_agent.errors import Unavailable
-from sync_agent.kube import ApiError, Kube, ResourceType
+from sync_agent.kube import Kube
 
-SECRET_RT = ResourceType("", "v1", "Secret", "secrets", namespaced=True)
 SUFFIX = ".agekey"
 DATA_KEY = "age.agekey"  # the one key bootstrap writes
 
@@ -31,22 +28,16 @@ def secret_name(sync: str) -> str:
 
 def age_keys(kube: Kube, namespace: str, name: str) -> sops.AgeKeys:
     where = f"Secret {namespace}/{name}"
-    try:
-        secret = kube.get(SECRET_RT, namespace, name)
-    except ApiError as e:
-        raise DecryptionKeyError(f"{where}: cannot read the age keys: {e}") from e
-    if secret is None:
-        raise DecryptionKeyError(f"{where}: not found; store the age key with `gitops-restore "
-                                 "bootstrap --sops-age-key FILE` or point "
-                                 "spec.decryption.secretRef.name at the Secret holding it")
-    files = {k: v for k, v in (secret.get("data") or {}).items() if k.endswith(SUFFIX)}
+    data = secretref.read(kube, namespace, name, DecryptionKeyError, "the age keys",
+                          "store the age key with `gitops-restore bootstrap --sops-age-key "
+                          "FILE` or point spec.decryption.secretRef.name at the Secret holding it")
+    files = {k: v for k, v in data.items() if k.endswith(SUFFIX)}
     if not files:
         raise DecryptionKeyError(f"{where}: holds no '*{SUFFIX}' key; put the age key file "
                                  f"under '{DATA_KEY}'")
     try:
-        text = "\n".join(base64.b64decode(v, validate=True).decode() for _, v in
-                         sorted(files.items()))
-    except (binascii.Error, ValueError):
+        text = "\n".join(v.decode() for _, v in sorted(files.items()))
+    except UnicodeDecodeError:
         raise DecryptionKeyError(f"{where}: data is not valid base64 text") from None
     try:
         return sops.parse_keys(text, where)

@@ -14,8 +14,6 @@ an Event, the status or an exception message.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import shutil
 import tempfile
@@ -24,10 +22,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sync_agent import source
+from sync_agent.agent import secretref
 from sync_agent.errors import Unavailable
-from sync_agent.kube import ApiError, Kube, ResourceType
+from sync_agent.kube import Kube
 
-SECRET_RT = ResourceType("", "v1", "Secret", "secrets", namespaced=True)
 IDENTITY, PUBLIC, KNOWN_HOSTS = "identity", "identity.pub", "known_hosts"
 USERNAME, PASSWORD, CA = "username", "password", "ca.crt"  # HTTPS, as Flux's Secrets
 
@@ -61,27 +59,18 @@ def materialize(kube: Kube, namespace: str, name: str) -> Iterator[source.GitAut
 
 
 def _read(kube: Kube, namespace: str, name: str) -> dict[str, bytes]:
-    where = f"Secret {namespace}/{name}"
-    try:
-        secret = kube.get(SECRET_RT, namespace, name)
-    except ApiError as e:
-        raise DeployKeyError(f"{where}: cannot read the deploy key: {e}") from e
-    if secret is None:
-        raise DeployKeyError(f"{where}: not found; create it with `gitops-restore deploy-key` "
-                             "or point spec.secretRef.name at the Secret holding the key")
-    raw = secret.get("data") or {}
-    https = USERNAME in raw or PASSWORD in raw
-    wanted = (USERNAME, PASSWORD, CA) if https else (IDENTITY, KNOWN_HOSTS)
-    missing = [k for k in (IDENTITY, KNOWN_HOSTS) if not raw.get(k)]
+    data = secretref.read(kube, namespace, name, DeployKeyError, "the deploy key",
+                          "create it with `gitops-restore deploy-key` or point "
+                          "spec.secretRef.name at the Secret holding the key")
+    https = USERNAME in data or PASSWORD in data
+    missing = [k for k in (IDENTITY, KNOWN_HOSTS) if not data.get(k)]
     if missing and not https:
-        raise DeployKeyError(f"{where}: key {' and '.join(missing)} is missing or empty; the "
-                             f"Secret needs '{IDENTITY}' (private key) and '{KNOWN_HOSTS}' "
-                             "(the Git server's pinned host keys) for SSH, or "
+        raise DeployKeyError(f"Secret {namespace}/{name}: key {' and '.join(missing)} is missing "
+                             f"or empty; the Secret needs '{IDENTITY}' (private key) and "
+                             f"'{KNOWN_HOSTS}' (the Git server's pinned host keys) for SSH, or "
                              f"'{USERNAME}' and '{PASSWORD}' (the token) for HTTPS")
-    try:
-        return {k: base64.b64decode(raw[k] or "", validate=True) for k in wanted if k in raw}
-    except (binascii.Error, ValueError):
-        raise DeployKeyError(f"{where}: data is not valid base64") from None
+    wanted = (USERNAME, PASSWORD, CA) if https else (IDENTITY, KNOWN_HOSTS)
+    return {k: data[k] for k in wanted if k in data}
 
 
 def _write(path: Path, content: bytes) -> Path:

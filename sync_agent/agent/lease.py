@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 
 from sync_agent import lock
 from sync_agent.kube import ApiError, Kube
-from sync_agent.lock import LEASE_RT
 
-__all__ = ["LEASE_RT", "Elector"]
+__all__ = ["Elector"]
 
 log = logging.getLogger(__name__)
 

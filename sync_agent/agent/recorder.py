@@ -13,9 +13,9 @@ import logging
 from dataclasses import dataclass, field
 
 from sync_agent.agent import syncobject
-from sync_agent.kube import ApiError, Kube, ResourceType
+from sync_agent.conventions import EVENT_RT, utc_now
+from sync_agent.kube import ApiError, Kube
 
-EVENT_RT = ResourceType("", "v1", "Event", "events", namespaced=True)
 COMPONENT = "gitops-restore-agent"
 NORMAL, WARNING = "Normal", "Warning"
 _MESSAGE_LIMIT = 1024
@@ -32,7 +32,7 @@ class Recorder:
     def record(self, obj: syncobject.SyncObject, kind: str, reason: str, message: str) -> None:
         message = message[:_MESSAGE_LIMIT]
         key = (obj.uid, kind, reason, message)
-        stamp = syncobject.now()
+        stamp = utc_now()
         try:
             if key in self._last and self._bump(obj, key, stamp):
                 return

@@ -16,15 +16,14 @@ Conditions follow the Kubernetes convention (and Flux's use of it):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from sync_agent.agent.config import ConfigError, parse_duration
-from sync_agent.errors import Refused
+from sync_agent.conventions import DOMAIN, managed_labels, parse_duration, utc_now
+from sync_agent.errors import ConfigError, Refused
 from sync_agent.kube import ApiError, Kube, ResourceType
 from sync_agent.render_options import DEFAULTS, RenderOptions, parse_size
 
-GROUP = "gitops-restore.io"
+GROUP = DOMAIN
 VERSION = "v1alpha1"
 KIND = "Sync"
 SYNC_RT = ResourceType(GROUP, VERSION, KIND, "syncs", namespaced=True)
@@ -89,10 +88,6 @@ class Condition:
         return {True: "True", False: "False", None: "Unknown"}[self.status]
 
 
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def parse(body: dict[str, Any]) -> SyncObject:
     meta = body.get("metadata") or {}
     raw = body.get("spec") or {}
@@ -100,7 +95,8 @@ def parse(body: dict[str, Any]) -> SyncObject:
     if not raw.get("repo"):
         raise InvalidSpec(f"{where}: spec.repo is empty; set the Git URL to sync from")
     try:
-        interval = parse_duration(str(raw.get("interval") or "1m"), "spec.interval")
+        interval = parse_duration(str(raw.get("interval") or "1m"), "spec.interval",
+                                  positive=True)
         render = _render_options(raw)
     except (ConfigError, ValueError) as e:
         raise InvalidSpec(f"{where}: {e}") from None
@@ -176,7 +172,7 @@ def body(name: str, namespace: str, repo: str, branch: str = "main", path: str =
         spec["decryption"] = {"provider": "sops", "secretRef": {"name": decryption_secret}}
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
             "metadata": {"name": name, "namespace": namespace,
-                         "labels": {"app.kubernetes.io/managed-by": "gitops-restore"}},
+                         "labels": managed_labels()},
             "spec": spec}
 
 
@@ -196,7 +192,7 @@ def merge_conditions(existing: list[dict[str, Any]], new: list[Condition],
                      generation: int) -> list[dict[str, Any]]:
     """The conditions list with `new` set; lastTransitionTime moves only when status does."""
     by_type = {c.get("type"): c for c in existing or []}
-    stamp = now()
+    stamp = utc_now()
     for c in new:
         old = by_type.get(c.type, {})
         changed = old.get("status") != c.status_text

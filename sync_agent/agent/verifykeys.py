@@ -9,13 +9,11 @@ The engine then verifies the commit before rendering (sync_agent/signatures.py).
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 from sync_agent import signatures
-from sync_agent.agent import deploykey, syncobject
+from sync_agent.agent import secretref, syncobject
+from sync_agent.conventions import managed_labels
 from sync_agent.errors import SourceError, Unavailable
-from sync_agent.kube import ApiError, Kube
+from sync_agent.kube import Kube
 
 
 class VerifyKeysError(Unavailable):
@@ -30,30 +28,21 @@ def secret_name(sync: str) -> str:
 def policy(kube: Kube, namespace: str, spec: syncobject.SyncSpec) -> signatures.Policy | None:
     if not spec.verify_mode:
         return None
-    where = f"Secret {namespace}/{spec.verify_secret}"
-    try:
-        secret = kube.get(deploykey.SECRET_RT, namespace, spec.verify_secret)
-    except ApiError as e:
-        raise VerifyKeysError(f"{where}: cannot read the trusted keys: {e}") from e
-    if secret is None:
-        raise VerifyKeysError(
-            f"{where}: not found; spec.verify needs it to hold the trusted public keys "
-            f"(`*{signatures.PGP_SUFFIX}` OpenPGP, `*{signatures.SSH_SUFFIX}` SSH); "
-            "create it with `gitops-restore agent install --verify-signatures ...`")
-    try:
-        data = {k: base64.b64decode(v, validate=True)
-                for k, v in (secret.get("data") or {}).items()}
-        return signatures.Policy(spec.verify_mode,
-                                 signatures.Keys.from_secret(where, data))
-    except (binascii.Error, ValueError):
-        raise VerifyKeysError(f"{where}: data is not valid base64") from None
+    data = secretref.read(
+        kube, namespace, spec.verify_secret, VerifyKeysError, "the trusted keys",
+        f"spec.verify needs it to hold the trusted public keys (`*{signatures.PGP_SUFFIX}` "
+        f"OpenPGP, `*{signatures.SSH_SUFFIX}` SSH); create it with `gitops-restore agent "
+        "install --verify-signatures ...`")
+    try:  # from_secret's messages say "Secret <name>" themselves
+        keys = signatures.Keys.from_secret(f"{namespace}/{spec.verify_secret}", data)
     except SourceError as e:
         raise VerifyKeysError(str(e)) from None
+    return signatures.Policy(spec.verify_mode, keys)
 
 
 def secret_body(sync: str, namespace: str, keys: signatures.Keys) -> dict:
     """The Secret holding `keys` as `agent install` applies it."""
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {"name": secret_name(sync), "namespace": namespace,
-                         "labels": {"app.kubernetes.io/managed-by": "gitops-restore"}},
+                         "labels": managed_labels()},
             "stringData": keys.secret_data()}

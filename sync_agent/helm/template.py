@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sync_agent.conventions import CHART_ANNOTATION, MANAGED_BY
 from sync_agent.helm import hooks, process, rendercache
 from sync_agent.helm.context import Capabilities
 from sync_agent.render_options import DEFAULTS, RenderOptions
@@ -27,8 +28,6 @@ from sync_agent.yaml_loader import YAMLLimitError, YAMLSyntaxError, load_documen
 TIMEOUT = 120  # seconds per `helm template`
 RELEASE_NAME = "meta.helm.sh/release-name"
 RELEASE_NAMESPACE = "meta.helm.sh/release-namespace"
-CHART_ANNOTATION = "gitops-restore.io/helm-chart"  # "<chart> <version>", for plan's notes
-MANAGED_BY = "app.kubernetes.io/managed-by"
 _SOURCE = re.compile(r"^# Source: (.+)$", re.MULTILINE)
 _SEPARATOR = re.compile(r"^---[ \t]*$", re.MULTILINE)
 

@@ -1,6 +1,6 @@
 """Which releases' charts change with this revision: plan and restore say so per release.
 
-Every object rendered from a chart carries `template.CHART_ANNOTATION` ("web 1.1.0"). For each
+Every object rendered from a chart carries `conventions.CHART_ANNOTATION` ("web 1.1.0"). For each
 release in the plan, the first of its objects that already exists in the cluster is read back;
 if it was applied from another chart version (a range such as `1.x` now resolving to a newer
 chart, or a chart bumped in Git), the note names both versions.
@@ -9,8 +9,9 @@ chart, or a chart bumped in Git), the note names both versions.
 from __future__ import annotations
 
 from sync_agent.changes import Action
+from sync_agent.conventions import CHART_ANNOTATION
 from sync_agent.helm import semver
-from sync_agent.helm.template import CHART_ANNOTATION, RELEASE_NAME, RELEASE_NAMESPACE
+from sync_agent.helm.template import RELEASE_NAME, RELEASE_NAMESPACE
 from sync_agent.kube import Kube
 from sync_agent.plan import Plan
 
