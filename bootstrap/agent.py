@@ -57,12 +57,20 @@ _TYPES = {(rt.api_version, rt.kind): rt for rt in (
 
 @dataclass(frozen=True)
 class Target:
-    """The cluster to act on: a connection, and for a provisioned cluster its record."""
+    """The cluster to act on: a connection, and for a provisioned cluster its record.
+
+    A context manager that closes its connection: `with agent.target(...) as t:`."""
 
     kube: Kube
     kubeconfig: str | None
     context: str | None
     record: clusters.ClusterRecord | None = None
+
+    def __enter__(self) -> Target:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kube.close()
 
     @property
     def local(self) -> bool:

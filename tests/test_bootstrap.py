@@ -172,8 +172,8 @@ def test_bootstrap_end_to_end_then_nothing_changes_then_destroy_stops_the_agent(
 
     # The same again with the key pair given as a file: it is the one stored, so nothing is
     # stored again and every phase says so once.
-    key = dk.load_deploy_key(Kube.from_kubeconfig(record.kubeconfig),
-                             agent_cli.default_key_name(None, url))
+    with Kube.from_kubeconfig(record.kubeconfig) as kube:
+        key = dk.load_deploy_key(kube, agent_cli.default_key_name(None, url))
     key_file = tmp_path / "deploy_key"
     dk.write_private(key_file, key.identity)
     third = cli.run(*bootstrap_args(url, git_server.host_key_fingerprint())[1:],

@@ -95,18 +95,20 @@ def install(repo: opt.Repo, branch: Branch = "main", path: opt.PathOpt = "",
         raise UserError(f"--ca-file {ca_file}: no such file (nothing was changed)")
     verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
     age_keys = opt.age_keys(sops_age_key)  # a bad key file: change nothing
-    t = agent.target(kubeconfig, context, cluster)
-    sync = sync_lookup.continued_name(t.kube, sync_names.sync_name(name, repo, path), repo, path)
-    request = agent.InstallRequest(
-        sync=sync, repo=repo, branch=branch, path=path, interval=check_interval(interval),
-        prune=not no_prune, ignore=tuple(ignore or ()), default_namespace=namespace,
-        deploy_key=default_key_name(deploy_key, repo), image=image, ca_file=ca_file,
-        verify=verify, decryption_secret=decryption.secret_name(sync) if sops_age_key else "")
-    if age_keys is not None:
-        sops_key.store(t.kube, sync, age_keys, rotate)
-    results = agent.install(t, request)
-    where, started = agent.start_agent(t, request)
-    missing_key = request.deploy_key and agent.deploykey_missing(t.kube, request.deploy_key)
+    with agent.target(kubeconfig, context, cluster) as t:
+        sync = sync_lookup.continued_name(t.kube, sync_names.sync_name(name, repo, path), repo,
+                                          path)
+        request = agent.InstallRequest(
+            sync=sync, repo=repo, branch=branch, path=path, interval=check_interval(interval),
+            prune=not no_prune, ignore=tuple(ignore or ()), default_namespace=namespace,
+            deploy_key=default_key_name(deploy_key, repo), image=image, ca_file=ca_file,
+            verify=verify,
+            decryption_secret=decryption.secret_name(sync) if sops_age_key else "")
+        if age_keys is not None:
+            sops_key.store(t.kube, sync, age_keys, rotate)
+        results = agent.install(t, request)
+        where, started = agent.start_agent(t, request)
+        missing_key = request.deploy_key and agent.deploykey_missing(t.kube, request.deploy_key)
     if output is Output.json:
         emit_json({"sync": sync, "objects": [{"object": o, "changed": c} for o, c in results],
                    "agent": where.to_json(), "started": started,
@@ -133,14 +135,14 @@ def status(name: opt.SyncName = None, kubeconfig: opt.Kubeconfig = None,
 
     Example: gitops-restore agent status --cluster demo -o json
     """
-    t = agent.target(kubeconfig, context, cluster)
-    sync = agent.choose_sync(t.kube, name)
-    obj = agent.read_sync(t.kube, sync)
-    if obj is None:
-        raise UserError(f"Sync {NAMESPACE}/{sync}: not found; see `gitops-restore agent "
-                        "install --help`")
-    where = agent.placement(t, sync)
-    holder = _lease_holder(t, sync)
+    with agent.target(kubeconfig, context, cluster) as t:
+        sync = agent.choose_sync(t.kube, name)
+        obj = agent.read_sync(t.kube, sync)
+        if obj is None:
+            raise UserError(f"Sync {NAMESPACE}/{sync}: not found; see `gitops-restore agent "
+                            "install --help`")
+        where = agent.placement(t, sync)
+        holder = _lease_holder(t, sync)
     ready = obj.condition(syncobject.READY)
     if output is Output.json:
         emit_json({"sync": sync, "spec": _spec_json(obj.spec), "status": obj.status,
@@ -204,8 +206,8 @@ def suspend(name: opt.SyncName = None, kubeconfig: opt.Kubeconfig = None,
 
     Example: gitops-restore agent suspend --cluster demo
     """
-    t = agent.target(kubeconfig, context, cluster)
-    _steer(t, agent.choose_sync(t.kube, name), output, "suspended", suspend=True)
+    with agent.target(kubeconfig, context, cluster) as t:
+        _steer(t, agent.choose_sync(t.kube, name), output, "suspended", suspend=True)
 
 
 @agent_app.command("resume")
@@ -217,8 +219,8 @@ def resume(name: opt.SyncName = None, kubeconfig: opt.Kubeconfig = None,
 
     Example: gitops-restore agent resume --cluster demo
     """
-    t = agent.target(kubeconfig, context, cluster)
-    _steer(t, agent.choose_sync(t.kube, name), output, "resumed", suspend=False, revision=None)
+    with agent.target(kubeconfig, context, cluster) as t:
+        _steer(t, agent.choose_sync(t.kube, name), output, "resumed", suspend=False, revision=None)
 
 
 @agent_app.command("pin")
@@ -231,13 +233,13 @@ def pin(revision: Annotated[str, typer.Argument(help="Commit, tag or HEAD~N of t
 
     Example: gitops-restore agent pin v1.4.0 --cluster demo
     """
-    t = agent.target(kubeconfig, context, cluster)
-    sync = agent.choose_sync(t.kube, name)
-    obj = agent.read_sync(t.kube, sync)
-    if obj is None:
-        raise UserError(f"Sync {NAMESPACE}/{sync}: not found")
-    sha = agent.resolve(t.kube, obj, revision)
-    _steer(t, sync, output, f"pinned ({revision})", revision=sha)
+    with agent.target(kubeconfig, context, cluster) as t:
+        sync = agent.choose_sync(t.kube, name)
+        obj = agent.read_sync(t.kube, sync)
+        if obj is None:
+            raise UserError(f"Sync {NAMESPACE}/{sync}: not found")
+        sha = agent.resolve(t.kube, obj, revision)
+        _steer(t, sync, output, f"pinned ({revision})", revision=sha)
 
 
 @agent_app.command("unpin")
@@ -249,5 +251,5 @@ def unpin(name: opt.SyncName = None, kubeconfig: opt.Kubeconfig = None,
 
     Example: gitops-restore agent unpin --cluster demo
     """
-    t = agent.target(kubeconfig, context, cluster)
-    _steer(t, agent.choose_sync(t.kube, name), output, "unpinned", revision=None)
+    with agent.target(kubeconfig, context, cluster) as t:
+        _steer(t, agent.choose_sync(t.kube, name), output, "unpinned", revision=None)

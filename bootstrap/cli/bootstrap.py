@@ -136,17 +136,17 @@ def bootstrap(
     provisioned = run.timed("provision", lambda: _provision(provider, name, nodes,
                                                             kubeconfig, context))
     run.cluster = provisioned.record
-    t = agent.target(None, None, provisioned.record.name)
-    key = run.timed("deploy-key", lambda: _deploy_key(
-        t, request, private_key_file, known_hosts, accept_host_key, yes, wait))
-    if age_keys is not None:
-        run.timed("sops-age-key", lambda: (None, *sops_key.store(t.kube, sync_name, age_keys,
-                                                                 rotate)))
-    run.timed("agent-install", lambda: _install(t, request))
-    run.report = run.timed("restore", lambda: _restore(t, request, key, waits, output,
-                                                       age_keys))
-    run.where = run.timed("agent-start", lambda: _start(t, request))
-    run.timed("agent-ready", lambda: _agent_ready(t, sync_name, run.report, wait))
+    with agent.target(None, None, provisioned.record.name) as t:
+        key = run.timed("deploy-key", lambda: _deploy_key(
+            t, request, private_key_file, known_hosts, accept_host_key, yes, wait))
+        if age_keys is not None:
+            run.timed("sops-age-key", lambda: (None, *sops_key.store(
+                t.kube, sync_name, age_keys, rotate)))
+        run.timed("agent-install", lambda: _install(t, request))
+        run.report = run.timed("restore", lambda: _restore(t, request, key, waits, output,
+                                                           age_keys))
+        run.where = run.timed("agent-start", lambda: _start(t, request))
+        run.timed("agent-ready", lambda: _agent_ready(t, sync_name, run.report, wait))
     _summary(run, name, sync_name, output)
 
 

@@ -52,11 +52,8 @@ Strict = Annotated[bool, typer.Option(
 
 def _run(spec_args: dict, conn_args: dict, options: SyncOptions,
          verify_only: bool = False) -> engine.Report:
-    kube = opt.connect(**conn_args)
-    try:
+    with opt.connect(**conn_args) as kube:
         return _run_with(kube, spec_args, options, verify_only)
-    finally:
-        kube.close()
 
 
 def _run_with(kube: Kube, spec_args: dict, options: SyncOptions,
@@ -175,8 +172,7 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
                         "access to the repository (the agent's deploy key is read-only; over "
                         "HTTPS the token pushes)")
     push_auth = opt.git_auth(push_key, known_hosts, ca_file) if push_key else read_auth
-    kube = opt.connect(kubeconfig, context, cluster)
-    try:
+    with opt.connect(kubeconfig, context, cluster) as kube:
         target = sync_lookup.for_rollback(kube, name, repo, path, to, read_auth)
         sync, path = target.name, target.path
         options = SyncOptions(
@@ -201,8 +197,6 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
             if e.exit_code == 2:  # refused before any write: the pin goes too
                 rollback_handoff.undo_pin(kube, handoff)
             raise
-    finally:
-        kube.close()
     moved = {"moved_from": target.recorded_path} if target.moved else {}
     if output is Output.json:
         emit_json({"command": "rollback", **report.to_json(), **moved,
