@@ -33,6 +33,7 @@ from bootstrap.resources import resource
 from sync_agent import git_https, signatures, source
 from sync_agent.agent import config as agent_config
 from sync_agent.agent import decryption, deploykey, localproc, syncobject, verifykeys
+from sync_agent.agent.lease import LEASE_RT
 from sync_agent.inventory import NAMESPACE
 from sync_agent.kube import ApiError, Kube, ResourceType
 
@@ -328,6 +329,16 @@ def placement(t: Target, sync: str) -> Placement:
     return Placement(ready > 0, "deployment", f"in-cluster Deployment {NAMESPACE}/{name}, "
                      f"{ready}/{replicas} replicas ready", deployment=f"{NAMESPACE}/{name}",
                      replicas=replicas, ready=ready)
+
+
+def lease_holder(t: Target, sync: str) -> str:
+    """The identity of the agent that leads `sync` now: "" when none holds its Lease, or the
+    Lease cannot be read (status then shows what it can)."""
+    try:
+        lease = t.kube.get(LEASE_RT, NAMESPACE, agent_config.lease_name(sync))
+    except ApiError:
+        return ""
+    return ((lease or {}).get("spec") or {}).get("holderIdentity") or ""
 
 
 def stop_local(t: Target, sync: str) -> bool:

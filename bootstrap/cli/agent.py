@@ -19,9 +19,7 @@ from bootstrap.errors import UserError
 from sync_agent import source
 from sync_agent.agent import config as agent_config
 from sync_agent.agent import decryption, syncobject
-from sync_agent.agent.lease import LEASE_RT
 from sync_agent.inventory import NAMESPACE
-from sync_agent.kube import ApiError
 
 agent_app = typer.Typer(name="agent", help="Install, inspect and steer the in-cluster sync "
                         "agent.", no_args_is_help=True)
@@ -142,7 +140,7 @@ def status(name: opt.SyncName = None, kubeconfig: opt.Kubeconfig = None,
             raise UserError(f"Sync {NAMESPACE}/{sync}: not found; see `gitops-restore agent "
                             "install --help`")
         where = agent.placement(t, sync)
-        holder = _lease_holder(t, sync)
+        holder = agent.lease_holder(t, sync)
     ready = obj.condition(syncobject.READY)
     if output is Output.json:
         emit_json({"sync": sync, "spec": _spec_json(obj.spec), "status": obj.status,
@@ -176,14 +174,6 @@ def _spec_json(spec: syncobject.SyncSpec) -> dict:
             "interval_seconds": spec.interval, "prune": spec.prune, "suspend": spec.suspend,
             "revision": spec.revision or None, "ignore": list(spec.ignore),
             "default_namespace": spec.default_namespace, "secret": spec.secret_name or None}
-
-
-def _lease_holder(t: agent.Target, sync: str) -> str:
-    try:
-        lease = t.kube.get(LEASE_RT, NAMESPACE, agent_config.lease_name(sync))
-    except ApiError:
-        return ""
-    return ((lease or {}).get("spec") or {}).get("holderIdentity") or ""
 
 
 def _steer(t: agent.Target, sync: str, output: Output, verb: str, **changes) -> None:
