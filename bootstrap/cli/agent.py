@@ -8,7 +8,7 @@ second.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -187,30 +187,24 @@ def _steer(t: agent.Target, sync: str, output: Output, verb: str, **changes) -> 
                  f"{', suspended' if obj.spec.suspend else ''}")
 
 
-@agent_app.command("suspend")
-@exits_cleanly
-def suspend(name: opt.SyncName = None, kubeconfig: opt.Kubeconfig = None,
-            context: opt.Context = None, cluster: opt.ClusterName = None,
-            output: opt.OutputOpt = Output.text) -> None:
-    """Stop applying (the agent keeps running, reads the spec and waits).
+def _steering(command: str, summary: str, verb: str, **changes: Any) -> None:
+    """Declare `agent COMMAND`: a merge patch of the Sync's spec with `changes`, then show it."""
 
-    Example: gitops-restore agent suspend --cluster demo
-    """
-    with agent.target(kubeconfig, context, cluster) as t:
-        _steer(t, agent.choose_sync(t.kube, name), output, "suspended", suspend=True)
+    @exits_cleanly
+    def steer(name: opt.SyncName = None, kubeconfig: opt.Kubeconfig = None,
+              context: opt.Context = None, cluster: opt.ClusterName = None,
+              output: opt.OutputOpt = Output.text) -> None:
+        with agent.target(kubeconfig, context, cluster) as t:
+            _steer(t, agent.choose_sync(t.kube, name), output, verb, **changes)
+
+    steer.__doc__ = f"{summary}\n\nExample: gitops-restore agent {command} --cluster demo"
+    agent_app.command(command)(steer)
 
 
-@agent_app.command("resume")
-@exits_cleanly
-def resume(name: opt.SyncName = None, kubeconfig: opt.Kubeconfig = None,
-           context: opt.Context = None, cluster: opt.ClusterName = None,
-           output: opt.OutputOpt = Output.text) -> None:
-    """Apply again and follow the branch: clears suspend and any pin (e.g. from rollback).
-
-    Example: gitops-restore agent resume --cluster demo
-    """
-    with agent.target(kubeconfig, context, cluster) as t:
-        _steer(t, agent.choose_sync(t.kube, name), output, "resumed", suspend=False, revision=None)
+_steering("suspend", "Stop applying (the agent keeps running, reads the spec and waits).",
+          "suspended", suspend=True)
+_steering("resume", "Apply again and follow the branch: clears suspend and any pin (e.g. from "
+          "rollback).", "resumed", suspend=False, revision=None)
 
 
 @agent_app.command("pin")
@@ -232,14 +226,4 @@ def pin(revision: Annotated[str, typer.Argument(help="Commit, tag or HEAD~N of t
         _steer(t, sync, output, f"pinned ({revision})", revision=sha)
 
 
-@agent_app.command("unpin")
-@exits_cleanly
-def unpin(name: opt.SyncName = None, kubeconfig: opt.Kubeconfig = None,
-          context: opt.Context = None, cluster: opt.ClusterName = None,
-          output: opt.OutputOpt = Output.text) -> None:
-    """Follow the branch head again.
-
-    Example: gitops-restore agent unpin --cluster demo
-    """
-    with agent.target(kubeconfig, context, cluster) as t:
-        _steer(t, agent.choose_sync(t.kube, name), output, "unpinned", revision=None)
+_steering("unpin", "Follow the branch head again.", "unpinned", revision=None)
