@@ -1,10 +1,10 @@
 """Install the sync agent, find where it runs, and steer it through its Sync object.
 
-Called by `cli/agent.py` (agent install/status/suspend/resume/pin/unpin), by `bootstrap`
-and by `rollback` (which pins the agent). The manifests are the files in `deploy/`; this
-module only fills in names, image and replicas, and applies them with server-side apply under
-its own field manager, so a later `agent pin` (a merge patch by another manager) survives a
-re-install.
+Called by `cli/agent.py` (agent install/status/suspend/resume/pin/unpin), by
+`cluster_bootstrap` and by `rollback_handoff` (which pins the agent). The manifests are the
+files in `deploy/`; this module only fills in names, image and replicas, and applies them with
+server-side apply under its own field manager, so a later `agent pin` (a merge patch by
+another manager) survives a re-install.
 
 Where the agent runs:
 - on a real cluster (kind, existing): the Deployment `agent-<sync>` in gitops-restore-system;
