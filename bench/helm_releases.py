@@ -72,11 +72,8 @@ def plain_repo(work: Path, helm: Path, namespace: str, kubeconfig: str) -> Path:
     git(repo, "init", "-q", "-b", "main")
     spec = engine.SourceSpec(repo=str(helm), path="apps")
     opened, revision = engine.fetch(spec)
-    kube = Kube.from_kubeconfig(kubeconfig, None)
-    try:
+    with Kube.from_kubeconfig(kubeconfig, None) as kube:
         context = engine.helm_context(kube, spec, engine.SyncOptions(namespace, namespace))
-    finally:
-        kube.close()
     rendered = engine.render_revision(opened, revision, spec, context)
     (repo / "apps" / "objects.yaml").write_text(
         yaml.safe_dump_all([r.body for r in rendered.resources]))

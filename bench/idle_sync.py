@@ -19,12 +19,11 @@ def main() -> None:
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--workers", type=int, default=32)
     args = parser.parse_args()
-    kube = Kube.from_kubeconfig(args.kubeconfig, None)
     options = engine.SyncOptions(sync_name=sync_name(None, args.repo, ""), workers=args.workers)
-    cpu, wall = time.process_time(), time.monotonic()
-    report = engine.restore(kube, engine.SourceSpec(repo=args.repo), options)
-    cpu, wall = time.process_time() - cpu, time.monotonic() - wall
-    kube.close()
+    with Kube.from_kubeconfig(args.kubeconfig, None) as kube:
+        cpu, wall = time.process_time(), time.monotonic()
+        report = engine.restore(kube, engine.SourceSpec(repo=args.repo), options)
+        cpu, wall = time.process_time() - cpu, time.monotonic() - wall
     print(json.dumps({"engine_cpu_seconds": round(cpu, 3), "engine_seconds": round(wall, 3),
                       "counts": report.changes.count()}))
 

@@ -1,10 +1,10 @@
 """Install the sync agent, find where it runs, and steer it through its Sync object.
 
-Called by `cli/agent.py` (agent install/status/suspend/resume/pin/unpin), by `bootstrap`
-and by `rollback` (which pins the agent). The manifests are the files in `deploy/`; this
-module only fills in names, image and replicas, and applies them with server-side apply under
-its own field manager, so a later `agent pin` (a merge patch by another manager) survives a
-re-install.
+Called by `cli/agent.py` (agent install/status/suspend/resume/pin/unpin), by
+`cluster_bootstrap` and by `rollback_handoff` (which pins the agent). The manifests are the
+files in `deploy/`; this module only fills in names, image and replicas, and applies them with
+server-side apply under its own field manager, so a later `agent pin` (a merge patch by
+another manager) survives a re-install.
 
 Where the agent runs:
 - on a real cluster (kind, existing): the Deployment `agent-<sync>` in gitops-restore-system;
@@ -36,6 +36,7 @@ from sync_agent.agent import decryption, deploykey, localproc, syncobject, verif
 from sync_agent.conventions import (
     AGENT_ANNOTATION,
     INSTALL_FIELD_MANAGER,
+    LEASE_RT,
     NAMESPACE,
     NAMESPACE_RT,
     SECRET_RT,
@@ -62,12 +63,20 @@ _TYPES = {(rt.api_version, rt.kind): rt for rt in (
 
 @dataclass(frozen=True)
 class Target:
-    """The cluster to act on: a connection, and for a provisioned cluster its record."""
+    """The cluster to act on: a connection, and for a provisioned cluster its record.
+
+    A context manager that closes its connection: `with agent.target(...) as t:`."""
 
     kube: Kube
     kubeconfig: str | None
     context: str | None
     record: clusters.ClusterRecord | None = None
+
+    def __enter__(self) -> Target:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kube.close()
 
     @property
     def local(self) -> bool:
@@ -325,6 +334,16 @@ def placement(t: Target, sync: str) -> Placement:
     return Placement(ready > 0, "deployment", f"in-cluster Deployment {NAMESPACE}/{name}, "
                      f"{ready}/{replicas} replicas ready", deployment=f"{NAMESPACE}/{name}",
                      replicas=replicas, ready=ready)
+
+
+def lease_holder(t: Target, sync: str) -> str:
+    """The identity of the agent that leads `sync` now: "" when none holds its Lease, or the
+    Lease cannot be read (status then shows what it can)."""
+    try:
+        lease = t.kube.get(LEASE_RT, NAMESPACE, agent_config.lease_name(sync))
+    except ApiError:
+        return ""
+    return ((lease or {}).get("spec") or {}).get("holderIdentity") or ""
 
 
 def stop_local(t: Target, sync: str) -> bool:

@@ -264,14 +264,13 @@ class _Drill:
         try:
             provisioned = self._phase("provision", self._cluster_detail(), self._provision)
             if provisioned.status == "passed" and self.kube is not None:
-                self._steps(self.kube)
+                with self.kube:
+                    self._steps(self.kube)
             else:
                 for name in PHASES[1:-1]:
                     self.phases.append(PhaseResult(name, "skipped", note="no cluster"))
                     self.emit(DrillPhaseFinished(self.phases[-1]))
         finally:
-            if self.kube is not None:
-                self.kube.close()
             self._teardown()
         record = self.record
         kept = bool(record) and (self.request.keep or self.request.provider == "existing")

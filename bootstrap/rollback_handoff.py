@@ -1,8 +1,12 @@
-"""How a rollback hands the cluster over to the sync agent: pin it to the commit, or push a
-revert commit to the branch and let it follow.
+"""A rollback, from the sync it rolls back to the report: how it hands the cluster over to
+the sync agent (pin it to the commit, or push a revert commit to the branch and let it
+follow), and the restore with prune that follows.
 
-Called by `rollback` before it applies anything, so the agent can never roll forward in
-between; `undo_pin` puts the old pin back when the rollback was refused as bad input.
+`rollback` is called by the `rollback` command with the options already parsed: it finds the
+sync and the path its state is at, checks the target's signatures, hands the agent over
+before it applies anything (so the agent can never roll forward in between), restores, and
+puts the old pin back when the restore was refused as bad input. The drill rehearses the same
+restore through the engine directly.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from bootstrap import sync_lookup
 from bootstrap.agent import read_sync, set_spec
 from bootstrap.errors import OperationFailed, UserError
-from sync_agent import git_https, git_process, paths, source
+from sync_agent import engine, errors, events, git_https, git_process, paths, source
 from sync_agent.conventions import NAMESPACE
 from sync_agent.kube import Kube
 
@@ -181,3 +186,54 @@ def undo_pin(kube: Kube, handoff: Handoff) -> None:
     """Put the pin back as it was: the rollback was refused before it changed anything."""
     if handoff.pinned:
         set_spec(kube, handoff.sync, revision=handoff.previous or None)
+
+
+@dataclass(frozen=True)
+class RollbackRequest:
+    """A rollback as asked for, its options parsed."""
+
+    spec: engine.SourceSpec  # ref: the revision to return to (--to); path: see `path`
+    options: engine.SyncOptions  # sync_name: --name, or "" to find the sync; prune is forced
+    path: str | None = None  # --path; None: the path the sync's inventory records
+    revert: bool = False  # push a revert commit instead of pinning the agent
+    branch: str = "main"  # for `revert` when no Sync names the branch
+    push_auth: source.GitAuth | None = None  # for `revert`: credentials that may push
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """What a rollback did: the restore's report, how the agent was left, which sync."""
+
+    report: engine.Report
+    handoff: Handoff
+    sync: sync_lookup.RollbackSync
+
+
+def rollback(kube: Kube, request: RollbackRequest,
+             emit: events.EventSink = events.ignore) -> Rollback:
+    """Return the cluster exactly to `request.spec.ref`, keeping the agent from undoing it."""
+    to = request.spec.ref or "HEAD"
+    found = sync_lookup.for_rollback(kube, request.options.sync_name or None,
+                                     request.spec.repo, request.path, to, request.spec.auth)
+    spec = replace(request.spec, path=found.path)
+    options = replace(request.options, sync_name=found.name, prune=True,
+                      take_over=request.options.take_over or found.moved)
+    # --to as asked (a signed tag counts), before the pin or a revert commit changes
+    # anything; the restore then applies the SHA, which was just verified.
+    signed = _verify_first(kube, spec, found.name) if spec.verify else []
+    handoff = rollback_handoff(kube, found.name, spec.repo, to, found.path, spec.auth,
+                               request.revert, request.branch, request.push_auth)
+    try:
+        options = sync_lookup.continued(kube, options, spec.repo, spec.path)
+        report = engine.restore(kube, replace(spec, ref=handoff.ref, verify=None), options,
+                                emit)
+    except errors.Refused:  # refused before any write: the pin goes too
+        undo_pin(kube, handoff)
+        raise
+    report.signatures = signed
+    return Rollback(report, handoff, found)
+
+
+def _verify_first(kube: Kube, spec: engine.SourceSpec, sync: str) -> list:
+    repo, revision = engine.fetch(spec)
+    return engine.verify_signatures(kube, repo, revision, spec, sync)

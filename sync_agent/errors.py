@@ -25,12 +25,6 @@ if TYPE_CHECKING:
 class SyncError(Exception):
     """Base of every error gitops-restore raises on purpose; raise one of the kinds below."""
 
-    @property
-    def exit_code(self) -> int:
-        """Deprecated: read only by the rollback command until it moves to a service (issue
-        11), which then tests `isinstance(e, Refused)`; exit codes are `exits_cleanly`'s."""
-        return 2 if kind(self) in (Refused, Unavailable) else 1
-
 
 class Refused(SyncError):
     """Bad input (the revision, the options, a Sync's spec, a stored record that cannot be

@@ -97,7 +97,10 @@ def load_configuration(kubeconfig: str | None = None, context: str | None = None
 
 
 class Kube:
-    """A connection to one API server: raw JSON requests, retries, server-side apply."""
+    """A connection to one API server: raw JSON requests, retries, server-side apply.
+
+    A context manager: `with Kube.from_kubeconfig(...) as kube:` closes its pooled
+    connections on the way out."""
 
     def __init__(self, configuration: client.Configuration,
                  unreachable_limit: float = UNREACHABLE_LIMIT):
@@ -251,6 +254,12 @@ class Kube:
 
     def close(self) -> None:
         self._transport.close()
+
+    def __enter__(self) -> Kube:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _api_error(response: Response) -> ApiError:

@@ -397,6 +397,17 @@ def test_rollback_to_a_bad_revision_changes_nothing_and_leaves_the_agent_unpinne
     assert sync.obj().status["lastAppliedRevision"] == v3
 
 
+def test_rollback_with_a_bad_option_refuses_before_pinning_the_agent(sync: Sync, namespace):
+    """Options are parsed before the hand-over: a bad one used to be found only after the
+    agent was pinned, and the pin stayed."""
+    result = cli.run("rollback", "--repo", sync.fleet.url, "--path", "app", "--name", sync.name,
+                     "-n", namespace, "--kubeconfig", sync.kubeconfig, "--to", "HEAD",
+                     "--ssh-key", str(sync.deploy_key), "--known-hosts", str(sync.known_hosts),
+                     "--helm", "sometimes", check_code=2)
+    assert "--helm 'sometimes': use one of auto, render, controller" in result.stderr
+    assert sync.obj().spec.revision == ""
+
+
 def test_rollback_revert_pushes_a_revert_commit_the_agent_follows(api_client, sync: Sync,
                                                                   namespace, tmp_path):
     v2 = sync.fleet.push({"app/settings.yaml": m.configmap("settings", color="green"),

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from bootstrap import clusters
+from bootstrap import agent, cluster_bootstrap, clusters
 from bootstrap import deploy_key as dk
 from bootstrap.cli import agent as agent_cli
+from bootstrap.errors import UserError
 from sync_agent import conventions, inventory, paths
 from sync_agent.agent import localproc, syncobject
 from sync_agent.conventions import LEASE_RT
@@ -27,7 +28,7 @@ from sync_agent.kube import Kube
 from tests import cli
 from tests import manifests as m
 from tests.conftest import SESSION_CLUSTER
-from tests.sshgit import SshGitServer
+from tests.sshgit import HOST, SshGitServer
 from tests.testdata.gitrepos import clone_bundle, commit, git, new_repo
 
 CLUSTER = "bootstrap-e2e"
@@ -175,8 +176,8 @@ def test_bootstrap_end_to_end_then_nothing_changes_then_destroy_stops_the_agent(
 
     # The same again with the key pair given as a file: it is the one stored, so nothing is
     # stored again and every phase says so once.
-    key = dk.load_deploy_key(Kube.from_kubeconfig(record.kubeconfig),
-                             agent_cli.default_key_name(None, url))
+    with Kube.from_kubeconfig(record.kubeconfig) as kube:
+        key = dk.load_deploy_key(kube, agent_cli.default_key_name(None, url))
     key_file = tmp_path / "deploy_key"
     dk.write_private(key_file, key.identity)
     third = cli.run(*bootstrap_args(url, git_server.host_key_fingerprint())[1:],
@@ -226,6 +227,27 @@ def test_bootstrap_with_yes_and_no_pinned_host_key_refuses_before_making_anythin
                      *GUESTBOOK, "--yes", check_code=2)
     assert f"--accept-host-key {git_server.host_key_fingerprint()}" in result.stderr
     assert "nothing was changed" in result.stderr
+    assert not clusters.cluster_dir("never-made").exists()
+
+
+def test_bootstrap_asks_whoever_runs_it_to_confirm_a_scanned_host_key_first(git_server,
+                                                                              guestbook,
+                                                                              state_root):
+    """Without --known-hosts or --accept-host-key the service asks through `confirm` before
+    the first phase: accepted, its fingerprint is the one pinned later; refused, the error
+    names the fingerprint to pass and nothing is made."""
+    url, _ = guestbook
+    fingerprint = git_server.host_key_fingerprint()
+    request = cluster_bootstrap.BootstrapRequest(
+        cluster="never-made", install=agent.InstallRequest(sync="s", repo=url, deploy_key="k"))
+    asked = []
+    assert cluster_bootstrap.check(request, lambda *shown: asked.append(shown) or True) \
+        == fingerprint
+    assert asked == [(f"[{HOST}]:{git_server.port}", fingerprint, "ssh-ed25519")]
+    with pytest.raises(UserError) as refused:
+        cluster_bootstrap.check(request, lambda *shown: False)
+    assert f"--accept-host-key {fingerprint}" in str(refused.value)
+    assert "nothing was changed" in str(refused.value)
     assert not clusters.cluster_dir("never-made").exists()
 
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from sync_agent import conventions
+from sync_agent import conventions, errors
 from sync_agent.errors import ConfigError
 
 
@@ -21,7 +21,7 @@ def test_a_duration_that_is_not_one_names_the_option_and_the_forms() -> None:
     with pytest.raises(ConfigError) as caught:
         conventions.parse_duration("soon", "--lock-timeout")
     assert str(caught.value) == "--lock-timeout 'soon': use a duration such as 90s, 10m or 1h"
-    assert caught.value.exit_code == 2
+    assert errors.kind(caught.value) is errors.Refused
 
 
 def test_zero_is_a_timeout_but_not_an_interval() -> None:

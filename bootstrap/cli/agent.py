@@ -8,7 +8,7 @@ second.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -19,8 +19,7 @@ from bootstrap.errors import UserError
 from sync_agent import source
 from sync_agent.agent import config as agent_config
 from sync_agent.agent import decryption, syncobject
-from sync_agent.conventions import LEASE_RT, NAMESPACE, parse_duration
-from sync_agent.kube import ApiError
+from sync_agent.conventions import NAMESPACE, parse_duration
 
 agent_app = typer.Typer(name="agent", help="Install, inspect and steer the in-cluster sync "
                         "agent.", no_args_is_help=True)
@@ -94,18 +93,20 @@ def install(repo: opt.Repo, branch: Branch = "main", path: opt.PathOpt = "",
         raise UserError(f"--ca-file {ca_file}: no such file (nothing was changed)")
     verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
     age_keys = opt.age_keys(sops_age_key)  # a bad key file: change nothing
-    t = agent.target(kubeconfig, context, cluster)
-    sync = sync_lookup.continued_name(t.kube, sync_names.sync_name(name, repo, path), repo, path)
-    request = agent.InstallRequest(
-        sync=sync, repo=repo, branch=branch, path=path, interval=check_interval(interval),
-        prune=not no_prune, ignore=tuple(ignore or ()), default_namespace=namespace,
-        deploy_key=default_key_name(deploy_key, repo), image=image, ca_file=ca_file,
-        verify=verify, decryption_secret=decryption.secret_name(sync) if sops_age_key else "")
-    if age_keys is not None:
-        sops_key.store(t.kube, sync, age_keys, rotate)
-    results = agent.install(t, request)
-    where, started = agent.start_agent(t, request)
-    missing_key = request.deploy_key and agent.deploykey_missing(t.kube, request.deploy_key)
+    with agent.target(kubeconfig, context, cluster) as t:
+        sync = sync_lookup.continued_name(t.kube, sync_names.sync_name(name, repo, path), repo,
+                                          path)
+        request = agent.InstallRequest(
+            sync=sync, repo=repo, branch=branch, path=path, interval=check_interval(interval),
+            prune=not no_prune, ignore=tuple(ignore or ()), default_namespace=namespace,
+            deploy_key=default_key_name(deploy_key, repo), image=image, ca_file=ca_file,
+            verify=verify,
+            decryption_secret=decryption.secret_name(sync) if sops_age_key else "")
+        if age_keys is not None:
+            sops_key.store(t.kube, sync, age_keys, rotate)
+        results = agent.install(t, request)
+        where, started = agent.start_agent(t, request)
+        missing_key = request.deploy_key and agent.deploykey_missing(t.kube, request.deploy_key)
     if output is Output.json:
         emit_json({"sync": sync, "objects": [{"object": o, "changed": c} for o, c in results],
                    "agent": where.to_json(), "started": started,
@@ -132,14 +133,14 @@ def status(name: opt.SyncName = None, kubeconfig: opt.Kubeconfig = None,
 
     Example: gitops-restore agent status --cluster demo -o json
     """
-    t = agent.target(kubeconfig, context, cluster)
-    sync = agent.choose_sync(t.kube, name)
-    obj = agent.read_sync(t.kube, sync)
-    if obj is None:
-        raise UserError(f"Sync {NAMESPACE}/{sync}: not found; see `gitops-restore agent "
-                        "install --help`")
-    where = agent.placement(t, sync)
-    holder = _lease_holder(t, sync)
+    with agent.target(kubeconfig, context, cluster) as t:
+        sync = agent.choose_sync(t.kube, name)
+        obj = agent.read_sync(t.kube, sync)
+        if obj is None:
+            raise UserError(f"Sync {NAMESPACE}/{sync}: not found; see `gitops-restore agent "
+                            "install --help`")
+        where = agent.placement(t, sync)
+        holder = agent.lease_holder(t, sync)
     ready = obj.condition(syncobject.READY)
     if output is Output.json:
         emit_json({"sync": sync, "spec": _spec_json(obj.spec), "status": obj.status,
@@ -175,14 +176,6 @@ def _spec_json(spec: syncobject.SyncSpec) -> dict:
             "default_namespace": spec.default_namespace, "secret": spec.secret_name or None}
 
 
-def _lease_holder(t: agent.Target, sync: str) -> str:
-    try:
-        lease = t.kube.get(LEASE_RT, NAMESPACE, agent_config.lease_name(sync))
-    except ApiError:
-        return ""
-    return ((lease or {}).get("spec") or {}).get("holderIdentity") or ""
-
-
 def _steer(t: agent.Target, sync: str, output: Output, verb: str, **changes) -> None:
     obj = agent.set_spec(t.kube, sync, **changes)
     if output is Output.json:
@@ -194,30 +187,24 @@ def _steer(t: agent.Target, sync: str, output: Output, verb: str, **changes) -> 
                  f"{', suspended' if obj.spec.suspend else ''}")
 
 
-@agent_app.command("suspend")
-@exits_cleanly
-def suspend(name: opt.SyncName = None, kubeconfig: opt.Kubeconfig = None,
-            context: opt.Context = None, cluster: opt.ClusterName = None,
-            output: opt.OutputOpt = Output.text) -> None:
-    """Stop applying (the agent keeps running, reads the spec and waits).
+def _steering(command: str, summary: str, verb: str, **changes: Any) -> None:
+    """Declare `agent COMMAND`: a merge patch of the Sync's spec with `changes`, then show it."""
 
-    Example: gitops-restore agent suspend --cluster demo
-    """
-    t = agent.target(kubeconfig, context, cluster)
-    _steer(t, agent.choose_sync(t.kube, name), output, "suspended", suspend=True)
+    @exits_cleanly
+    def steer(name: opt.SyncName = None, kubeconfig: opt.Kubeconfig = None,
+              context: opt.Context = None, cluster: opt.ClusterName = None,
+              output: opt.OutputOpt = Output.text) -> None:
+        with agent.target(kubeconfig, context, cluster) as t:
+            _steer(t, agent.choose_sync(t.kube, name), output, verb, **changes)
+
+    steer.__doc__ = f"{summary}\n\nExample: gitops-restore agent {command} --cluster demo"
+    agent_app.command(command)(steer)
 
 
-@agent_app.command("resume")
-@exits_cleanly
-def resume(name: opt.SyncName = None, kubeconfig: opt.Kubeconfig = None,
-           context: opt.Context = None, cluster: opt.ClusterName = None,
-           output: opt.OutputOpt = Output.text) -> None:
-    """Apply again and follow the branch: clears suspend and any pin (e.g. from rollback).
-
-    Example: gitops-restore agent resume --cluster demo
-    """
-    t = agent.target(kubeconfig, context, cluster)
-    _steer(t, agent.choose_sync(t.kube, name), output, "resumed", suspend=False, revision=None)
+_steering("suspend", "Stop applying (the agent keeps running, reads the spec and waits).",
+          "suspended", suspend=True)
+_steering("resume", "Apply again and follow the branch: clears suspend and any pin (e.g. from "
+          "rollback).", "resumed", suspend=False, revision=None)
 
 
 @agent_app.command("pin")
@@ -230,23 +217,13 @@ def pin(revision: Annotated[str, typer.Argument(help="Commit, tag or HEAD~N of t
 
     Example: gitops-restore agent pin v1.4.0 --cluster demo
     """
-    t = agent.target(kubeconfig, context, cluster)
-    sync = agent.choose_sync(t.kube, name)
-    obj = agent.read_sync(t.kube, sync)
-    if obj is None:
-        raise UserError(f"Sync {NAMESPACE}/{sync}: not found")
-    sha = agent.resolve(t.kube, obj, revision)
-    _steer(t, sync, output, f"pinned ({revision})", revision=sha)
+    with agent.target(kubeconfig, context, cluster) as t:
+        sync = agent.choose_sync(t.kube, name)
+        obj = agent.read_sync(t.kube, sync)
+        if obj is None:
+            raise UserError(f"Sync {NAMESPACE}/{sync}: not found")
+        sha = agent.resolve(t.kube, obj, revision)
+        _steer(t, sync, output, f"pinned ({revision})", revision=sha)
 
 
-@agent_app.command("unpin")
-@exits_cleanly
-def unpin(name: opt.SyncName = None, kubeconfig: opt.Kubeconfig = None,
-          context: opt.Context = None, cluster: opt.ClusterName = None,
-          output: opt.OutputOpt = Output.text) -> None:
-    """Follow the branch head again.
-
-    Example: gitops-restore agent unpin --cluster demo
-    """
-    t = agent.target(kubeconfig, context, cluster)
-    _steer(t, agent.choose_sync(t.kube, name), output, "unpinned", revision=None)
+_steering("unpin", "Follow the branch head again.", "unpinned", revision=None)

@@ -77,11 +77,8 @@ def create(repo: SshRepo, name: KeyName = None, known_hosts: KnownHostsFile = No
         accept_host_key=accept_host_key, private_key_file=private_key_file, rotate=rotate,
         forge=_forge(github, gitlab, token_env, api_url))
     confirm = _ask if sys.stdin.isatty() and not (known_hosts or accept_host_key) else None
-    kube = opt.connect(kubeconfig, context, cluster)
-    try:
+    with opt.connect(kubeconfig, context, cluster) as kube:
         result = dk.create_deploy_key(kube, request, confirm, progress_printer())
-    finally:
-        kube.close()
     if output is Output.json:
         emit_json(result.to_json())
         return
@@ -103,11 +100,8 @@ def show(name: Annotated[str, typer.Option("--name", help="Name given to create.
 
     Example: gitops-restore deploy-key show --name fleet
     """
-    kube = opt.connect(kubeconfig, context, cluster)
-    try:
+    with opt.connect(kubeconfig, context, cluster) as kube:
         key = dk.load_deploy_key(kube, name)
-    finally:
-        kube.close()
     hosts = dk.host_fingerprints(key.known_hosts)
     if output is Output.json:
         emit_json({"name": key.name, "secret": f"{NAMESPACE}/{dk.secret_name(name)}",

@@ -64,9 +64,9 @@ def status(name: opt.SyncName = None, kubeconfig: opt.Kubeconfig = None,
 
     Example: gitops-restore status --cluster demo
     """
-    kube = opt.connect(kubeconfig, context, cluster)
-    names = [name] if name else inventory.names(kube)
-    records = [r for r in (inventory.load(kube, n) for n in names) if r is not None]
+    with opt.connect(kubeconfig, context, cluster) as kube:
+        names = [name] if name else inventory.names(kube)
+        records = [r for r in (inventory.load(kube, n) for n in names) if r is not None]
     rows = [{"sync": r.name, "repo": r.repo, "path": r.path, "ref": r.ref, "sha": r.revision,
              "applied_at": r.applied_at, "objects": len(r.entries), "complete": r.complete}
             for r in records]

@@ -1,7 +1,10 @@
-"""restore, plan, rollback and verify: declare options, call the engine, present the report."""
+"""restore, plan, rollback and verify: declare options, call the engine (rollback: its
+service, `rollback_handoff`), present the report."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -17,9 +20,8 @@ from sync_agent import engine, source
 from sync_agent.apply import ApplyError
 from sync_agent.changes import Action
 from sync_agent.conventions import parse_duration
-from sync_agent.engine import SyncOptions
-from sync_agent.errors import SyncError
-from sync_agent.kube import DEFAULT_WORKERS, Kube, Unreachable
+from sync_agent.engine import SourceSpec, SyncOptions
+from sync_agent.kube import DEFAULT_WORKERS, Unreachable
 
 EXIT_DIFFERENCES = 3
 
@@ -51,30 +53,29 @@ Strict = Annotated[bool, typer.Option(
                      "as differences too.")]
 
 
-def _run(spec_args: dict, conn_args: dict, options: SyncOptions,
+def _run(spec: SourceSpec, options: SyncOptions, connection: tuple[str | None, ...],
          verify_only: bool = False) -> engine.Report:
-    kube = opt.connect(**conn_args)
-    try:
-        return _run_with(kube, spec_args, options, verify_only)
-    finally:
-        kube.close()
-
-
-def _run_with(kube: Kube, spec_args: dict, options: SyncOptions,
-              verify_only: bool = False) -> engine.Report:
-    spec = opt.source_spec(**spec_args)
-    options = sync_lookup.continued(kube, options, spec.repo, spec.path)
-    try:
-        with PhaseProgress() as progress:
+    """Restore (or plan, or verify) `spec` on the cluster `connection` names, with progress."""
+    with opt.connect(*connection) as kube:
+        options = sync_lookup.continued(kube, options, spec.repo, spec.path)
+        with _engine_errors(writes=not (verify_only or options.plan_only)), \
+                PhaseProgress() as progress:
             if verify_only:
                 return engine.verify(kube, spec, options, progress.emit)
             return engine.restore(kube, spec, options, progress.emit)
+
+
+@contextmanager
+def _engine_errors(writes: bool) -> Iterator[None]:
+    """A failed apply or a vanished API server, said with what is left behind and what to do."""
+    try:
+        yield
     except ApplyError as e:
         raise OperationFailed("apply failed; objects applied before the failure stay applied "
                               "and owned (re-run to converge):\n" + str(e)) from None
     except Unreachable as e:
-        kept = "" if verify_only or options.plan_only else (
-            " Objects applied before it went away stay applied and owned by the inventory:")
+        kept = (" Objects applied before it went away stay applied and owned by the "
+                "inventory:") if writes else ""
         raise OperationFailed(f"{e}: the run stopped.{kept} re-run once the API server "
                               "answers again") from None
 
@@ -111,13 +112,11 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
         create_namespaces=create_namespaces, force=force, wait=wait,
         timeout=parse_duration(timeout, "--timeout"), workers=workers, take_over=take_over,
         lock_timeout=parse_duration(lock_timeout, "--lock-timeout"))
+    render = opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes, sops_age_key)
     verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
-    report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
-                       known_hosts=known_hosts, ca_file=ca_file, verify=verify,
-                       render=opt.render_options(allow_remote_bases, max_file_size,
-                                                 max_yaml_nodes, sops_age_key),
-                       helm=helm, offline=offline),
-                  dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options)
+    spec = opt.source_spec(repo, ref, at, path, ignore, ssh_key, known_hosts, ca_file, render,
+                           verify, helm, offline)
+    report = _run(spec, options, (kubeconfig, context, cluster))
     _present(report, output, "restore")
     if report.errors or report.unhealthy:
         raise typer.Exit(code=1)
@@ -165,62 +164,48 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
     """
     if name:
         sync_names.check_sync_name(name)
-    timeout_seconds = parse_duration(timeout, "--timeout")
-    lock_seconds = parse_duration(lock_timeout, "--lock-timeout")
+    options = SyncOptions(
+        sync_name=name or "", namespace=namespace, prune=True, prune_data=prune_data,
+        allow_mass_prune=allow_mass_prune, create_namespaces=create_namespaces, force=force,
+        wait=wait, timeout=parse_duration(timeout, "--timeout"), workers=workers,
+        lock_timeout=parse_duration(lock_timeout, "--lock-timeout"), take_over=take_over)
     render = opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes, sops_age_key)
     verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
-    read_auth = opt.git_auth(ssh_key, known_hosts, ca_file)
-    if revert and push_key is None and source.is_remote(repo) \
-            and not repo.startswith(("file://", "http://", "https://")):
-        raise UserError("--revert pushes a commit: give --push-key FILE, a key with write "
-                        "access to the repository (the agent's deploy key is read-only; over "
-                        "HTTPS the token pushes)")
-    push_auth = opt.git_auth(push_key, known_hosts, ca_file) if push_key else read_auth
-    kube = opt.connect(kubeconfig, context, cluster)
-    try:
-        target = sync_lookup.for_rollback(kube, name, repo, path, to, read_auth)
-        sync, path = target.name, target.path
-        options = SyncOptions(
-            sync_name=sync, namespace=namespace, prune=True,
-            prune_data=prune_data, allow_mass_prune=allow_mass_prune,
-            create_namespaces=create_namespaces, force=force, wait=wait,
-            timeout=timeout_seconds, workers=workers, lock_timeout=lock_seconds,
-            take_over=take_over or target.moved)
-        spec_args = dict(repo=repo, ref=to, at=None, path=path, ignore=ignore,
-                         ssh_key=ssh_key, known_hosts=known_hosts, ca_file=ca_file,
-                         render=render, helm=helm, offline=offline)
-        # --to as asked (a signed tag counts), before the pin or a revert commit changes
-        # anything; the run then pins the SHA, which was just verified.
-        signed = _verify_first(kube, opt.source_spec(**spec_args, verify=verify), sync) \
-            if verify else []
-        handoff = rollback_handoff.rollback_handoff(kube, sync, repo, to, path, read_auth,
-                                                    revert, branch, push_auth)
-        try:
-            report = _run_with(kube, {**spec_args, "ref": handoff.ref}, options)
-            report.signatures = signed
-        except SyncError as e:
-            if e.exit_code == 2:  # refused before any write: the pin goes too
-                rollback_handoff.undo_pin(kube, handoff)
-            raise
-    finally:
-        kube.close()
-    moved = {"moved_from": target.recorded_path} if target.moved else {}
-    if output is Output.json:
-        emit_json({"command": "rollback", **report.to_json(), **moved,
-                   "agent": handoff.to_json()})
-    else:
-        _present(report, output, "rollback")
-        if target.moved:
-            stdout.print(f"path: the sync's directory '{target.recorded_path}' was at "
-                         f"'{path or '.'}' in {to}", markup=False)
-        stdout.print(f"agent: {handoff.note}", markup=False)
-    if report.errors or report.unhealthy:
+    spec = opt.source_spec(repo, to, None, "", ignore, ssh_key, known_hosts, ca_file, render,
+                           verify, helm, offline)
+    push_auth = _push_auth(spec, revert, push_key, known_hosts, ca_file)
+    request = rollback_handoff.RollbackRequest(spec, options, path, revert, branch, push_auth)
+    with opt.connect(kubeconfig, context, cluster) as kube, _engine_errors(writes=True), \
+            PhaseProgress() as progress:
+        done = rollback_handoff.rollback(kube, request, progress.emit)
+    _present_rollback(done, output, to)
+    if done.report.errors or done.report.unhealthy:
         raise typer.Exit(code=1)
 
 
-def _verify_first(kube: Kube, spec: engine.SourceSpec, sync: str) -> list:
-    repo, revision = engine.fetch(spec)
-    return engine.verify_signatures(kube, repo, revision, spec, sync)
+def _push_auth(spec: SourceSpec, revert: bool, push_key: Path | None, known_hosts: Path | None,
+               ca_file: Path | None) -> source.GitAuth | None:
+    """What --revert pushes with: --push-key, or over HTTPS and to local paths what reads."""
+    if revert and push_key is None and source.is_remote(spec.repo) \
+            and not spec.repo.startswith(("file://", "http://", "https://")):
+        raise UserError("--revert pushes a commit: give --push-key FILE, a key with write "
+                        "access to the repository (the agent's deploy key is read-only; over "
+                        "HTTPS the token pushes)")
+    return opt.git_auth(push_key, known_hosts, ca_file) if push_key else spec.auth
+
+
+def _present_rollback(done: rollback_handoff.Rollback, output: Output, to: str) -> None:
+    found = done.sync
+    moved = {"moved_from": found.recorded_path} if found.moved else {}
+    if output is Output.json:
+        emit_json({"command": "rollback", **done.report.to_json(), **moved,
+                   "agent": done.handoff.to_json()})
+        return
+    _present(done.report, output, "rollback")
+    if found.moved:
+        stdout.print(f"path: the sync's directory '{found.recorded_path}' was at "
+                     f"'{found.path or '.'}' in {to}", markup=False)
+    stdout.print(f"agent: {done.handoff.note}", markup=False)
 
 
 @exits_cleanly
@@ -250,13 +235,11 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
         prune_data=prune_data, allow_mass_prune=allow_mass_prune,
         create_namespaces=create_namespaces, force=force, workers=workers, plan_only=True,
         take_over=take_over)
+    render = opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes, sops_age_key)
     verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
-    report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
-                       known_hosts=known_hosts, ca_file=ca_file, verify=verify,
-                       render=opt.render_options(allow_remote_bases, max_file_size,
-                                                 max_yaml_nodes, sops_age_key),
-                       helm=helm, offline=offline),
-                  dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options)
+    spec = opt.source_spec(repo, ref, at, path, ignore, ssh_key, known_hosts, ca_file, render,
+                           verify, helm, offline)
+    report = _run(spec, options, (kubeconfig, context, cluster))
     _present(report, output, "plan")
     if report.changes.changed:
         raise typer.Exit(code=EXIT_DIFFERENCES)
@@ -292,12 +275,10 @@ def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pat
     options = SyncOptions(sync_name=sync_names.sync_name(name, repo, path), namespace=namespace,
                           prune_data=prune_data, create_namespaces=create_namespaces,
                           wait=wait, timeout=parse_duration(timeout, "--timeout"), workers=workers)
-    report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
-                       known_hosts=known_hosts, ca_file=ca_file, render=opt.render_options(
-                           allow_remote_bases, max_file_size, max_yaml_nodes, sops_age_key),
-                       helm=helm, offline=offline),
-                  dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options,
-                  verify_only=True)
+    render = opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes, sops_age_key)
+    spec = opt.source_spec(repo, ref, at, path, ignore, ssh_key, known_hosts, ca_file, render,
+                           helm=helm, offline=offline)
+    report = _run(spec, options, (kubeconfig, context, cluster), verify_only=True)
     _present(report, output, "verify")
     if report.changes.changed or (strict and report.changes.of(Action.KEEP)):
         raise typer.Exit(code=EXIT_DIFFERENCES)
