@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from bootstrap.cli import deprecated
 from bootstrap.cli import options as opt
 from bootstrap.cli.output import Output, emit_json, exits_cleanly, stdout
 from sync_agent import history as history_mod
@@ -15,7 +16,7 @@ from sync_agent import inventory, signatures, source
 
 def register(app: typer.Typer) -> None:
     app.command()(history)
-    app.command()(status)
+    app.command(cls=deprecated.renamed(deprecated.SYNC))(status)
 
 
 @exits_cleanly

@@ -1,5 +1,9 @@
-"""Options shared by restore, plan, rollback, verify and history, and how they become the
-engine's SourceSpec and SyncOptions."""
+"""Options shared by several commands, declared once, and how they become the engine's
+SourceSpec and SyncOptions.
+
+Names follow one rule (see `deprecated.py`): `--cluster` a cluster of this machine, `--sync` a
+sync, `--deploy-key` a deploy key; `--name` is only provision's. Every `--kubeconfig` reads
+KUBECONFIG, as kubectl does."""
 
 from __future__ import annotations
 
@@ -31,7 +35,17 @@ Ignore = Annotated[list[str] | None, typer.Option(
     "--ignore", help="Leave files out (gitignore syntax); repeatable.")]
 SshKey = Annotated[Path | None, typer.Option("--ssh-key", help="Private key for SSH remotes.")]
 KnownHosts = Annotated[Path | None, typer.Option(
-    "--known-hosts", help="known_hosts pinning the SSH server's host key.")]
+    "--known-hosts", help="known_hosts pinning the Git server's SSH host key (\\[host]:port "
+                          "for port != 22).")]
+AcceptHostKey = Annotated[str | None, typer.Option(
+    "--accept-host-key", metavar="SHA256:FINGERPRINT",
+    help="Scan the Git server and pin its host key only if it has this fingerprint.")]
+PrivateKeyFile = Annotated[Path | None, typer.Option(
+    "--private-key-file", help="Use this unencrypted key pair (FILE, FILE.pub) as the deploy "
+                               "key instead of generating an ed25519 one.")]
+DeployKeyName = Annotated[str | None, typer.Option(
+    "--deploy-key", help="Deploy key name: the Secret <name>-deploy-key (default: from the "
+                         "repository URL; SSH repositories only).")]
 CaFile = Annotated[Path | None, typer.Option(
     "--ca-file", help="PEM file of the CA that signed the HTTPS Git server's certificate. "
                       "HTTPS credentials: https://USER:TOKEN@HOST/… or the environment "
@@ -51,13 +65,27 @@ Context = Annotated[str | None, typer.Option("--context", help="Kubeconfig conte
 ClusterName = Annotated[str | None, typer.Option(
     "--cluster", help="A cluster made by `provision` (instead of --kubeconfig).")]
 SyncName = Annotated[str | None, typer.Option(
-    "--name", help="Sync name owning the inventory (default: from repo and path).")]
+    "--sync", help="Sync name owning the inventory (default: from repo and path).")]
+Provider = Annotated[str, typer.Option(
+    "--provider", help="local, kind, or existing (a running cluster: --kubeconfig, --context).")]
+Nodes = Annotated[int, typer.Option(
+    "--nodes", help="Nodes of a local (simulated) or kind (worker) cluster.")]
+ExistingKubeconfig = Annotated[str | None, typer.Option(
+    "--kubeconfig", envvar="KUBECONFIG", help="For --provider existing: its kubeconfig.")]
+ExistingContext = Annotated[str | None, typer.Option(
+    "--context", help="For --provider existing: the kubeconfig context.")]
 Namespace = Annotated[str, typer.Option(
     "--namespace", "-n", help="Namespace for namespaced objects that name none.")]
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text or json")]
 Workers = Annotated[int, typer.Option("--workers", help="Concurrent API requests.")]
 CreateNamespaces = Annotated[bool, typer.Option(
     "--create-namespaces", help="Create namespaces the revision uses but does not declare.")]
+PruneData = Annotated[bool, typer.Option(
+    "--prune-data", help="Let prune delete PVCs, PVs and Namespaces too.")]
+MassPrune = Annotated[bool, typer.Option(
+    "--allow-mass-prune", help="Allow a prune of more than half the owned objects.")]
+Force = Annotated[bool, typer.Option(
+    "--force", help="Delete and recreate objects whose immutable fields changed.")]
 AllowRemoteBases = Annotated[bool, typer.Option(
     "--allow-remote-bases", help="Let kustomize fetch remote bases and files (https://…, "
                                  "github.com/…//dir, git@…) with your own git setup; refused "

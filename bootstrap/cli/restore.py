@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from bootstrap import rollback_handoff, sync_lookup, sync_names
+from bootstrap.cli import deprecated, report_view
 from bootstrap.cli import options as opt
-from bootstrap.cli import report_view
 from bootstrap.cli.output import Output, emit_json, exits_cleanly, stdout
 from bootstrap.cli.progress import PhaseProgress
 from bootstrap.errors import OperationFailed, UserError
@@ -24,26 +24,18 @@ EXIT_DIFFERENCES = 3
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(restore)
-    app.command()(plan)
-    app.command()(rollback)
-    app.command()(verify)
+    for command in (restore, plan, rollback, verify):
+        app.command(cls=deprecated.renamed(deprecated.SYNC))(command)
 
 
 Prune = Annotated[bool, typer.Option("--prune", help="Delete owned objects the revision lacks.")]
-PruneData = Annotated[bool, typer.Option(
-    "--prune-data", help="Let prune delete PVCs, PVs and Namespaces too.")]
-MassPrune = Annotated[bool, typer.Option(
-    "--allow-mass-prune", help="Allow a prune of more than half the owned objects.")]
 Wait = Annotated[bool, typer.Option("--wait", help="Wait until every object is healthy.")]
 Timeout = Annotated[str, typer.Option("--timeout", help="How long --wait waits, e.g. 10m.")]
-Force = Annotated[bool, typer.Option(
-    "--force", help="Delete and recreate objects whose immutable fields changed.")]
 RollbackPath = Annotated[str | None, typer.Option(
     "--path", help="Directory in the repo to apply (default: the path the sync's inventory "
                    "records, where that directory was at --to).")]
 TakeOver = Annotated[bool, typer.Option(
-    "--take-over", help="Apply under --name although its inventory records another repo or "
+    "--take-over", help="Apply under --sync although its inventory records another repo or "
                         "path (the sync moves; what it owned and no longer declares is pruned).")]
 Strict = Annotated[bool, typer.Option(
     "--strict", help="Count what restore keeps or creates by its own rules (listed as kept) "
@@ -80,9 +72,9 @@ def _run_with(kube: Kube, spec_args: dict, options: SyncOptions,
 
 @exits_cleanly
 def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathOpt = "",
-            ignore: opt.Ignore = None, prune: Prune = False, prune_data: PruneData = False,
-            allow_mass_prune: MassPrune = False, wait: Wait = False, timeout: Timeout = "10m",
-            force: Force = False, create_namespaces: opt.CreateNamespaces = False,
+            ignore: opt.Ignore = None, prune: Prune = False, prune_data: opt.PruneData = False,
+            allow_mass_prune: opt.MassPrune = False, wait: Wait = False, timeout: Timeout = "10m",
+            force: opt.Force = False, create_namespaces: opt.CreateNamespaces = False,
             name: opt.SyncName = None, take_over: TakeOver = False,
             namespace: opt.Namespace = "default",
             ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
@@ -126,8 +118,8 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
 def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
                  "--to", help="The revision to return to (commit, tag, HEAD~N).")],
              path: RollbackPath = None, ignore: opt.Ignore = None,
-             prune_data: PruneData = False, allow_mass_prune: MassPrune = False,
-             wait: Wait = False, timeout: Timeout = "10m", force: Force = False,
+             prune_data: opt.PruneData = False, allow_mass_prune: opt.MassPrune = False,
+             wait: Wait = False, timeout: Timeout = "10m", force: opt.Force = False,
              create_namespaces: opt.CreateNamespaces = False, name: opt.SyncName = None,
              take_over: TakeOver = False, namespace: opt.Namespace = "default",
              ssh_key: opt.SshKey = None,
@@ -153,7 +145,7 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
              sops_age_key: opt.SopsAgeKey = None) -> None:
     """Return the cluster exactly to an earlier revision (restore with prune).
 
-    It rolls back the sync that applied --repo here (--name when several did), at the path its
+    It rolls back the sync that applied --repo here (--sync when several did), at the path its
     inventory records, followed to where that directory was at --to if it moved since.
     If the sync agent serves this sync name, it is first pinned to that commit so it does not
     roll forward again (`gitops-restore agent resume` unpins). With --revert a commit that
@@ -224,8 +216,8 @@ def _verify_first(kube: Kube, spec: engine.SourceSpec, sync: str) -> list:
 
 @exits_cleanly
 def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathOpt = "",
-         ignore: opt.Ignore = None, prune: Prune = False, prune_data: PruneData = False,
-         allow_mass_prune: MassPrune = False, force: Force = False,
+         ignore: opt.Ignore = None, prune: Prune = False, prune_data: opt.PruneData = False,
+         allow_mass_prune: opt.MassPrune = False, force: opt.Force = False,
          create_namespaces: opt.CreateNamespaces = False, name: opt.SyncName = None,
          take_over: TakeOver = False,
          namespace: opt.Namespace = "default", ssh_key: opt.SshKey = None,
@@ -263,7 +255,7 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
 
 @exits_cleanly
 def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathOpt = "",
-           ignore: opt.Ignore = None, prune_data: PruneData = False,
+           ignore: opt.Ignore = None, prune_data: opt.PruneData = False,
            create_namespaces: opt.CreateNamespaces = False, strict: Strict = False,
            wait: Wait = False, timeout: Timeout = "2m",
            name: opt.SyncName = None, namespace: opt.Namespace = "default",
@@ -283,7 +275,7 @@ def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pat
     not a difference (--strict counts it): a namespace made by --create-namespaces, a PVC, PV
     or Namespace the revision dropped (unless --prune-data), a namespace the revision's
     objects are in. Give verify the options given to restore or rollback that decide what the
-    revision means (--path, --ignore, -n, --name, --create-namespaces, --prune-data).
+    revision means (--path, --ignore, -n, --sync, --create-namespaces, --prune-data).
 
     Exit 0 when it matches, 3 when anything differs (1 with --wait if unhealthy).
     Example: gitops-restore verify --repo ./fleet --path apps --ref v1.4.0 --create-namespaces
