@@ -15,11 +15,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from bootstrap import drill, drill_reports, sync_names
-from bootstrap.cli import deprecated
+from bootstrap.cli import deprecated, option_groups
 from bootstrap.cli import options as opt
 from bootstrap.cli.output import Output, emit_json, exits_cleanly, stderr, stdout
 from bootstrap.cli.progress import PhaseProgress
-from sync_agent import events
+from sync_agent import events, signatures
 from sync_agent.engine import SourceSpec, SyncOptions
 from sync_agent.kube import DEFAULT_WORKERS
 
@@ -52,6 +52,7 @@ Summary = Annotated[Path | None, typer.Option(
 
 
 @exits_cleanly
+@option_groups.grouped(render=opt.render_options, verify=opt.signature_policy)
 def drill_command(
         repo: opt.Repo, from_ref: From = None, to_ref: To = None, path: opt.PathOpt = "",
         to_path: ToPath = None, ignore: opt.Ignore = None, provider: opt.Provider = "local",
@@ -66,13 +67,8 @@ def drill_command(
         workers: opt.Workers = DEFAULT_WORKERS, junit: Junit = None,
         report: ReportFile = None, summary: Summary = None,
         lock_timeout: opt.LockTimeout = "2m",
-        output: opt.OutputOpt = Output.text, allow_remote_bases: opt.AllowRemoteBases = False,
-        max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
-        max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
-        verify_signatures: opt.VerifySignatures = None,
-        allowed_signers: opt.AllowedSigners = None,
-        trusted_keys: opt.TrustedKeys = None,
-        sops_age_key: opt.SopsAgeKey = None) -> None:
+        output: opt.OutputOpt = Output.text, *, render: opt.RenderOptions,
+        verify: signatures.Policy | None) -> None:
     """Rehearse a recovery in a throwaway cluster: restore, roll back, roll forward, verify.
 
     Provisions a cluster, restores --from, rolls back to --to, rolls forward to --from,
@@ -89,11 +85,7 @@ def drill_command(
     """
     spec = drill.DrillSpec(
         source=opt.source_spec(repo, from_ref, None, path, ignore, ssh_key, known_hosts, ca_file,
-                               opt.render_options(allow_remote_bases, max_file_size,
-                                                  max_yaml_nodes, sops_age_key),
-                               opt.signature_policy(verify_signatures, allowed_signers,
-                                                    trusted_keys),
-                               helm, offline),
+                               render, verify, helm, offline),
         to_ref=to_ref, to_path=to_path,
         cluster=drill.ClusterRequest(provider, cluster or "", nodes, kubeconfig, context, keep),
         sync=SyncOptions(sync_name=sync_names.sync_name(sync, repo, path), namespace=namespace,

@@ -86,22 +86,6 @@ MassPrune = Annotated[bool, typer.Option(
     "--allow-mass-prune", help="Allow a prune of more than half the owned objects.")]
 Force = Annotated[bool, typer.Option(
     "--force", help="Delete and recreate objects whose immutable fields changed.")]
-AllowRemoteBases = Annotated[bool, typer.Option(
-    "--allow-remote-bases", help="Let kustomize fetch remote bases and files (https://…, "
-                                 "github.com/…//dir, git@…) with your own git setup; refused "
-                                 "by default.")]
-MaxFileSize = Annotated[str, typer.Option(
-    "--max-file-size", help="Largest manifest, kustomization or kustomize output read, "
-                            "e.g. 64Mi (the default) or 200Mi.")]
-MaxYamlNodes = Annotated[int, typer.Option(
-    "--max-yaml-nodes", help="Most YAML nodes one file may hold once its aliases are "
-                             "expanded.")]
-SopsAgeKey = Annotated[Path | None, typer.Option(
-    "--sops-age-key", envvar=sops.KEY_FILE_ENV, show_envvar=True,
-    help="Age key file (age-keygen's format, as sops reads it) that decrypts SOPS-encrypted "
-         "manifests and secretGenerator files.")]
-DEFAULT_MAX_FILE_SIZE = "64Mi"
-DEFAULT_MAX_YAML_NODES = DEFAULTS.max_yaml_nodes
 LockTimeout = Annotated[str, typer.Option(
     "--lock-timeout", help="How long to wait while another writer (a command or the sync "
                            "agent) holds the sync's lock, e.g. 30s; then exit 2 naming it.")]
@@ -136,8 +120,24 @@ def helm_settings(mode: str, offline: bool, ca_file: Path | None) -> HelmSetting
                         password=os.environ.get(HELM_PASSWORD_ENV) or None)
 
 
-def render_options(allow_remote_bases: bool, max_file_size: str,
-                   max_yaml_nodes: int, sops_age_key: Path | None = None) -> RenderOptions:
+def render_options(
+    allow_remote_bases: Annotated[bool, typer.Option(
+        "--allow-remote-bases", help="Let kustomize fetch remote bases and files (https://…, "
+                                     "github.com/…//dir, git@…) with your own git setup; "
+                                     "refused by default.")] = False,
+    max_file_size: Annotated[str, typer.Option(
+        "--max-file-size", help="Largest manifest, kustomization or kustomize output read, "
+                                "e.g. 64Mi (the default) or 200Mi.")] = "64Mi",
+    max_yaml_nodes: Annotated[int, typer.Option(
+        "--max-yaml-nodes", help="Most YAML nodes one file may hold once its aliases are "
+                                 "expanded.")] = DEFAULTS.max_yaml_nodes,
+    sops_age_key: Annotated[Path | None, typer.Option(
+        "--sops-age-key", envvar=sops.KEY_FILE_ENV, show_envvar=True,
+        help="Age key file (age-keygen's format, as sops reads it) that decrypts "
+             "SOPS-encrypted manifests and secretGenerator files.")] = None,
+) -> RenderOptions:
+    """The options that bound and decrypt rendering, declared here only: commands take them
+    as a group (see option_groups)."""
     if max_yaml_nodes < 1:
         raise UserError(f"--max-yaml-nodes {max_yaml_nodes}: give a positive number")
     try:
@@ -158,15 +158,18 @@ def age_keys(path: Path | None) -> sops.AgeKeys | None:
         raise UserError(str(e)) from None
 
 
-def signature_policy(mode: str | None, allowed_signers: Path | None,
-                     trusted_keys: Path | None) -> signatures.Policy | None:
-    """--verify-signatures and its keys; keys without a mode are a mistake, not a default."""
-    if mode is None:
+def signature_policy(verify_signatures: VerifySignatures = None,
+                     allowed_signers: AllowedSigners = None,
+                     trusted_keys: TrustedKeys = None) -> signatures.Policy | None:
+    """--verify-signatures and its keys (a group: see option_groups); keys without a mode are
+    a mistake, not a default."""
+    if verify_signatures is None:
         if allowed_signers or trusted_keys:
             raise UserError("--allowed-signers/--trusted-keys are used only with "
                             "--verify-signatures head|chain: add it")
         return None
-    return signatures.Policy(mode, signatures.Keys.from_files(allowed_signers, trusted_keys))
+    return signatures.Policy(verify_signatures,
+                             signatures.Keys.from_files(allowed_signers, trusted_keys))
 
 
 def git_auth(ssh_key: Path | None, known_hosts: Path | None,

@@ -8,12 +8,12 @@ from typing import Annotated
 import typer
 
 from bootstrap import rollback_handoff, sync_lookup, sync_names
-from bootstrap.cli import deprecated, report_view
+from bootstrap.cli import deprecated, option_groups, report_view
 from bootstrap.cli import options as opt
 from bootstrap.cli.output import Output, emit_json, exits_cleanly, stdout
 from bootstrap.cli.progress import PhaseProgress
 from bootstrap.errors import OperationFailed, UserError
-from sync_agent import engine, source
+from sync_agent import engine, signatures, source
 from sync_agent.apply import ApplyError
 from sync_agent.changes import Action
 from sync_agent.engine import SyncOptions
@@ -71,6 +71,7 @@ def _run_with(kube: Kube, spec_args: dict, options: SyncOptions,
 
 
 @exits_cleanly
+@option_groups.grouped(render=opt.render_options, verify=opt.signature_policy)
 def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathOpt = "",
             ignore: opt.Ignore = None, prune: Prune = False, prune_data: opt.PruneData = False,
             allow_mass_prune: opt.MassPrune = False, wait: Wait = False, timeout: Timeout = "10m",
@@ -83,14 +84,8 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
             kubeconfig: opt.Kubeconfig = None,
             context: opt.Context = None, cluster: opt.ClusterName = None,
             workers: opt.Workers = DEFAULT_WORKERS, lock_timeout: opt.LockTimeout = "2m",
-            output: opt.OutputOpt = Output.text,
-            allow_remote_bases: opt.AllowRemoteBases = False,
-            max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
-            max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
-            verify_signatures: opt.VerifySignatures = None,
-            allowed_signers: opt.AllowedSigners = None,
-            trusted_keys: opt.TrustedKeys = None,
-            sops_age_key: opt.SopsAgeKey = None) -> None:
+            output: opt.OutputOpt = Output.text, *, render: opt.RenderOptions,
+            verify: signatures.Policy | None) -> None:
     """Make the cluster match the repo at a revision: validate, apply in stages, prune, wait.
 
     Example: gitops-restore restore --repo git@github.com:org/fleet.git --path clusters/prod
@@ -102,12 +97,9 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
         create_namespaces=create_namespaces, force=force, wait=wait,
         timeout=opt.parse_duration(timeout), workers=workers, take_over=take_over,
         lock_timeout=opt.parse_duration(lock_timeout, "--lock-timeout"))
-    verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
                        known_hosts=known_hosts, ca_file=ca_file, verify=verify,
-                       render=opt.render_options(allow_remote_bases, max_file_size,
-                                                 max_yaml_nodes, sops_age_key),
-                       helm=helm, offline=offline),
+                       render=render, helm=helm, offline=offline),
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options)
     _present(report, output, "restore")
     if report.errors or report.unhealthy:
@@ -115,6 +107,7 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
 
 
 @exits_cleanly
+@option_groups.grouped(render=opt.render_options, verify=opt.signature_policy)
 def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
                  "--to", help="The revision to return to (commit, tag, HEAD~N).")],
              path: RollbackPath = None, ignore: opt.Ignore = None,
@@ -136,13 +129,8 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
              ] = None,
              branch: Annotated[str, typer.Option(
                  "--branch", help="For --revert without a Sync: the branch to revert on.")
-             ] = "main", allow_remote_bases: opt.AllowRemoteBases = False,
-             max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
-             max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
-             verify_signatures: opt.VerifySignatures = None,
-             allowed_signers: opt.AllowedSigners = None,
-             trusted_keys: opt.TrustedKeys = None,
-             sops_age_key: opt.SopsAgeKey = None) -> None:
+             ] = "main", *, render: opt.RenderOptions,
+             verify: signatures.Policy | None) -> None:
     """Return the cluster exactly to an earlier revision (restore with prune).
 
     It rolls back the sync that applied --repo here (--sync when several did), at the path its
@@ -158,8 +146,6 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
         sync_names.check_sync_name(name)
     timeout_seconds = opt.parse_duration(timeout)
     lock_seconds = opt.parse_duration(lock_timeout, "--lock-timeout")
-    render = opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes, sops_age_key)
-    verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
     read_auth = opt.git_auth(ssh_key, known_hosts, ca_file)
     if revert and push_key is None and source.is_remote(repo) \
             and not repo.startswith(("file://", "http://", "https://")):
@@ -215,6 +201,7 @@ def _verify_first(kube: Kube, spec: engine.SourceSpec, sync: str) -> list:
 
 
 @exits_cleanly
+@option_groups.grouped(render=opt.render_options, verify=opt.signature_policy)
 def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathOpt = "",
          ignore: opt.Ignore = None, prune: Prune = False, prune_data: opt.PruneData = False,
          allow_mass_prune: opt.MassPrune = False, force: opt.Force = False,
@@ -225,13 +212,8 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
          helm: opt.HelmMode = "auto", offline: opt.Offline = False,
          kubeconfig: opt.Kubeconfig = None, context: opt.Context = None,
          cluster: opt.ClusterName = None, workers: opt.Workers = DEFAULT_WORKERS,
-         output: opt.OutputOpt = Output.text, allow_remote_bases: opt.AllowRemoteBases = False,
-         max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
-         max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
-         verify_signatures: opt.VerifySignatures = None,
-         allowed_signers: opt.AllowedSigners = None,
-         trusted_keys: opt.TrustedKeys = None,
-         sops_age_key: opt.SopsAgeKey = None) -> None:
+         output: opt.OutputOpt = Output.text, *, render: opt.RenderOptions,
+         verify: signatures.Policy | None) -> None:
     """Show what restore would do, per object, using server-side dry-run. Exit 3 if anything.
 
     Example: gitops-restore plan --repo ./fleet --path apps --ref main --prune
@@ -241,12 +223,9 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
         prune_data=prune_data, allow_mass_prune=allow_mass_prune,
         create_namespaces=create_namespaces, force=force, workers=workers, plan_only=True,
         take_over=take_over)
-    verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
                        known_hosts=known_hosts, ca_file=ca_file, verify=verify,
-                       render=opt.render_options(allow_remote_bases, max_file_size,
-                                                 max_yaml_nodes, sops_age_key),
-                       helm=helm, offline=offline),
+                       render=render, helm=helm, offline=offline),
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options)
     _present(report, output, "plan")
     if report.changes.changed:
@@ -254,6 +233,7 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
 
 
 @exits_cleanly
+@option_groups.grouped(render=opt.render_options)
 def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathOpt = "",
            ignore: opt.Ignore = None, prune_data: opt.PruneData = False,
            create_namespaces: opt.CreateNamespaces = False, strict: Strict = False,
@@ -264,11 +244,8 @@ def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pat
            helm: opt.HelmMode = "auto", offline: opt.Offline = False,
            kubeconfig: opt.Kubeconfig = None,
            context: opt.Context = None, cluster: opt.ClusterName = None,
-           workers: opt.Workers = DEFAULT_WORKERS, output: opt.OutputOpt = Output.text,
-           allow_remote_bases: opt.AllowRemoteBases = False,
-           max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
-           max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
-           sops_age_key: opt.SopsAgeKey = None) -> None:
+           workers: opt.Workers = DEFAULT_WORKERS, output: opt.OutputOpt = Output.text, *,
+           render: opt.RenderOptions) -> None:
     """Check that the live cluster matches a revision: drifted, missing and extra objects.
 
     What restore keeps or creates by its own rules is listed as kept, with the reason, and is
@@ -284,8 +261,7 @@ def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pat
                           prune_data=prune_data, create_namespaces=create_namespaces,
                           wait=wait, timeout=opt.parse_duration(timeout), workers=workers)
     report = _run(dict(repo=repo, ref=ref, at=at, path=path, ignore=ignore, ssh_key=ssh_key,
-                       known_hosts=known_hosts, ca_file=ca_file, render=opt.render_options(
-                           allow_remote_bases, max_file_size, max_yaml_nodes, sops_age_key),
+                       known_hosts=known_hosts, ca_file=ca_file, render=render,
                        helm=helm, offline=offline),
                   dict(kubeconfig=kubeconfig, context=context, cluster=cluster), options,
                   verify_only=True)
