@@ -91,7 +91,7 @@ def restore(repo: Path, namespace: str, name: str, kubeconfig: str, verb: str = 
             ) -> dict:
     started = time.monotonic()
     done = subprocess.run([GITOPS_RESTORE, verb, "--repo", str(repo), "--path", "apps",
-                           "-n", namespace, "--name", name, "--kubeconfig", kubeconfig,
+                           "-n", namespace, "--sync", name, "--kubeconfig", kubeconfig,
                            "--output", "json"],
                           capture_output=True, text=True)
     wall = time.monotonic() - started

@@ -62,7 +62,7 @@ def provision(name: str) -> str:
 
 
 def destroy(name: str) -> None:
-    subprocess.run([GITOPS_RESTORE, "destroy", "--name", name], check=True, capture_output=True)
+    subprocess.run([GITOPS_RESTORE, "destroy", "--cluster", name], check=True, capture_output=True)
 
 
 def bench_size(size: int, args: argparse.Namespace, work: Path, binaries: dict[str, str]

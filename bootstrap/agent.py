@@ -353,7 +353,7 @@ def stop_local(t: Target, sync: str) -> bool:
 # --- steering --------------------------------------------------------------------------------
 
 def choose_sync(kube: Kube, name: str | None) -> str:
-    """`--name`, or the only Sync there is."""
+    """`--sync`, or the only Sync there is."""
     if name:
         return name
     try:
@@ -366,7 +366,7 @@ def choose_sync(kube: Kube, name: str | None) -> str:
     if len(found) == 1:
         return found[0]
     raise UserError(f"Syncs in {NAMESPACE}: {', '.join(found) or 'none'}; "
-                    + ("pass --name" if found else "install the agent first "
+                    + ("pass --sync" if found else "install the agent first "
                        "(gitops-restore agent install --help)"))
 
 

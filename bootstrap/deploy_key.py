@@ -307,8 +307,8 @@ def load_deploy_key(kube: Kube, name: str) -> DeployKey:
     key = _read_secret(kube, secret_name(name))
     if key is None:
         raise UserError(f"Secret {NAMESPACE}/{secret_name(name)} does not exist: create "
-                        f"the deploy key with `gitops-restore deploy-key create --name {name} "
-                        "--repo URL`")
+                        "the deploy key with `gitops-restore deploy-key create --deploy-key "
+                        f"{name} --repo URL`")
     return key
 
 

@@ -222,7 +222,7 @@ def prepare(spec: DrillSpec) -> DrillPlan:
     name = clusters.check_name(request.name or f"drill-{secrets.token_hex(3)}")
     if (clusters.cluster_dir(name) / "cluster.json").exists():
         raise UserError(f"cluster {name!r} already exists and the drill destroys its cluster "
-                        "at the end: pick another --cluster-name (or leave it out), or drill "
+                        "at the end: pick another --cluster (or leave it out), or drill "
                         "an existing cluster with --provider existing --kubeconfig PATH")
     from_target, to_target = rollback_target.resolve_targets(spec.source, spec.to_ref,
                                                              spec.to_path)

@@ -160,7 +160,7 @@ class Handoff:
                     else "the branch already matches that revision: nothing to revert")
             return f"{done}; the agent follows the branch"
         return (f"the agent is pinned to {self.pinned[:12]} so it does not roll forward; "
-                f"`gitops-restore agent resume --name {self.sync}` follows the branch again")
+                f"`gitops-restore agent resume --sync {self.sync}` follows the branch again")
 
 
 def rollback_handoff(kube: Kube, sync: str, repo: str, to: str, path: str,

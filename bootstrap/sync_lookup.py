@@ -2,11 +2,11 @@
 
 Called by restore, plan, verify and rollback once connected to the cluster:
 - `continued`: a sync started before default names carried a hash (`sync_names.sync_name`)
-  keeps its inventory: with no --name, an inventory under the old default name that records
+  keeps its inventory: with no --sync, an inventory under the old default name that records
   the same repository and path is used, rather than starting a second sync beside it.
-- `for_rollback`: `rollback --to REV` rolls the existing sync back. Without --name it is the
+- `for_rollback`: `rollback --to REV` rolls the existing sync back. Without --sync it is the
   one inventory that records this repository (and --path, when given, as recorded or as it
-  was at REV); several ask for --name, none asks for --path. Without --path the recorded path
+  was at REV); several ask for --sync, none asks for --path. Without --path the recorded path
   is used, followed to where that directory was at REV if it moved in between.
 """
 
@@ -33,7 +33,7 @@ def continued_name(kube: Kube, name: str, repo: str, path: str) -> str:
     """`name`, or the old default name when `name` is the default and only an inventory under
     the old default name records this repository and path."""
     if name != sync_names.sync_name(None, repo, path):
-        return name  # named by --name
+        return name  # named by --sync
     legacy = sync_names.legacy_sync_name(repo, path)
     records = {r.name: r for r in inventory.sources(kube)}
     old = records.get(legacy)
@@ -61,12 +61,12 @@ class RollbackSync:
 
 def for_rollback(kube: Kube, name: str | None, repo: str, path: str | None, to: str,
                  auth: source.GitAuth | None) -> RollbackSync:
-    """Raises UserError (exit 2) when the sync cannot be told without --name or --path."""
+    """Raises UserError (exit 2) when the sync cannot be told without --sync or --path."""
     records = inventory.sources(kube)
     if name:
         candidates = [r for r in records if r.name == name]
         if not candidates and path is None:
-            raise UserError(f"--name {name}: no inventory of that name in this cluster, so no "
+            raise UserError(f"--sync {name}: no inventory of that name in this cluster, so no "
                             "recorded path to roll back; give --path (`gitops-restore status` "
                             "lists the syncs here)")
     else:
@@ -76,7 +76,7 @@ def for_rollback(kube: Kube, name: str | None, repo: str, path: str | None, to: 
         if path is None:
             raise UserError(f"{sync_identity.repo_of(repo)}: no sync in this cluster applied "
                             "this repository, so there is nothing to roll back; give --path "
-                            "to restore that path at the revision (and --name for its sync)")
+                            "to restore that path at the revision (and --sync for its sync)")
         return RollbackSync(name or sync_names.sync_name(None, repo, path), path)
 
     at = _paths_at_target(repo, auth, to, candidates)
@@ -90,7 +90,7 @@ def for_rollback(kube: Kube, name: str | None, repo: str, path: str | None, to: 
         listed = "; ".join(f"{r.name} (path '{r.path or '.'}', {r.revision[:12] or 'unfinished'})"
                            for r in candidates)
         raise UserError(f"{sync_identity.repo_of(repo)}: {len(candidates)} syncs in this "
-                        f"cluster apply this repository: {listed}; say which with --name "
+                        f"cluster apply this repository: {listed}; say which with --sync "
                         "(nothing was changed)")
     record = candidates[0]
     chosen = at[record.name] if path is None else path

@@ -11,7 +11,7 @@ from sync_agent import source, sync_identity
 
 
 def sync_name(name: str | None, repo: str, path: str) -> str:
-    """--name, else the default: readable, and unique per repository and path.
+    """--sync, else the default: readable, and unique per repository and path.
 
     The default is the repository's name and the path, cut to 43 characters, then 8 hex digits
     of a hash of the repository and path (spelled as `sync_identity` records them), so two
@@ -33,14 +33,14 @@ def legacy_sync_name(repo: str, path: str) -> str:
 
 
 def key_name(name: str | None, repo: str) -> str:
-    """A deploy key's name: --name, else the repository's name (unchanged, so existing keys
-    are found again)."""
-    return check_sync_name(name) if name else legacy_sync_name(repo, "")
+    """A deploy key's name: --deploy-key, else the repository's name (unchanged, so existing
+    keys are found again)."""
+    return check_sync_name(name, "--deploy-key") if name else legacy_sync_name(repo, "")
 
 
-def check_sync_name(name: str) -> str:
+def check_sync_name(name: str, option: str = "--sync") -> str:
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?", name):
-        raise UserError(f"--name {name!r}: use lowercase letters, digits and '-' "
+        raise UserError(f"{option} {name!r}: use lowercase letters, digits and '-' "
                         "(at most 52), starting and ending with a letter or digit")
     return name
 

@@ -74,7 +74,7 @@ def check(name: str, recorded_repo: str, recorded_path: str, repo: str, path: st
         f"sync {name!r}: its inventory records repository {repo_of(recorded_repo)} path "
         f"'{path_of(recorded_path) or '.'}', but this run applies {repo_of(repo)} path "
         f"'{path_of(path) or '.'}'; under one name the two would prune each other's objects. "
-        "Give this source its own --name (or leave --name out: default names are unique per "
+        "Give this source its own --sync (or leave --sync out: default names are unique per "
         "repository and path), or pass --take-over if this sync really moves to the new "
         "repository or path (nothing was changed)")
 

@@ -320,7 +320,7 @@ def test_hostile_repository_leaves_the_agent_running_and_the_last_state(
 # --- pin, suspend, rollback ------------------------------------------------------------------
 
 def agent_cli(sync: Sync, *args: str, code: int = 0):
-    return cli.run("agent", *args, "--name", sync.name, "--kubeconfig", sync.kubeconfig,
+    return cli.run("agent", *args, "--sync", sync.name, "--kubeconfig", sync.kubeconfig,
                    check_code=code)
 
 
@@ -359,7 +359,7 @@ def test_suspended_agent_applies_nothing_until_resumed(api_client, sync: Sync, n
 
 
 def rollback(sync: Sync, namespace: str, *args: str) -> dict:
-    result = cli.run("rollback", "--repo", sync.fleet.url, "--path", "app", "--name", sync.name,
+    result = cli.run("rollback", "--repo", sync.fleet.url, "--path", "app", "--sync", sync.name,
                      "-n", namespace, "--kubeconfig", sync.kubeconfig,
                      "--ssh-key", str(sync.deploy_key), "--known-hosts", str(sync.known_hosts),
                      *args, "--output", "json", check_code=0)
@@ -388,7 +388,7 @@ def test_rollback_to_a_bad_revision_changes_nothing_and_leaves_the_agent_unpinne
     v3 = sync.fleet.push({"app/broken.yaml": None}, "fixed")
     sync.start_agent()
     sync.wait(lambda: sync.applied(v3), "the head")
-    result = cli.run("rollback", "--repo", sync.fleet.url, "--path", "app", "--name", sync.name,
+    result = cli.run("rollback", "--repo", sync.fleet.url, "--path", "app", "--sync", sync.name,
                      "-n", namespace, "--kubeconfig", sync.kubeconfig, "--to", "HEAD~1",
                      "--ssh-key", str(sync.deploy_key), "--known-hosts", str(sync.known_hosts),
                      check_code=2)

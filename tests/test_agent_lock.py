@@ -27,7 +27,7 @@ git_server, fleet, sync = test_agent.git_server, test_agent.fleet, test_agent.sy
 
 def restore(sync: Sync, *args: str, code: int = 0, timeout: float = 600):
     """`restore` of the agent's own sync, over SSH with the deploy key, as an operator would."""
-    return cli.run("restore", "--repo", sync.fleet.url, "--path", "app", "--name", sync.name,
+    return cli.run("restore", "--repo", sync.fleet.url, "--path", "app", "--sync", sync.name,
                    "-n", sync.fleet.namespace, "--ssh-key", str(sync.deploy_key),
                    "--known-hosts", str(sync.known_hosts), "--kubeconfig", sync.kubeconfig,
                    *args, check_code=code, timeout=timeout)

@@ -107,7 +107,7 @@ def test_agent_install_cli_chain_mode_refuses_an_unsigned_commit_under_a_signed_
     v1 = signing.signed_commit(work, dana, {"app/settings.yaml": m.configmap(
         "settings", color="blue")}, "v1")
     args = ("agent", "install", "--repo", str(work), "--path", "app", "--interval", "2s",
-            "--cluster", SESSION_CLUSTER, "--name", namespace, "-n", namespace,
+            "--cluster", SESSION_CLUSTER, "--sync", namespace, "-n", namespace,
             "--verify-signatures", "chain",
             "--allowed-signers", str(dana.allowed_signers(tmp_path / "allowed")))
     kube = Kube.from_kubeconfig(clusters.load(SESSION_CLUSTER).kubeconfig)

@@ -42,7 +42,7 @@ def own_cluster(state_root, tmp_path, monkeypatch):
     cli.run("provision", "--provider", "local", "--name", CLUSTER, check_code=0)
     yield clusters.load(CLUSTER)
     start_api_server()  # destroy asks the API server which volumes to delete
-    cli.run("destroy", "--name", CLUSTER)
+    cli.run("destroy", "--cluster", CLUSTER)
 
 
 def kwok_env() -> dict[str, str]:
@@ -109,7 +109,7 @@ def start_api_server() -> None:
 
 def restore(repo: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [cli.COMMAND, "restore", "--repo", str(repo), "--cluster", CLUSTER, "--name", "outage",
+        [cli.COMMAND, "restore", "--repo", str(repo), "--cluster", CLUSTER, "--sync", "outage",
          "-n", NAMESPACE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         stdin=subprocess.DEVNULL, start_new_session=True)
 
@@ -183,10 +183,10 @@ def test_api_server_stopping_mid_restore_fails_the_run_and_the_rerun_converges(
     assert pending is not None and not pending.complete
     assert {e.ref.name for e in pending.entries} >= made  # nothing it made is lost to prune
 
-    again = cli.run_json("restore", "--repo", str(repo), "--cluster", CLUSTER, "--name",
+    again = cli.run_json("restore", "--repo", str(repo), "--cluster", CLUSTER, "--sync",
                          "outage", "-n", NAMESPACE, check_code=0)
     assert again["counts"]["create"] + again["counts"]["unchanged"] == OBJECTS + 1
     assert inventory.load(kube, "outage").complete
-    cli.run("verify", "--repo", str(repo), "--cluster", CLUSTER, "--name", "outage",
+    cli.run("verify", "--repo", str(repo), "--cluster", CLUSTER, "--sync", "outage",
             "-n", NAMESPACE, check_code=0)
     kube.close()

@@ -57,7 +57,7 @@ def e2e_cluster(state_root, tmp_path, monkeypatch):
     monkeypatch.setenv("GITOPS_RESTORE_STATE", str(tmp_path / "e2e-state"))
     yield CLUSTER
     if (clusters.cluster_dir(CLUSTER) / "cluster.json").exists():
-        cli.run("destroy", "--name", CLUSTER)
+        cli.run("destroy", "--cluster", CLUSTER)
     localproc.stop_all(clusters.cluster_dir(CLUSTER))  # in case destroy itself failed
     kwok = paths.state_root() / "kwok"
     if (kwok / "clusters" / CLUSTER).exists():
@@ -94,7 +94,7 @@ class Lines:
 
 
 def bootstrap_args(url: str, fingerprint: str) -> list[str]:
-    return [cli.COMMAND, "bootstrap", "--provider", "local", "--name", CLUSTER, "--repo", url,
+    return [cli.COMMAND, "bootstrap", "--provider", "local", "--cluster", CLUSTER, "--repo", url,
             *GUESTBOOK, "--interval", "2s", "--accept-host-key", fingerprint, "--yes",
             "--timeout", "3m"]
 
@@ -189,7 +189,7 @@ def test_bootstrap_end_to_end_then_nothing_changes_then_destroy_stops_the_agent(
     assert notes["deploy-key"].startswith(key.fingerprint), notes
     assert "stored in Secret" not in third.stderr and "configured" not in third.stderr, third.stderr
 
-    cli.run("destroy", "--name", CLUSTER, check_code=0)
+    cli.run("destroy", "--cluster", CLUSTER, check_code=0)
     assert not pid_alive(pid)
     assert not clusters.cluster_dir(CLUSTER).exists()
 
@@ -198,7 +198,7 @@ def test_bootstrap_refuses_a_wrong_host_key_before_making_anything(git_server, g
                                                                    state_root):
     url, _ = guestbook
     wrong = "SHA256:" + "A" * 43
-    result = cli.run("bootstrap", "--provider", "local", "--name", "never-made", "--repo", url,
+    result = cli.run("bootstrap", "--provider", "local", "--cluster", "never-made", "--repo", url,
                      *GUESTBOOK, "--accept-host-key", wrong, "--yes", check_code=2)
     assert "refusing it" in result.stderr and "nothing was changed" in result.stderr
     assert not clusters.cluster_dir("never-made").exists()
@@ -207,7 +207,7 @@ def test_bootstrap_refuses_a_wrong_host_key_before_making_anything(git_server, g
 def test_bootstrap_checks_the_private_key_file_before_making_anything(git_server, guestbook,
                                                                      state_root, tmp_path):
     url, _ = guestbook
-    args = ("bootstrap", "--provider", "local", "--name", "never-made", "--repo", url,
+    args = ("bootstrap", "--provider", "local", "--cluster", "never-made", "--repo", url,
             *GUESTBOOK, "--accept-host-key", git_server.host_key_fingerprint(), "--yes")
     missing = tmp_path / "no-such-key"
     result = cli.run(*args, "--private-key-file", str(missing), check_code=2)
@@ -223,7 +223,7 @@ def test_bootstrap_checks_the_private_key_file_before_making_anything(git_server
 def test_bootstrap_with_yes_and_no_pinned_host_key_refuses_before_making_anything(
         git_server, guestbook, state_root):
     url, _ = guestbook
-    result = cli.run("bootstrap", "--provider", "local", "--name", "never-made", "--repo", url,
+    result = cli.run("bootstrap", "--provider", "local", "--cluster", "never-made", "--repo", url,
                      *GUESTBOOK, "--yes", check_code=2)
     assert f"--accept-host-key {git_server.host_key_fingerprint()}" in result.stderr
     assert "nothing was changed" in result.stderr
@@ -283,7 +283,7 @@ def test_agent_install_on_the_local_provider_starts_one_local_process(api_client
     repo = new_repo(tmp_path / "fleet")
     commit(repo, {"app/a.yaml": m.configmap("a", k="v")}, "v1")
     args = ("agent", "install", "--repo", str(repo), "--path", "app", "--interval", "2s",
-            "--cluster", SESSION_CLUSTER, "--name", namespace, "-n", namespace)
+            "--cluster", SESSION_CLUSTER, "--sync", namespace, "-n", namespace)
     directory = clusters.cluster_dir(SESSION_CLUSTER)
     kube = Kube.from_kubeconfig(clusters.load(SESSION_CLUSTER).kubeconfig)
     try:
@@ -302,13 +302,13 @@ def test_agent_install_on_the_local_provider_starts_one_local_process(api_client
         again = cli.run_json(*args, check_code=0)
         assert again["started"] is False and again["agent"]["local"]["pid"] == pid
         assert not any(o["changed"] for o in again["objects"])
-        status = cli.run_json("agent", "status", "--cluster", SESSION_CLUSTER, "--name",
+        status = cli.run_json("agent", "status", "--cluster", SESSION_CLUSTER, "--sync",
                               namespace, check_code=0)
         assert status["agent"]["running"] is True and status["agent"]["local"]["pid"] == pid
     finally:
         localproc.stop(directory, namespace)
     assert not pid_alive(pid)
-    text = cli.run("agent", "status", "--cluster", SESSION_CLUSTER, "--name", namespace,
+    text = cli.run("agent", "status", "--cluster", SESSION_CLUSTER, "--sync", namespace,
                    check_code=0).stdout
     assert "NOT RUNNING" in text
     for rt, name in ((syncobject.SYNC_RT, namespace), (LEASE_RT, f"agent-{namespace}")):

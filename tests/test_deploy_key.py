@@ -60,7 +60,7 @@ def fleet(ssh_git_server: SshGitServer, tmp_path: Path) -> str:
 
 def create(url: str, name: str, *args: str, code: int | None = 0, env: dict | None = None
            ) -> subprocess.CompletedProcess:
-    return cli.run("deploy-key", "create", "--repo", url, "--name", name,
+    return cli.run("deploy-key", "create", "--repo", url, "--deploy-key", name,
                    "--cluster", SESSION_CLUSTER, *args, env=env, check_code=code)
 
 
@@ -243,7 +243,7 @@ def test_the_key_from_the_secret_restores_over_ssh_once_the_server_accepts_it(
     create(fleet, key_name, "--accept-host-key", ssh_git_server.host_key_fingerprint())
     key = dk.load_deploy_key(kube, key_name)
     restore = ("restore", "--repo", fleet, "--path", "app", "--cluster", SESSION_CLUSTER,
-               "-n", namespace, "--name", namespace)
+               "-n", namespace, "--sync", namespace)
     with key.git_auth() as auth:
         assert stat.S_IMODE(auth.ssh_key.parent.stat().st_mode) == 0o700
         for path in (auth.ssh_key, auth.known_hosts):
@@ -318,7 +318,7 @@ def test_at_a_terminal_the_user_confirms_the_host_key(
     try:
         os.write(controller, f"{answer}\n".encode())
         result = subprocess.run(
-            [cli.COMMAND, "deploy-key", "create", "--repo", fleet, "--name", key_name,
+            [cli.COMMAND, "deploy-key", "create", "--repo", fleet, "--deploy-key", key_name,
              "--cluster", SESSION_CLUSTER], stdin=terminal, capture_output=True, text=True,
             timeout=120)
     finally:
@@ -502,7 +502,7 @@ def test_show_prints_the_stored_public_key_and_a_missing_key_is_named(
         api_client, kube: Kube, ssh_git_server: SshGitServer, fleet: str,
         key_name: str) -> None:
     created = create(fleet, key_name, "--accept-host-key", ssh_git_server.host_key_fingerprint())
-    shown = cli.run("deploy-key", "show", "--name", key_name, "--cluster", SESSION_CLUSTER,
+    shown = cli.run("deploy-key", "show", "--deploy-key", key_name, "--cluster", SESSION_CLUSTER,
                     check_code=0)
     assert shown.stdout.strip() == created.stdout.strip()
     assert ssh_git_server.host_key_fingerprint() in shown.stderr

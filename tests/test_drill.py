@@ -56,7 +56,7 @@ def drill_existing(repo: Path, namespace: str, kubeconfig: str, tmp_path: Path, 
     """A drill in the session cluster; returns the validated JSON report and the JUnit path."""
     report, junit = tmp_path / "drill.json", tmp_path / "junit.xml"
     cli.run("drill", "--repo", str(repo), "--provider", "existing", "--kubeconfig", kubeconfig,
-            "-n", namespace, "--name", namespace, "--report", str(report), "--junit",
+            "-n", namespace, "--sync", namespace, "--report", str(report), "--junit",
             str(junit), "--summary", str(tmp_path / "summary.md"), *args, check_code=code)
     return valid_report(report), junit
 
@@ -170,7 +170,7 @@ def test_demo_with_keep_leaves_the_cluster_up_and_prints_its_kubeconfig(state_ro
         assert junit_cases(tmp_path / "drill-junit.xml")["teardown"].find("skipped") is not None
         assert "✅ passed" in (tmp_path / "drill-summary.md").read_text()
     finally:
-        cli.run("destroy", "--name", name, check_code=0)
+        cli.run("destroy", "--cluster", name, check_code=0)
     assert name not in clusters_known()
 
 
@@ -186,7 +186,7 @@ def test_unknown_to_ref_exits_2_and_provisions_nothing(state_root, demo_repo):
 
 
 def test_other_bad_input_exits_2_before_provisioning(state_root, local_cluster, demo_repo):
-    taken = cli.run("drill", "--repo", str(demo_repo), "--cluster-name", SESSION_CLUSTER,
+    taken = cli.run("drill", "--repo", str(demo_repo), "--cluster", SESSION_CLUSTER,
                     check_code=2)
     assert "already exists" in taken.stderr  # the drill would destroy it at the end
     no_config = cli.run("drill", "--repo", str(demo_repo), "--provider", "existing",

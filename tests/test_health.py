@@ -375,13 +375,13 @@ def test_restore_wait_succeeds_with_a_warning_for_a_load_balancer_nothing_serves
     commit(repo, {"app/edge.yaml": yaml.safe_dump(lb_service(
         namespace, "edge", loadBalancerClass="example.com/absent"))}, "edge")
     report = cli.run_json("restore", "--repo", str(repo), "--path", "app", "--cluster",
-                          SESSION_CLUSTER, "-n", namespace, "--name", namespace, "--wait",
+                          SESSION_CLUSTER, "-n", namespace, "--sync", namespace, "--wait",
                           "--timeout", "3m", check_code=0)
     assert report["unhealthy"] == []
     assert [w["object"] for w in report["warnings"]] == [f"Service/{namespace}/edge"]
     assert "loadBalancerClass example.com/absent" in report["warnings"][0]["reason"]
     text = cli.run("restore", "--repo", str(repo), "--path", "app", "--cluster",
-                   SESSION_CLUSTER, "-n", namespace, "--name", namespace, "--wait",
+                   SESSION_CLUSTER, "-n", namespace, "--sync", namespace, "--wait",
                    check_code=0).stdout
     assert f"warning Service/{namespace}/edge: no controller serves" in text
 

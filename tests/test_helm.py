@@ -82,7 +82,7 @@ def helm_env(server: ChartRepoServer) -> dict[str, str]:
 def gr(verb: str, repo: Path, namespace: str, *args: str, code: int | None = 0,
        env: dict | None = None):
     return cli.run(verb, "--repo", str(repo), "--cluster", SESSION_CLUSTER, "-n", namespace,
-                   "--name", namespace, *args, check_code=code, env=env)
+                   "--sync", namespace, *args, check_code=code, env=env)
 
 
 def gr_json(verb: str, repo: Path, namespace: str, *args: str, code: int | None = 0,

@@ -110,7 +110,7 @@ def run(command: str, repo: Path, namespace: str, args: list[str]) -> subprocess
     if command == "history":
         return cli.run("history", "--repo", str(repo), *args)
     return cli.run(command, "--repo", str(repo), "--cluster", SESSION_CLUSTER, "-n", namespace,
-                   "--name", namespace, *args)
+                   "--sync", namespace, *args)
 
 
 def cluster_state(api_client, namespace: str) -> tuple[Any, ...]:
@@ -181,11 +181,11 @@ def test_remote_bases_are_fetched_only_when_allowed_and_without_our_credentials(
            "GITOPS_RESTORE_GIT_USERNAME": "operator", "GITHUB_TOKEN": SECRET,
            "KUBECONFIG": "/nonexistent/kubeconfig-of-the-operator"}
     refused = cli.run("restore", "--repo", str(repo), "--cluster", SESSION_CLUSTER,
-                      "-n", namespace, "--name", namespace, "--path", "app", env=env)
+                      "-n", namespace, "--sync", namespace, "--path", "app", env=env)
     assert refused.returncode == 2 and "--allow-remote-bases" in refused.stderr
     assert names_in(api_client, namespace)["configmaps"] == []
     allowed = cli.run("restore", "--repo", str(repo), "--cluster", SESSION_CLUSTER,
-                      "-n", namespace, "--name", namespace, "--path", "app",
+                      "-n", namespace, "--sync", namespace, "--path", "app",
                       "--allow-remote-bases", env=env)
     assert allowed.returncode == 0, allowed.stderr
     assert names_in(api_client, namespace)["configmaps"] == ["remote"]

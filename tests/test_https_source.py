@@ -221,7 +221,7 @@ def test_restore_over_https_creates_the_objects_and_stores_no_token(
     url = https_git_server.url("fleet", password=token)
     result = cli.run("restore", "--repo", url, "--path", "app",
                      "--ca-file", str(https_git_server.ca_file), "--cluster", SESSION_CLUSTER,
-                     "-n", namespace, "--name", namespace, "--output", "json", check_code=0)
+                     "-n", namespace, "--sync", namespace, "--output", "json", check_code=0)
     report = json.loads(result.stdout)
     assert report["sha"] == sha
     assert report["repo"] == f"https://deploy:***@127.0.0.1:{https_git_server.port}/fleet.git"
@@ -230,7 +230,7 @@ def test_restore_over_https_creates_the_objects_and_stores_no_token(
     assert core.read_namespaced_config_map("settings", namespace).data == {"color": "blue"}
     assert apps.read_namespaced_deployment("web", namespace).spec.replicas == 2
     assert token not in result.stdout + result.stderr
-    status = cli.run("status", "--name", namespace, "--cluster", SESSION_CLUSTER,
+    status = cli.run("status", "--sync", namespace, "--cluster", SESSION_CLUSTER,
                      "--output", "json", check_code=0)
     assert [row["repo"] for row in json.loads(status.stdout)] == [report["repo"]]
     assert token not in status.stdout

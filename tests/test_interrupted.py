@@ -35,7 +35,7 @@ def test_killed_restore_converges_on_rerun_and_can_prune_what_it_made(api_client
 
     process = subprocess.Popen(
         [cli.COMMAND, "restore", "--repo", str(repo), "--cluster", SESSION_CLUSTER,
-         "-n", namespace, "--name", namespace, "--workers", "2"],
+         "-n", namespace, "--sync", namespace, "--workers", "2"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while len(configmaps(api_client, namespace)) < 50 and time.monotonic() < deadline:

@@ -66,7 +66,7 @@ def revisions(tmp_path: Path) -> Path:
 
 def restore_args(repo: Path, namespace: str, *args: str) -> list[str]:
     return ["restore", "--repo", str(repo), "--path", "app", "--cluster", SESSION_CLUSTER,
-            "-n", namespace, "--name", namespace, *args]
+            "-n", namespace, "--sync", namespace, *args]
 
 
 def start(tmp_path: Path, args: list[str]) -> tuple[subprocess.Popen, Path]:

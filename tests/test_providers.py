@@ -32,7 +32,7 @@ def test_second_provision_of_a_running_cluster_changes_nothing(local_cluster):
 
 
 def test_destroy_of_an_unknown_cluster_is_a_clear_error(local_cluster):
-    result = cli.run("destroy", "--name", "no-such-cluster", check_code=2)
+    result = cli.run("destroy", "--cluster", "no-such-cluster", check_code=2)
     assert "no-such-cluster" in result.stderr
     assert SESSION_CLUSTER in result.stderr  # lists the clusters that do exist
 
@@ -47,7 +47,7 @@ def test_two_clusters_run_side_by_side_and_destroy_removes_everything(local_clus
     workdir = paths.state_root() / "kwok" / "clusters" / "second"
     assert subprocess.run(["pgrep", "-f", str(workdir)], capture_output=True).returncode == 0
 
-    cli.run("destroy", "--name", "second", check_code=0)
+    cli.run("destroy", "--cluster", "second", check_code=0)
     assert subprocess.run(["pgrep", "-f", str(workdir)], capture_output=True).returncode == 1
     assert not workdir.exists()
     assert not Path(kubeconfig).parent.exists()
@@ -58,8 +58,15 @@ def test_existing_provider_checks_the_api_server_answers(local_cluster):
     record = cli.run_json("provision", "--provider", "existing", "--name", "theirs",
                           "--kubeconfig", local_cluster.kubeconfig, check_code=0)
     assert record["kubeconfig"] == local_cluster.kubeconfig
-    cli.run("destroy", "--name", "theirs", check_code=0)
+    cli.run("destroy", "--cluster", "theirs", check_code=0)
     assert len(ready_nodes(local_cluster.kubeconfig)) == 3  # forgetting it stopped nothing
+
+
+def test_existing_provider_takes_the_kubeconfig_from_KUBECONFIG(local_cluster):
+    record = cli.run_json("provision", "--provider", "existing", "--name", "theirs-env",
+                          env={"KUBECONFIG": local_cluster.kubeconfig}, check_code=0)
+    assert record["kubeconfig"] == local_cluster.kubeconfig
+    cli.run("destroy", "--cluster", "theirs-env", check_code=0)
 
 
 def test_existing_provider_rejects_a_missing_kubeconfig(local_cluster, tmp_path):
@@ -108,6 +115,6 @@ esac
     assert again["already_running"] is True
     assert sum(line.startswith("create cluster") for line in calls.read_text().splitlines()) == 1
 
-    cli.run("destroy", "--name", "ci", env=env, check_code=0)
+    cli.run("destroy", "--cluster", "ci", env=env, check_code=0)
     assert any(line.startswith("delete cluster --name ci")
                for line in calls.read_text().splitlines())

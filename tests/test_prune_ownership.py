@@ -25,7 +25,7 @@ from tests.testdata.gitrepos import commit, new_repo
 
 def gr_json(verb: str, repo, namespace: str, name: str, *args: str, code: int = 0) -> dict:
     return cli.run_json(verb, "--repo", str(repo), "--cluster", SESSION_CLUSTER, "-n",
-                        namespace, "--name", name, *args, check_code=code)
+                        namespace, "--sync", name, *args, check_code=code)
 
 
 def changes(report: dict) -> dict[str, tuple[str, str]]:
@@ -179,7 +179,7 @@ def test_padding_the_inventory_does_not_weaken_the_mass_prune_guard(kube, api_cl
     assert len(listed(kube, namespace)) == 104
 
     result = cli.run("restore", "--repo", str(repo), "--cluster", SESSION_CLUSTER, "-n",
-                     namespace, "--name", namespace, "--prune", check_code=2)
+                     namespace, "--sync", namespace, "--prune", check_code=2)
     assert "prune would delete 3 of 4 owned objects" in result.stderr
     assert configmaps(api_client, namespace) == ["cm0", "cm1", "cm2", "cm3"]
 

@@ -16,7 +16,7 @@ from tests.testdata.gitrepos import commit, git, new_repo
 
 def gr(verb: str, repo, namespace: str, *args: str, code: int | None = 0):
     return cli.run(verb, "--repo", str(repo), "--cluster", SESSION_CLUSTER, "-n", namespace,
-                   "--name", namespace, *args, check_code=code)
+                   "--sync", namespace, *args, check_code=code)
 
 
 def gr_json(verb: str, repo, namespace: str, *args: str, code: int | None = 0) -> dict:

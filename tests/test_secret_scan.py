@@ -238,7 +238,7 @@ def test_no_token_key_or_secret_value_appears_in_any_output_record_or_cache(
     ca = ("--ca-file", str(world.https.ca_file))
     sync = f"scan-https-{https_ns[-6:]}"
     world.syncs.append(sync)
-    source = ("--repo", world.url(), "--path", "app", "--name", sync, "--namespace", https_ns,
+    source = ("--repo", world.url(), "--path", "app", "--sync", sync, "--namespace", https_ns,
               *ca, *cluster)
     env_token = {git_https.USERNAME_ENV: "deploy", git_https.PASSWORD_ENV: TOKEN}
     v1 = git(world.work, "rev-parse", "HEAD")
@@ -264,7 +264,7 @@ def test_no_token_key_or_secret_value_appears_in_any_output_record_or_cache(
     # the agent over HTTPS; rollback pins it, rollback --revert pushes with the token
     v2 = world.push({"app/settings.yaml": m.configmap("settings", color="green")}, "v2")
     run(scan, "agent install (https)", "agent", "install", "--repo", world.url(), "--path",
-        "app", "--name", sync, "--namespace", https_ns, "--interval", "2s", *ca, *with_age,
+        "app", "--sync", sync, "--namespace", https_ns, "--interval", "2s", *ca, *with_age,
         *cluster)
     world.wait_applied(sync, v2, "the HTTPS agent")
     run(scan, "rollback -o json", "rollback", *source, "--to", v1, "--output", "json")
@@ -276,7 +276,7 @@ def test_no_token_key_or_secret_value_appears_in_any_output_record_or_cache(
     assert git(bare, "rev-parse", f"{reverted}^") == v2
     assert git(bare, "rev-parse", f"{reverted}:app") == git(bare, "rev-parse", f"{v1}:app")
     world.wait_applied(sync, reverted, "the HTTPS agent following the revert")
-    run(scan, "agent status -o json", "agent", "status", "--name", sync, "--output", "json",
+    run(scan, "agent status -o json", "agent", "status", "--sync", sync, "--output", "json",
         *cluster)
 
     # bootstrap over SSH with the known key, and its agent
@@ -285,8 +285,8 @@ def test_no_token_key_or_secret_value_appears_in_any_output_record_or_cache(
     known_hosts = world.ssh.write_known_hosts(tmp_path / "known_hosts")
     ssh_sync = f"scan-ssh-{ssh_ns[-6:]}"
     world.syncs.append(ssh_sync)
-    run(scan, "bootstrap -o json", "bootstrap", "--provider", "local", "--name",
-        SESSION_CLUSTER, "--nodes", "3", "--repo", ssh_url, "--path", "app", "--sync-name",
+    run(scan, "bootstrap -o json", "bootstrap", "--provider", "local", "--cluster",
+        SESSION_CLUSTER, "--nodes", "3", "--repo", ssh_url, "--path", "app", "--sync",
         ssh_sync, "--namespace", ssh_ns, "--interval", "2s", "--private-key-file", str(key.private),
         "--known-hosts", str(known_hosts), "--yes", "--timeout", "3m", *with_age,
         "--output", "json")
@@ -299,7 +299,7 @@ def test_no_token_key_or_secret_value_appears_in_any_output_record_or_cache(
     drill_sync = f"scan-drill-{drill_ns[-6:]}"
     world.syncs.append(drill_sync)
     run(scan, "drill", "drill", "--repo", world.url(), "--path", "app", "--from", v2, "--to", v1,
-        "--provider", "existing", "--kubeconfig", world.kubeconfig, "--name", drill_sync,
+        "--provider", "existing", "--kubeconfig", world.kubeconfig, "--sync", drill_sync,
         "--namespace", drill_ns, *ca, "--junit", str(reports / "drill.xml"),
         "--report", str(reports / "drill.json"), "--summary", str(reports / "drill.md"))
     scan.files("drill report", reports)

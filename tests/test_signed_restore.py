@@ -32,7 +32,7 @@ def keys(tmp_path_factory):
 
 def gr(verb: str, repo, namespace: str, *args: str, code: int | None = 0):
     return cli.run(verb, "--repo", str(repo), "--cluster", SESSION_CLUSTER, "-n", namespace,
-                   "--name", namespace, *args, check_code=code)
+                   "--sync", namespace, *args, check_code=code)
 
 
 def color(api_client, namespace: str) -> str | None:
@@ -205,7 +205,7 @@ def test_bootstrap_and_agent_install_check_the_keys_before_changing_anything(
     repo = new_repo(tmp_path / "repo")
     signing.signed_commit(repo, keys["dana"], settings("blue"), "v1")
     missing = tmp_path / "nowhere.asc"
-    result = cli.run("bootstrap", "--name", "signed-boot", "--repo", str(repo), "--path", "app",
+    result = cli.run("bootstrap", "--cluster", "signed-boot", "--repo", str(repo), "--path", "app",
                      "--verify-signatures", "head", "--trusted-keys", str(missing),
                      check_code=2)
     assert f"--trusted-keys {missing}: no such file" in result.stderr

@@ -183,7 +183,7 @@ def test_a_pgp_only_file_says_pgp_is_not_supported_yet(tmp_path):
 def restore(verb: str, repo: Path, namespace: str, *args: str, code: int = 0,
             env: dict | None = None):
     return cli.run(verb, "--repo", str(repo), "--cluster", SESSION_CLUSTER, "-n", namespace,
-                   "--name", namespace, "--output", "json", *args, check_code=code, env=env)
+                   "--sync", namespace, "--output", "json", *args, check_code=code, env=env)
 
 
 def test_restore_decrypts_into_the_cluster_and_keeps_values_out_of_everything(
@@ -244,7 +244,7 @@ def test_a_rejected_decrypted_object_is_reported_without_its_values(
     repo = new_repo(tmp_path / "repo")
     commit(repo, {"app/cm.yaml": encrypt(configmap, key.recipient, tmp_path)}, "v1")
     result = cli.run("restore", "--repo", str(repo), "--cluster", SESSION_CLUSTER, "-n",
-                     namespace, "--name", namespace, "--path", "app", "--sops-age-key",
+                     namespace, "--sync", namespace, "--path", "app", "--sops-age-key",
                      str(key.file), check_code=2)
     assert "app/cm.yaml" in result.stderr and "<encrypted>" in result.stderr
     assert bad not in result.stdout + result.stderr
@@ -262,7 +262,7 @@ def test_a_bad_encrypted_file_stops_the_restore_before_anything_is_applied(
     repo = new_repo(tmp_path / "repo")
     commit(repo, {"app/secret.yaml": encrypted, "app/cm.yaml": m.configmap("settings")}, "v1")
     result = cli.run("restore", "--repo", str(repo), "--cluster", SESSION_CLUSTER, "-n",
-                     namespace, "--name", namespace, "--path", "app", "--sops-age-key",
+                     namespace, "--sync", namespace, "--path", "app", "--sops-age-key",
                      str(used.file), check_code=2)
     assert "app/secret.yaml" in result.stderr
     core = client.CoreV1Api(api_client)
@@ -432,7 +432,7 @@ def test_agent_install_stores_the_key_and_a_rerun_without_it_keeps_decrypting(
     repo = new_repo(tmp_path / "repo")
     commit(repo, {"app/secret.yaml": encrypt(SECRET, key.recipient, tmp_path)}, "v1")
     args = ("agent", "install", "--repo", str(repo), "--path", "app", "--interval", "2s",
-            "--cluster", SESSION_CLUSTER, "--name", name, "-n", namespace)
+            "--cluster", SESSION_CLUSTER, "--sync", name, "-n", namespace)
     directory = clusters.cluster_dir(SESSION_CLUSTER)
     try:
         installed = cli.run_json(*args, "--sops-age-key", str(key.file), check_code=0)
@@ -471,7 +471,7 @@ def test_bootstrap_with_a_bad_key_file_changes_nothing(tmp_path, state_root):
     bad.write_text("AGE-SECRET-KEY-1 but not really\n")
     repo = new_repo(tmp_path / "repo")
     commit(repo, {"app/cm.yaml": m.configmap("a")}, "v1")
-    result = cli.run("bootstrap", "--provider", "local", "--name", "never-made-sops", "--repo",
+    result = cli.run("bootstrap", "--provider", "local", "--cluster", "never-made-sops", "--repo",
                      str(repo), "--path", "app", "--sops-age-key", str(bad), "--yes",
                      check_code=2)
     assert str(bad) in result.stderr and "age key file" in result.stderr

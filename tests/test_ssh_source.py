@@ -128,7 +128,7 @@ def test_restore_over_ssh_creates_the_objects(
     result = cli.run("restore", "--repo", url, "--path", "app",
                      "--ssh-key", str(ssh_git.key.private),
                      "--known-hosts", str(ssh_git.known_hosts), "--cluster", SESSION_CLUSTER,
-                     "-n", namespace, "--name", namespace, "--output", "json", check_code=0)
+                     "-n", namespace, "--sync", namespace, "--output", "json", check_code=0)
     report = json.loads(result.stdout)
     assert report["sha"] == sha
     assert report["counts"]["create"] == 3

@@ -121,20 +121,20 @@ def test_another_source_under_an_existing_name_is_refused_unless_take_over(
     commit(first, {"app/one.yaml": m.configmap("one"), "other/x.yaml": m.configmap("x")},
            "first")
     commit(second, {"app/two.yaml": m.configmap("two")}, "second")
-    run_json("restore", first, namespace, "--name", namespace, "--path", "app")
+    run_json("restore", first, namespace, "--sync", namespace, "--path", "app")
     recorded = inventory.load(kube, namespace)
     assert (recorded.repo, recorded.path) == (sync_identity.repo_of(str(first)), "app")
 
     for verb, repo, path in (("restore", second, "app"), ("plan", second, "app"),
                              ("restore", first, "other"), ("rollback", second, "app")):
         extra = ("--to", "HEAD") if verb == "rollback" else ("--prune",)
-        result = run(verb, repo, namespace, "--name", namespace, "--path", path, *extra,
+        result = run(verb, repo, namespace, "--sync", namespace, "--path", path, *extra,
                      code=2)
         assert f"records repository {recorded.repo} path 'app'" in result.stderr, verb
         assert "--take-over" in result.stderr and "nothing was changed" in result.stderr
     assert configmaps(api_client, namespace) == ["one"]
 
-    moved = run_json("restore", second, namespace, "--name", namespace, "--path", "app",
+    moved = run_json("restore", second, namespace, "--sync", namespace, "--path", "app",
                      "--prune", "--allow-mass-prune", "--take-over")
     assert actions(moved) == {f"ConfigMap/{namespace}/two": "create",
                               f"ConfigMap/{namespace}/one": "delete"}
@@ -147,7 +147,7 @@ def test_a_sync_under_the_old_default_name_is_continued(kube, api_client, namesp
     commit(repo, {"app/a.yaml": m.configmap("a"), "app/b.yaml": m.configmap("b"),
                   "app/c.yaml": m.configmap("c")}, "three")
     legacy = sync_names.legacy_sync_name(str(repo), "app")
-    run_json("restore", repo, namespace, "--path", "app", "--name", legacy)  # as before
+    run_json("restore", repo, namespace, "--path", "app", "--sync", legacy)  # as before
 
     commit(repo, {"app/c.yaml": None}, "c removed")
     report = run_json("restore", repo, namespace, "--path", "app", "--prune")
@@ -203,9 +203,9 @@ def test_rollback_asks_for_name_when_several_syncs_apply_the_repository(api_clie
 
     result = run("rollback", repo, namespace, "--to", "HEAD~1", code=2)
     assert "2 syncs in this cluster apply this repository" in result.stderr
-    assert one in result.stderr and two in result.stderr and "--name" in result.stderr
+    assert one in result.stderr and two in result.stderr and "--sync" in result.stderr
     assert configmaps(api_client, namespace) == ["a", "a2", "b"]
-    back = run_json("rollback", repo, namespace, "--to", "HEAD~1", "--name", one)
+    back = run_json("rollback", repo, namespace, "--to", "HEAD~1", "--sync", one)
     assert back["path"] == "one" and configmaps(api_client, namespace) == ["a", "b"]
 
 

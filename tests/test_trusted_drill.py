@@ -154,10 +154,10 @@ def test_agent_follows_signed_pushes_with_decrypted_secrets_and_refuses_an_unsig
         outputs[f"{label} stdout"], outputs[f"{label} stderr"] = result.stdout, result.stderr
         return json.loads(result.stdout)
 
-    run("deploy-key create", "deploy-key", "create", "--repo", url, "--name", sync.name,
+    run("deploy-key create", "deploy-key", "create", "--repo", url, "--deploy-key", sync.name,
         "--private-key-file", str(sync.deploy_key), "--known-hosts", str(sync.known_hosts))
     installed = run("agent install", "agent", "install", "--repo", url, "--path", "app",
-                    "--interval", "2s", "--name", sync.name, "-n", namespace,
+                    "--interval", "2s", "--sync", sync.name, "-n", namespace,
                     "--deploy-key", sync.name, "--verify-signatures", "head",
                     "--allowed-signers", str(dana.allowed_signers(tmp_path / "allowed")),
                     "--sops-age-key", str(key.file))

@@ -128,7 +128,7 @@ def test_flux_get_started_workloads_in_their_undeclared_namespace(api_client, tm
     repo = clone_bundle("flux-get-started", tmp_path / "fgs")
     core = client.CoreV1Api(api_client)
     wait_gone(core, "demo")  # another test may have just deleted it
-    sync = ("--name", "fgs-workloads")
+    sync = ("--sync", "fgs-workloads")
     try:
         restored = gr_json("restore", repo, "default", *FGS_WORKLOADS, *sync,
                            "--create-namespaces", "--wait", "--timeout", "2m")

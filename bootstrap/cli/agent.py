@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from bootstrap import agent, sops_key, sync_lookup, sync_names
+from bootstrap.cli import deprecated
 from bootstrap.cli import options as opt
 from bootstrap.cli.output import Output, emit_json, exits_cleanly, stderr, stdout
 from bootstrap.errors import UserError
@@ -23,15 +24,13 @@ from sync_agent.conventions import NAMESPACE, parse_duration
 
 agent_app = typer.Typer(name="agent", help="Install, inspect and steer the in-cluster sync "
                         "agent.", no_args_is_help=True)
+_SYNC_RENAMED = deprecated.renamed(deprecated.SYNC)
 
 Branch = Annotated[str, typer.Option("--branch", help="Branch the agent follows.")]
 Interval = Annotated[str, typer.Option("--interval", help="How often to fetch and re-apply, "
                                        "e.g. 30s, 1m.")]
 Image = Annotated[str, typer.Option("--image", help="Agent image for the in-cluster "
                                     "Deployment.")]
-DeployKey = Annotated[str | None, typer.Option(
-    "--deploy-key", help="Deploy-key name (Secret NAME-deploy-key); default: from the repo "
-                         "URL, as `deploy-key create` names it (SSH repositories only).")]
 SopsAgeKey = Annotated[Path | None, typer.Option(
     "--sops-age-key", help="Age key file that decrypts the repository's SOPS-encrypted files; "
                            "stored in Secret gitops-restore-system/<sync>-sops-age, which the "
@@ -65,12 +64,12 @@ def check_interval(text: str) -> str:
     return text.strip()
 
 
-@agent_app.command("install")
+@agent_app.command("install", cls=_SYNC_RENAMED)
 @exits_cleanly
 def install(repo: opt.Repo, branch: Branch = "main", path: opt.PathOpt = "",
             interval: Interval = "1m", ignore: opt.Ignore = None,
             image: Image = agent.DEFAULT_IMAGE, name: opt.SyncName = None,
-            namespace: opt.Namespace = "default", deploy_key: DeployKey = None,
+            namespace: opt.Namespace = "default", deploy_key: opt.DeployKeyName = None,
             no_prune: NoPrune = False, ca_file: opt.CaFile = None,
             kubeconfig: opt.Kubeconfig = None,
             context: opt.Context = None, cluster: opt.ClusterName = None,
@@ -120,11 +119,11 @@ def install(repo: opt.Repo, branch: Branch = "main", path: opt.PathOpt = "",
     if missing_key:
         stderr.print(f"[yellow]warning:[/yellow] Secret {NAMESPACE}/{request.deploy_key}"
                      "-deploy-key does not exist yet; create it with `gitops-restore "
-                     f"deploy-key create --name {request.deploy_key} --repo …` (the agent "
+                     f"deploy-key create --deploy-key {request.deploy_key} --repo …` (the agent "
                      "reports DeployKeyError until then)")
 
 
-@agent_app.command("status")
+@agent_app.command("status", cls=_SYNC_RENAMED)
 @exits_cleanly
 def status(name: opt.SyncName = None, kubeconfig: opt.Kubeconfig = None,
            context: opt.Context = None, cluster: opt.ClusterName = None,
@@ -198,7 +197,7 @@ def _steering(command: str, summary: str, verb: str, **changes: Any) -> None:
             _steer(t, agent.choose_sync(t.kube, name), output, verb, **changes)
 
     steer.__doc__ = f"{summary}\n\nExample: gitops-restore agent {command} --cluster demo"
-    agent_app.command(command)(steer)
+    agent_app.command(command, cls=_SYNC_RENAMED)(steer)
 
 
 _steering("suspend", "Stop applying (the agent keeps running, reads the spec and waits).",
@@ -207,7 +206,7 @@ _steering("resume", "Apply again and follow the branch: clears suspend and any p
           "rollback).", "resumed", suspend=False, revision=None)
 
 
-@agent_app.command("pin")
+@agent_app.command("pin", cls=_SYNC_RENAMED)
 @exits_cleanly
 def pin(revision: Annotated[str, typer.Argument(help="Commit, tag or HEAD~N of the branch.")],
         name: opt.SyncName = None, kubeconfig: opt.Kubeconfig = None,

@@ -5,13 +5,13 @@ finish, present the summary.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from bootstrap import agent, cluster_bootstrap, sync_names
 from bootstrap.cli import agent as agent_cli
+from bootstrap.cli import deprecated
 from bootstrap.cli import options as opt
 from bootstrap.cli.output import Output, emit_json, exits_cleanly, progress_printer, stderr, stdout
 from bootstrap.cli.progress import PhaseProgress
@@ -22,35 +22,24 @@ from sync_agent.conventions import parse_duration
 
 
 def register(app: typer.Typer) -> None:
-    app.command("bootstrap")(bootstrap)
+    app.command("bootstrap", cls=deprecated.renamed(deprecated.BOOTSTRAP))(bootstrap)
 
 
 @exits_cleanly
 def bootstrap(
-    name: Annotated[str, typer.Option("--name", help="Cluster name.")],
-    repo: opt.Repo,
-    provider: Annotated[str, typer.Option(help="local, kind or existing.")] = "local",
+    name: Annotated[str, typer.Option(
+        "--cluster", help="The cluster: provisioned under this name unless it runs already.")],
+    repo: opt.Repo, provider: opt.Provider = "local",
     branch: agent_cli.Branch = "main", path: opt.PathOpt = "",
     ignore: opt.Ignore = None, interval: agent_cli.Interval = "1m",
-    private_key_file: Annotated[Path | None, typer.Option(
-        "--private-key-file", help="Use this key pair as the deploy key (else one is made).")
-    ] = None,
-    known_hosts: Annotated[Path | None, typer.Option(
-        "--known-hosts", help="known_hosts with the Git server's entry.")] = None,
-    accept_host_key: Annotated[str | None, typer.Option(
-        "--accept-host-key", metavar="SHA256:FINGERPRINT",
-        help="Pin the Git server's scanned host key if it has this fingerprint.")] = None,
+    private_key_file: opt.PrivateKeyFile = None, known_hosts: opt.KnownHosts = None,
+    accept_host_key: opt.AcceptHostKey = None,
     yes: Annotated[bool, typer.Option(
         "--yes", "-y", help="Do not stop to ask (the deploy key must then be accepted by "
                             "the server within --timeout).")] = False,
-    nodes: Annotated[int, typer.Option(help="Nodes of a local or kind cluster.")] = 1,
-    kubeconfig: Annotated[str | None, typer.Option(
-        help="For --provider existing: the cluster's kubeconfig.")] = None,
-    context: Annotated[str | None, typer.Option(
-        help="For --provider existing: the kubeconfig context.")] = None,
-    sync: Annotated[str | None, typer.Option(
-        "--sync-name", help="Sync name owning the inventory (default: from repo and path).")
-    ] = None, namespace: opt.Namespace = "default",
+    nodes: opt.Nodes = 1, kubeconfig: opt.ExistingKubeconfig = None,
+    context: opt.ExistingContext = None, sync: opt.SyncName = None,
+    namespace: opt.Namespace = "default",
     image: agent_cli.Image = agent.DEFAULT_IMAGE,
     timeout: Annotated[str, typer.Option(help="How long to wait for health and the "
                                          "deploy key.")] = "10m",
@@ -62,7 +51,7 @@ def bootstrap(
 ) -> None:
     """Provision a cluster, give it a deploy key, install the agent, restore from Git, wait.
 
-    Example: gitops-restore bootstrap --provider local --name demo
+    Example: gitops-restore bootstrap --provider local --cluster demo
     --repo ssh://git@git.example:2222/fleet.git --path clusters/demo
     --accept-host-key SHA256:abc… --interval 1m
     """

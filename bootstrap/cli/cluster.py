@@ -9,15 +9,15 @@ import typer
 
 from bootstrap import binaries, clusters
 from bootstrap import provision as provisioning
+from bootstrap.cli import deprecated
+from bootstrap.cli import options as opt
 from bootstrap.cli.output import Output, emit_json, exits_cleanly, progress_printer, stderr, stdout
-
-OutputOption = Annotated[Output, typer.Option("--output", "-o", help="text or json")]
 
 
 def register(app: typer.Typer) -> None:
     app.command("cluster-bin")(cluster_bin)
     app.command()(provision)
-    app.command()(destroy)
+    app.command(cls=deprecated.renamed(deprecated.CLUSTER))(destroy)
     app.command("clusters")(list_clusters)
 
 
@@ -34,14 +34,12 @@ def cluster_bin() -> None:
 
 @exits_cleanly
 def provision(
-    name: Annotated[str, typer.Option(help="Cluster name; several can run side by side.")],
-    provider: Annotated[str, typer.Option(help="local, kind or existing.")] = "local",
-    nodes: Annotated[int, typer.Option(help="Simulated (local) or worker (kind) nodes.")] = 1,
-    kubeconfig: Annotated[str | None, typer.Option(
-        help="For --provider existing: the kubeconfig of the cluster.")] = None,
-    context: Annotated[str | None, typer.Option(
-        help="For --provider existing: the kubeconfig context.")] = None,
-    output: OutputOption = Output.text,
+    name: Annotated[str, typer.Option(
+        "--name", help="Name of the cluster; several can run side by side. Other commands "
+                       "take it as --cluster.")],
+    provider: opt.Provider = "local", nodes: opt.Nodes = 1,
+    kubeconfig: opt.ExistingKubeconfig = None, context: opt.ExistingContext = None,
+    output: opt.OutputOpt = Output.text,
 ) -> None:
     """Create a cluster, or register an existing one, and print its kubeconfig path.
 
@@ -64,22 +62,22 @@ def provision(
 
 @exits_cleanly
 def destroy(
-    name: Annotated[str, typer.Option(help="Name given to provision.")],
-    output: OutputOption = Output.text,
+    cluster: Annotated[str, typer.Option("--cluster", help="Name given to provision.")],
+    output: opt.OutputOpt = Output.text,
 ) -> None:
     """Remove a cluster: stop its processes and delete its files (existing: forget it only).
 
-    Example: gitops-restore destroy --name demo
+    Example: gitops-restore destroy --cluster demo
     """
-    record = provisioning.destroy(name, progress=progress_printer(f"{name}: "))
+    record = provisioning.destroy(cluster, progress=progress_printer(f"{cluster}: "))
     if output is Output.json:
         emit_json({"destroyed": record.to_json()})
     else:
-        stderr.print(f"cluster {name} ({record.provider}) removed")
+        stderr.print(f"cluster {cluster} ({record.provider}) removed")
 
 
 @exits_cleanly
-def list_clusters(output: OutputOption = Output.text) -> None:
+def list_clusters(output: opt.OutputOpt = Output.text) -> None:
     """List the clusters provisioned on this machine.
 
     Example: gitops-restore clusters -o json

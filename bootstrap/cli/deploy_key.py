@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,6 +15,7 @@ import typer
 from bootstrap import deploy_key as dk
 from bootstrap import deploy_key_forge as forges
 from bootstrap import sync_names
+from bootstrap.cli import deprecated
 from bootstrap.cli import options as opt
 from bootstrap.cli.output import Output, emit_json, exits_cleanly, progress_printer, stderr, stdout
 from bootstrap.errors import UserError
@@ -23,16 +23,6 @@ from sync_agent.conventions import NAMESPACE
 
 SshRepo = Annotated[str, typer.Option(
     "--repo", help="SSH URL of the repository: ssh://git@host[:port]/path.git or git@host:path.")]
-KeyName = Annotated[str | None, typer.Option(
-    "--name", help="Key name; the Secret is <name>-deploy-key (default: from the repo URL).")]
-KnownHostsFile = Annotated[Path | None, typer.Option(
-    "--known-hosts", help="known_hosts with the server's entry (\\[host]:port for port != 22).")]
-AcceptHostKey = Annotated[str | None, typer.Option(
-    "--accept-host-key", metavar="SHA256:FINGERPRINT",
-    help="Scan the server and pin its host key only if it has this fingerprint.")]
-PrivateKeyFile = Annotated[Path | None, typer.Option(
-    "--private-key-file", help="Use this unencrypted key pair (FILE, FILE.pub) instead of "
-                               "generating an ed25519 one.")]
 Rotate = Annotated[bool, typer.Option(
     "--rotate", help="Replace an existing key (the new one is registered before the old one "
                      "is deleted).")]
@@ -49,14 +39,15 @@ ApiUrl = Annotated[str | None, typer.Option(
 def register(app: typer.Typer) -> None:
     group = typer.Typer(help="Deploy keys the sync agent reads Git with.", no_args_is_help=True,
                         pretty_exceptions_show_locals=False)
-    group.command()(create)
-    group.command()(show)
+    for command in (create, show):
+        group.command(cls=deprecated.renamed(deprecated.DEPLOY_KEY))(command)
     app.add_typer(group, name="deploy-key")
 
 
 @exits_cleanly
-def create(repo: SshRepo, name: KeyName = None, known_hosts: KnownHostsFile = None,
-           accept_host_key: AcceptHostKey = None, private_key_file: PrivateKeyFile = None,
+def create(repo: SshRepo, deploy_key: opt.DeployKeyName = None,
+           known_hosts: opt.KnownHosts = None, accept_host_key: opt.AcceptHostKey = None,
+           private_key_file: opt.PrivateKeyFile = None,
            rotate: Rotate = False, github: GitHub = None, gitlab: GitLab = None,
            token_env: TokenEnv = None, api_url: ApiUrl = None,
            kubeconfig: opt.Kubeconfig = None, context: opt.Context = None,
@@ -73,7 +64,7 @@ def create(repo: SshRepo, name: KeyName = None, known_hosts: KnownHostsFile = No
     if known_hosts and accept_host_key:
         raise UserError("give either --known-hosts or --accept-host-key, not both")
     request = dk.DeployKeyRequest(
-        repo=repo, name=sync_names.key_name(name, repo), known_hosts_file=known_hosts,
+        repo=repo, name=sync_names.key_name(deploy_key, repo), known_hosts_file=known_hosts,
         accept_host_key=accept_host_key, private_key_file=private_key_file, rotate=rotate,
         forge=_forge(github, gitlab, token_env, api_url))
     confirm = _ask if sys.stdin.isatty() and not (known_hosts or accept_host_key) else None
@@ -93,18 +84,19 @@ def create(repo: SshRepo, name: KeyName = None, known_hosts: KnownHostsFile = No
 
 
 @exits_cleanly
-def show(name: Annotated[str, typer.Option("--name", help="Name given to create.")],
+def show(deploy_key: Annotated[str, typer.Option(
+             "--deploy-key", help="The name given to create (the Secret <name>-deploy-key).")],
          kubeconfig: opt.Kubeconfig = None, context: opt.Context = None,
          cluster: opt.ClusterName = None, output: opt.OutputOpt = Output.text) -> None:
     """Print the public key, its fingerprint and the pinned host keys of a deploy key.
 
-    Example: gitops-restore deploy-key show --name fleet
+    Example: gitops-restore deploy-key show --deploy-key fleet
     """
     with opt.connect(kubeconfig, context, cluster) as kube:
-        key = dk.load_deploy_key(kube, name)
+        key = dk.load_deploy_key(kube, deploy_key)
     hosts = dk.host_fingerprints(key.known_hosts)
     if output is Output.json:
-        emit_json({"name": key.name, "secret": f"{NAMESPACE}/{dk.secret_name(name)}",
+        emit_json({"name": key.name, "secret": f"{NAMESPACE}/{dk.secret_name(key.name)}",
                    "public_key": key.public_key, "fingerprint": key.fingerprint,
                    "host_fingerprints": list(hosts)})
         return

@@ -15,17 +15,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from bootstrap import drill, drill_reports, sync_names
+from bootstrap.cli import deprecated, option_groups
 from bootstrap.cli import options as opt
 from bootstrap.cli.output import Output, emit_json, exits_cleanly, stderr, stdout
 from bootstrap.cli.progress import PhaseProgress
-from sync_agent import events
+from sync_agent import events, signatures
 from sync_agent.conventions import parse_duration
 from sync_agent.engine import SourceSpec, SyncOptions
 from sync_agent.kube import DEFAULT_WORKERS
 
 
 def register(app: typer.Typer) -> None:
-    app.command("drill")(drill_command)
+    app.command("drill", cls=deprecated.renamed(deprecated.DRILL))(drill_command)
     app.command()(demo)
 
 
@@ -36,29 +37,13 @@ To = Annotated[str | None, typer.Option(
                  "the objects under --path).")]
 ToPath = Annotated[str | None, typer.Option(
     "--to-path", help="The directory at --to, if it moved since (default --path).")]
-Provider = Annotated[str, typer.Option(
-    "--provider", help="local (default), kind, or existing (with --kubeconfig; left up).")]
-ClusterName = Annotated[str | None, typer.Option(
-    "--cluster-name", help="Name of the cluster to provision (default drill-<random>).")]
-Nodes = Annotated[int, typer.Option("--nodes", help="Nodes of a provisioned cluster.")]
-Kubeconfig = Annotated[str | None, typer.Option(
-    "--kubeconfig", envvar="KUBECONFIG", help="For --provider existing: its kubeconfig.")]
-Context = Annotated[str | None, typer.Option(
-    "--context", help="For --provider existing: the kubeconfig context.")]
+NewCluster = Annotated[str | None, typer.Option(
+    "--cluster", help="Name of the cluster to provision, not one that exists (default "
+                      "drill-<random>).")]
 Keep = Annotated[bool, typer.Option(
     "--keep", help="Leave the cluster up afterwards and print its kubeconfig.")]
 Timeout = Annotated[str, typer.Option(
     "--timeout", help="How long each restore and verify waits for health, e.g. 90s, 5m.")]
-PruneData = Annotated[bool, typer.Option(
-    "--prune-data", help="As for rollback: let the restores delete PVCs, PVs and Namespaces "
-                         "the revision dropped (else they are kept, and verify lists them "
-                         "as kept).")]
-Force = Annotated[bool, typer.Option(
-    "--force", help="As for rollback: delete and recreate objects whose immutable fields "
-                    "changed between the revisions.")]
-MassPrune = Annotated[bool, typer.Option(
-    "--allow-mass-prune", help="As for rollback: allow a prune of more than half the owned "
-                               "objects.")]
 Junit = Annotated[Path | None, typer.Option(
     "--junit", help="Write a JUnit XML report: a testcase per phase, a failure per object.")]
 ReportFile = Annotated[Path | None, typer.Option(
@@ -68,50 +53,43 @@ Summary = Annotated[Path | None, typer.Option(
 
 
 @exits_cleanly
+@option_groups.grouped(render=opt.render_options, verify=opt.signature_policy)
 def drill_command(
         repo: opt.Repo, from_ref: From = None, to_ref: To = None, path: opt.PathOpt = "",
-        to_path: ToPath = None, ignore: opt.Ignore = None, provider: Provider = "local",
-        cluster_name: ClusterName = None, nodes: Nodes = 1, kubeconfig: Kubeconfig = None,
-        context: Context = None, keep: Keep = False, timeout: Timeout = "5m",
-        prune_data: PruneData = False, force: Force = False,
-        allow_mass_prune: MassPrune = False, create_namespaces: opt.CreateNamespaces = False,
-        name: opt.SyncName = None, namespace: opt.Namespace = "default",
+        to_path: ToPath = None, ignore: opt.Ignore = None, provider: opt.Provider = "local",
+        cluster: NewCluster = None, nodes: opt.Nodes = 1,
+        kubeconfig: opt.ExistingKubeconfig = None, context: opt.ExistingContext = None,
+        keep: Keep = False, timeout: Timeout = "5m", prune_data: opt.PruneData = False,
+        force: opt.Force = False, allow_mass_prune: opt.MassPrune = False,
+        create_namespaces: opt.CreateNamespaces = False, sync: opt.SyncName = None,
+        namespace: opt.Namespace = "default",
         ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
         ca_file: opt.CaFile = None, helm: opt.HelmMode = "auto", offline: opt.Offline = False,
         workers: opt.Workers = DEFAULT_WORKERS, junit: Junit = None,
         report: ReportFile = None, summary: Summary = None,
         lock_timeout: opt.LockTimeout = "2m",
-        output: opt.OutputOpt = Output.text, allow_remote_bases: opt.AllowRemoteBases = False,
-        max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
-        max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
-        verify_signatures: opt.VerifySignatures = None,
-        allowed_signers: opt.AllowedSigners = None,
-        trusted_keys: opt.TrustedKeys = None,
-        sops_age_key: opt.SopsAgeKey = None) -> None:
+        output: opt.OutputOpt = Output.text, *, render: opt.RenderOptions,
+        verify: signatures.Policy | None) -> None:
     """Rehearse a recovery in a throwaway cluster: restore, roll back, roll forward, verify.
 
     Provisions a cluster, restores --from, rolls back to --to, rolls forward to --from,
     verifying each against Git (every object with its declared fields, nothing extra,
-    workloads healthy), then tears the cluster down. Every phase is timed; the restores'
-    times are the recovery time. The restores take rollback's safety flags (--force,
-    --allow-mass-prune, --prune-data) and the report records which ones each needed: the
-    real rollback needs the same. Exit 1 if a phase fails, 2 on bad input (before anything
-    is provisioned).
+    workloads healthy), then tears the cluster down (--provider existing: left up). Every
+    phase is timed; the restores' times are the recovery time. The restores take rollback's
+    safety flags (--force, --allow-mass-prune, --prune-data; without --prune-data, data kinds
+    the revision dropped are kept and verify lists them as kept) and the report records which
+    ones each needed: the real rollback needs the same. Exit 1 if a phase fails, 2 on bad
+    input (before anything is provisioned).
 
     Example: gitops-restore drill --repo ./fleet --path apps --junit drill.xml
     --report drill.json --summary drill.md
     """
     spec = drill.DrillSpec(
         source=opt.source_spec(repo, from_ref, None, path, ignore, ssh_key, known_hosts, ca_file,
-                               opt.render_options(allow_remote_bases, max_file_size,
-                                                  max_yaml_nodes, sops_age_key),
-                               opt.signature_policy(verify_signatures, allowed_signers,
-                                                    trusted_keys),
-                               helm, offline),
+                               render, verify, helm, offline),
         to_ref=to_ref, to_path=to_path,
-        cluster=drill.ClusterRequest(provider, cluster_name or "", nodes, kubeconfig, context,
-                                     keep),
-        sync=SyncOptions(sync_name=sync_names.sync_name(name, repo, path), namespace=namespace,
+        cluster=drill.ClusterRequest(provider, cluster or "", nodes, kubeconfig, context, keep),
+        sync=SyncOptions(sync_name=sync_names.sync_name(sync, repo, path), namespace=namespace,
                          create_namespaces=create_namespaces, prune_data=prune_data,
                          force=force, allow_mass_prune=allow_mass_prune,
                          timeout=parse_duration(timeout, "--timeout"), workers=workers,
@@ -246,7 +224,7 @@ def _show(result: drill.DrillResult) -> None:
                  f"total {result.total_seconds:.2f}s")
     if cluster.kept and cluster.provider != "existing":
         stdout.print(f"cluster {cluster.name} kept; kubeconfig: {cluster.kubeconfig}\n"
-                     f"remove it with: gitops-restore destroy --name {cluster.name}",
+                     f"remove it with: gitops-restore destroy --cluster {cluster.name}",
                      markup=False)
 
 

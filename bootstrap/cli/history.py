@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from bootstrap.cli import deprecated, option_groups
 from bootstrap.cli import options as opt
 from bootstrap.cli.output import Output, emit_json, exits_cleanly, stdout
 from sync_agent import history as history_mod
@@ -15,21 +16,18 @@ from sync_agent import inventory, signatures, source
 
 def register(app: typer.Typer) -> None:
     app.command()(history)
-    app.command()(status)
+    app.command(cls=deprecated.renamed(deprecated.SYNC))(status)
 
 
 @exits_cleanly
+@option_groups.grouped(render=opt.render_options)
 def history(repo: opt.Repo, path: opt.PathOpt = "", ref: opt.Ref = None,
             ignore: opt.Ignore = None,
             limit: Annotated[int, typer.Option(help="Show at most this many commits.")] = 20,
             ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
             ca_file: opt.CaFile = None, output: opt.OutputOpt = Output.text,
-            allow_remote_bases: opt.AllowRemoteBases = False,
-            max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
-            max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
-            allowed_signers: opt.AllowedSigners = None,
-            trusted_keys: opt.TrustedKeys = None,
-            sops_age_key: opt.SopsAgeKey = None) -> None:
+            allowed_signers: opt.AllowedSigners = None, trusted_keys: opt.TrustedKeys = None,
+            *, render: opt.RenderOptions) -> None:
     """Commits that changed the declared state under --path, with the objects each changed
     and who signed each (checked against --allowed-signers / --trusted-keys when given).
 
@@ -39,8 +37,7 @@ def history(repo: opt.Repo, path: opt.PathOpt = "", ref: opt.Ref = None,
     repository = source.open_repository(repo, opt.git_auth(ssh_key, known_hosts, ca_file))
     entries = history_mod.history(
         repository, repo, path, ref=ref, limit=limit, ignore=tuple(ignore or ()),
-        options=opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes,
-                                   sops_age_key))
+        options=render)
     signer = signatures.signers(str(repository.git_dir), [e.sha for e in entries], keys)
     if output is Output.json:
         emit_json([{**vars(e), "signer": signer[e.sha]} for e in entries])

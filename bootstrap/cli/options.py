@@ -1,5 +1,9 @@
-"""Options shared by restore, plan, rollback, verify and history, and how they become the
-engine's SourceSpec and SyncOptions."""
+"""Options shared by several commands, declared once, and how they become the engine's
+SourceSpec and SyncOptions.
+
+Names follow one rule (see `deprecated.py`): `--cluster` a cluster of this machine, `--sync` a
+sync, `--deploy-key` a deploy key; `--name` is only provision's. Every `--kubeconfig` reads
+KUBECONFIG, as kubectl does."""
 
 from __future__ import annotations
 
@@ -30,7 +34,17 @@ Ignore = Annotated[list[str] | None, typer.Option(
     "--ignore", help="Leave files out (gitignore syntax); repeatable.")]
 SshKey = Annotated[Path | None, typer.Option("--ssh-key", help="Private key for SSH remotes.")]
 KnownHosts = Annotated[Path | None, typer.Option(
-    "--known-hosts", help="known_hosts pinning the SSH server's host key.")]
+    "--known-hosts", help="known_hosts pinning the Git server's SSH host key (\\[host]:port "
+                          "for port != 22).")]
+AcceptHostKey = Annotated[str | None, typer.Option(
+    "--accept-host-key", metavar="SHA256:FINGERPRINT",
+    help="Scan the Git server and pin its host key only if it has this fingerprint.")]
+PrivateKeyFile = Annotated[Path | None, typer.Option(
+    "--private-key-file", help="Use this unencrypted key pair (FILE, FILE.pub) as the deploy "
+                               "key instead of generating an ed25519 one.")]
+DeployKeyName = Annotated[str | None, typer.Option(
+    "--deploy-key", help="Deploy key name: the Secret <name>-deploy-key (default: from the "
+                         "repository URL; SSH repositories only).")]
 CaFile = Annotated[Path | None, typer.Option(
     "--ca-file", help="PEM file of the CA that signed the HTTPS Git server's certificate. "
                       "HTTPS credentials: https://USER:TOKEN@HOST/… or the environment "
@@ -50,29 +64,27 @@ Context = Annotated[str | None, typer.Option("--context", help="Kubeconfig conte
 ClusterName = Annotated[str | None, typer.Option(
     "--cluster", help="A cluster made by `provision` (instead of --kubeconfig).")]
 SyncName = Annotated[str | None, typer.Option(
-    "--name", help="Sync name owning the inventory (default: from repo and path).")]
+    "--sync", help="Sync name owning the inventory (default: from repo and path).")]
+Provider = Annotated[str, typer.Option(
+    "--provider", help="local, kind, or existing (a running cluster: --kubeconfig, --context).")]
+Nodes = Annotated[int, typer.Option(
+    "--nodes", help="Nodes of a local (simulated) or kind (worker) cluster.")]
+ExistingKubeconfig = Annotated[str | None, typer.Option(
+    "--kubeconfig", envvar="KUBECONFIG", help="For --provider existing: its kubeconfig.")]
+ExistingContext = Annotated[str | None, typer.Option(
+    "--context", help="For --provider existing: the kubeconfig context.")]
 Namespace = Annotated[str, typer.Option(
     "--namespace", "-n", help="Namespace for namespaced objects that name none.")]
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text or json")]
 Workers = Annotated[int, typer.Option("--workers", help="Concurrent API requests.")]
 CreateNamespaces = Annotated[bool, typer.Option(
     "--create-namespaces", help="Create namespaces the revision uses but does not declare.")]
-AllowRemoteBases = Annotated[bool, typer.Option(
-    "--allow-remote-bases", help="Let kustomize fetch remote bases and files (https://…, "
-                                 "github.com/…//dir, git@…) with your own git setup; refused "
-                                 "by default.")]
-MaxFileSize = Annotated[str, typer.Option(
-    "--max-file-size", help="Largest manifest, kustomization or kustomize output read, "
-                            "e.g. 64Mi (the default) or 200Mi.")]
-MaxYamlNodes = Annotated[int, typer.Option(
-    "--max-yaml-nodes", help="Most YAML nodes one file may hold once its aliases are "
-                             "expanded.")]
-SopsAgeKey = Annotated[Path | None, typer.Option(
-    "--sops-age-key", envvar=sops.KEY_FILE_ENV, show_envvar=True,
-    help="Age key file (age-keygen's format, as sops reads it) that decrypts SOPS-encrypted "
-         "manifests and secretGenerator files.")]
-DEFAULT_MAX_FILE_SIZE = "64Mi"
-DEFAULT_MAX_YAML_NODES = DEFAULTS.max_yaml_nodes
+PruneData = Annotated[bool, typer.Option(
+    "--prune-data", help="Let prune delete PVCs, PVs and Namespaces too.")]
+MassPrune = Annotated[bool, typer.Option(
+    "--allow-mass-prune", help="Allow a prune of more than half the owned objects.")]
+Force = Annotated[bool, typer.Option(
+    "--force", help="Delete and recreate objects whose immutable fields changed.")]
 LockTimeout = Annotated[str, typer.Option(
     "--lock-timeout", help="How long to wait while another writer (a command or the sync "
                            "agent) holds the sync's lock, e.g. 30s; then exit 2 naming it.")]
@@ -107,8 +119,24 @@ def helm_settings(mode: str, offline: bool, ca_file: Path | None) -> HelmSetting
                         password=os.environ.get(HELM_PASSWORD_ENV) or None)
 
 
-def render_options(allow_remote_bases: bool, max_file_size: str,
-                   max_yaml_nodes: int, sops_age_key: Path | None = None) -> RenderOptions:
+def render_options(
+    allow_remote_bases: Annotated[bool, typer.Option(
+        "--allow-remote-bases", help="Let kustomize fetch remote bases and files (https://…, "
+                                     "github.com/…//dir, git@…) with your own git setup; "
+                                     "refused by default.")] = False,
+    max_file_size: Annotated[str, typer.Option(
+        "--max-file-size", help="Largest manifest, kustomization or kustomize output read, "
+                                "e.g. 64Mi (the default) or 200Mi.")] = "64Mi",
+    max_yaml_nodes: Annotated[int, typer.Option(
+        "--max-yaml-nodes", help="Most YAML nodes one file may hold once its aliases are "
+                                 "expanded.")] = DEFAULTS.max_yaml_nodes,
+    sops_age_key: Annotated[Path | None, typer.Option(
+        "--sops-age-key", envvar=sops.KEY_FILE_ENV, show_envvar=True,
+        help="Age key file (age-keygen's format, as sops reads it) that decrypts "
+             "SOPS-encrypted manifests and secretGenerator files.")] = None,
+) -> RenderOptions:
+    """The options that bound and decrypt rendering, declared here only: commands take them
+    as a group (see option_groups)."""
     if max_yaml_nodes < 1:
         raise UserError(f"--max-yaml-nodes {max_yaml_nodes}: give a positive number")
     try:
@@ -129,15 +157,18 @@ def age_keys(path: Path | None) -> sops.AgeKeys | None:
         raise UserError(str(e)) from None
 
 
-def signature_policy(mode: str | None, allowed_signers: Path | None,
-                     trusted_keys: Path | None) -> signatures.Policy | None:
-    """--verify-signatures and its keys; keys without a mode are a mistake, not a default."""
-    if mode is None:
+def signature_policy(verify_signatures: VerifySignatures = None,
+                     allowed_signers: AllowedSigners = None,
+                     trusted_keys: TrustedKeys = None) -> signatures.Policy | None:
+    """--verify-signatures and its keys (a group: see option_groups); keys without a mode are
+    a mistake, not a default."""
+    if verify_signatures is None:
         if allowed_signers or trusted_keys:
             raise UserError("--allowed-signers/--trusted-keys are used only with "
                             "--verify-signatures head|chain: add it")
         return None
-    return signatures.Policy(mode, signatures.Keys.from_files(allowed_signers, trusted_keys))
+    return signatures.Policy(verify_signatures,
+                             signatures.Keys.from_files(allowed_signers, trusted_keys))
 
 
 def git_auth(ssh_key: Path | None, known_hosts: Path | None,

@@ -11,12 +11,12 @@ from typing import Annotated
 import typer
 
 from bootstrap import rollback_handoff, sync_lookup, sync_names
+from bootstrap.cli import deprecated, option_groups, report_view
 from bootstrap.cli import options as opt
-from bootstrap.cli import report_view
 from bootstrap.cli.output import Output, emit_json, exits_cleanly, stdout
 from bootstrap.cli.progress import PhaseProgress
 from bootstrap.errors import OperationFailed, UserError
-from sync_agent import engine, source
+from sync_agent import engine, signatures, source
 from sync_agent.apply import ApplyError
 from sync_agent.changes import Action
 from sync_agent.conventions import parse_duration
@@ -27,26 +27,18 @@ EXIT_DIFFERENCES = 3
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(restore)
-    app.command()(plan)
-    app.command()(rollback)
-    app.command()(verify)
+    for command in (restore, plan, rollback, verify):
+        app.command(cls=deprecated.renamed(deprecated.SYNC))(command)
 
 
 Prune = Annotated[bool, typer.Option("--prune", help="Delete owned objects the revision lacks.")]
-PruneData = Annotated[bool, typer.Option(
-    "--prune-data", help="Let prune delete PVCs, PVs and Namespaces too.")]
-MassPrune = Annotated[bool, typer.Option(
-    "--allow-mass-prune", help="Allow a prune of more than half the owned objects.")]
 Wait = Annotated[bool, typer.Option("--wait", help="Wait until every object is healthy.")]
 Timeout = Annotated[str, typer.Option("--timeout", help="How long --wait waits, e.g. 10m.")]
-Force = Annotated[bool, typer.Option(
-    "--force", help="Delete and recreate objects whose immutable fields changed.")]
 RollbackPath = Annotated[str | None, typer.Option(
     "--path", help="Directory in the repo to apply (default: the path the sync's inventory "
                    "records, where that directory was at --to).")]
 TakeOver = Annotated[bool, typer.Option(
-    "--take-over", help="Apply under --name although its inventory records another repo or "
+    "--take-over", help="Apply under --sync although its inventory records another repo or "
                         "path (the sync moves; what it owned and no longer declares is pruned).")]
 Strict = Annotated[bool, typer.Option(
     "--strict", help="Count what restore keeps or creates by its own rules (listed as kept) "
@@ -81,10 +73,11 @@ def _engine_errors(writes: bool) -> Iterator[None]:
 
 
 @exits_cleanly
+@option_groups.grouped(render=opt.render_options, verify=opt.signature_policy)
 def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathOpt = "",
-            ignore: opt.Ignore = None, prune: Prune = False, prune_data: PruneData = False,
-            allow_mass_prune: MassPrune = False, wait: Wait = False, timeout: Timeout = "10m",
-            force: Force = False, create_namespaces: opt.CreateNamespaces = False,
+            ignore: opt.Ignore = None, prune: Prune = False, prune_data: opt.PruneData = False,
+            allow_mass_prune: opt.MassPrune = False, wait: Wait = False, timeout: Timeout = "10m",
+            force: opt.Force = False, create_namespaces: opt.CreateNamespaces = False,
             name: opt.SyncName = None, take_over: TakeOver = False,
             namespace: opt.Namespace = "default",
             ssh_key: opt.SshKey = None, known_hosts: opt.KnownHosts = None,
@@ -93,14 +86,8 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
             kubeconfig: opt.Kubeconfig = None,
             context: opt.Context = None, cluster: opt.ClusterName = None,
             workers: opt.Workers = DEFAULT_WORKERS, lock_timeout: opt.LockTimeout = "2m",
-            output: opt.OutputOpt = Output.text,
-            allow_remote_bases: opt.AllowRemoteBases = False,
-            max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
-            max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
-            verify_signatures: opt.VerifySignatures = None,
-            allowed_signers: opt.AllowedSigners = None,
-            trusted_keys: opt.TrustedKeys = None,
-            sops_age_key: opt.SopsAgeKey = None) -> None:
+            output: opt.OutputOpt = Output.text, *, render: opt.RenderOptions,
+            verify: signatures.Policy | None) -> None:
     """Make the cluster match the repo at a revision: validate, apply in stages, prune, wait.
 
     Example: gitops-restore restore --repo git@github.com:org/fleet.git --path clusters/prod
@@ -112,8 +99,6 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
         create_namespaces=create_namespaces, force=force, wait=wait,
         timeout=parse_duration(timeout, "--timeout"), workers=workers, take_over=take_over,
         lock_timeout=parse_duration(lock_timeout, "--lock-timeout"))
-    render = opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes, sops_age_key)
-    verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
     spec = opt.source_spec(repo, ref, at, path, ignore, ssh_key, known_hosts, ca_file, render,
                            verify, helm, offline)
     report = _run(spec, options, (kubeconfig, context, cluster))
@@ -123,11 +108,12 @@ def restore(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pa
 
 
 @exits_cleanly
+@option_groups.grouped(render=opt.render_options, verify=opt.signature_policy)
 def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
                  "--to", help="The revision to return to (commit, tag, HEAD~N).")],
              path: RollbackPath = None, ignore: opt.Ignore = None,
-             prune_data: PruneData = False, allow_mass_prune: MassPrune = False,
-             wait: Wait = False, timeout: Timeout = "10m", force: Force = False,
+             prune_data: opt.PruneData = False, allow_mass_prune: opt.MassPrune = False,
+             wait: Wait = False, timeout: Timeout = "10m", force: opt.Force = False,
              create_namespaces: opt.CreateNamespaces = False, name: opt.SyncName = None,
              take_over: TakeOver = False, namespace: opt.Namespace = "default",
              ssh_key: opt.SshKey = None,
@@ -144,16 +130,11 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
              ] = None,
              branch: Annotated[str, typer.Option(
                  "--branch", help="For --revert without a Sync: the branch to revert on.")
-             ] = "main", allow_remote_bases: opt.AllowRemoteBases = False,
-             max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
-             max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
-             verify_signatures: opt.VerifySignatures = None,
-             allowed_signers: opt.AllowedSigners = None,
-             trusted_keys: opt.TrustedKeys = None,
-             sops_age_key: opt.SopsAgeKey = None) -> None:
+             ] = "main", *, render: opt.RenderOptions,
+             verify: signatures.Policy | None) -> None:
     """Return the cluster exactly to an earlier revision (restore with prune).
 
-    It rolls back the sync that applied --repo here (--name when several did), at the path its
+    It rolls back the sync that applied --repo here (--sync when several did), at the path its
     inventory records, followed to where that directory was at --to if it moved since.
     If the sync agent serves this sync name, it is first pinned to that commit so it does not
     roll forward again (`gitops-restore agent resume` unpins). With --revert a commit that
@@ -169,8 +150,6 @@ def rollback(repo: opt.Repo, to: Annotated[str, typer.Option(
         allow_mass_prune=allow_mass_prune, create_namespaces=create_namespaces, force=force,
         wait=wait, timeout=parse_duration(timeout, "--timeout"), workers=workers,
         lock_timeout=parse_duration(lock_timeout, "--lock-timeout"), take_over=take_over)
-    render = opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes, sops_age_key)
-    verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
     spec = opt.source_spec(repo, to, None, "", ignore, ssh_key, known_hosts, ca_file, render,
                            verify, helm, offline)
     push_auth = _push_auth(spec, revert, push_key, known_hosts, ca_file)
@@ -209,9 +188,10 @@ def _present_rollback(done: rollback_handoff.Rollback, output: Output, to: str) 
 
 
 @exits_cleanly
+@option_groups.grouped(render=opt.render_options, verify=opt.signature_policy)
 def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathOpt = "",
-         ignore: opt.Ignore = None, prune: Prune = False, prune_data: PruneData = False,
-         allow_mass_prune: MassPrune = False, force: Force = False,
+         ignore: opt.Ignore = None, prune: Prune = False, prune_data: opt.PruneData = False,
+         allow_mass_prune: opt.MassPrune = False, force: opt.Force = False,
          create_namespaces: opt.CreateNamespaces = False, name: opt.SyncName = None,
          take_over: TakeOver = False,
          namespace: opt.Namespace = "default", ssh_key: opt.SshKey = None,
@@ -219,13 +199,8 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
          helm: opt.HelmMode = "auto", offline: opt.Offline = False,
          kubeconfig: opt.Kubeconfig = None, context: opt.Context = None,
          cluster: opt.ClusterName = None, workers: opt.Workers = DEFAULT_WORKERS,
-         output: opt.OutputOpt = Output.text, allow_remote_bases: opt.AllowRemoteBases = False,
-         max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
-         max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
-         verify_signatures: opt.VerifySignatures = None,
-         allowed_signers: opt.AllowedSigners = None,
-         trusted_keys: opt.TrustedKeys = None,
-         sops_age_key: opt.SopsAgeKey = None) -> None:
+         output: opt.OutputOpt = Output.text, *, render: opt.RenderOptions,
+         verify: signatures.Policy | None) -> None:
     """Show what restore would do, per object, using server-side dry-run. Exit 3 if anything.
 
     Example: gitops-restore plan --repo ./fleet --path apps --ref main --prune
@@ -235,8 +210,6 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
         prune_data=prune_data, allow_mass_prune=allow_mass_prune,
         create_namespaces=create_namespaces, force=force, workers=workers, plan_only=True,
         take_over=take_over)
-    render = opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes, sops_age_key)
-    verify = opt.signature_policy(verify_signatures, allowed_signers, trusted_keys)
     spec = opt.source_spec(repo, ref, at, path, ignore, ssh_key, known_hosts, ca_file, render,
                            verify, helm, offline)
     report = _run(spec, options, (kubeconfig, context, cluster))
@@ -246,8 +219,9 @@ def plan(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathO
 
 
 @exits_cleanly
+@option_groups.grouped(render=opt.render_options)
 def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.PathOpt = "",
-           ignore: opt.Ignore = None, prune_data: PruneData = False,
+           ignore: opt.Ignore = None, prune_data: opt.PruneData = False,
            create_namespaces: opt.CreateNamespaces = False, strict: Strict = False,
            wait: Wait = False, timeout: Timeout = "2m",
            name: opt.SyncName = None, namespace: opt.Namespace = "default",
@@ -256,18 +230,15 @@ def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pat
            helm: opt.HelmMode = "auto", offline: opt.Offline = False,
            kubeconfig: opt.Kubeconfig = None,
            context: opt.Context = None, cluster: opt.ClusterName = None,
-           workers: opt.Workers = DEFAULT_WORKERS, output: opt.OutputOpt = Output.text,
-           allow_remote_bases: opt.AllowRemoteBases = False,
-           max_file_size: opt.MaxFileSize = opt.DEFAULT_MAX_FILE_SIZE,
-           max_yaml_nodes: opt.MaxYamlNodes = opt.DEFAULT_MAX_YAML_NODES,
-           sops_age_key: opt.SopsAgeKey = None) -> None:
+           workers: opt.Workers = DEFAULT_WORKERS, output: opt.OutputOpt = Output.text, *,
+           render: opt.RenderOptions) -> None:
     """Check that the live cluster matches a revision: drifted, missing and extra objects.
 
     What restore keeps or creates by its own rules is listed as kept, with the reason, and is
     not a difference (--strict counts it): a namespace made by --create-namespaces, a PVC, PV
     or Namespace the revision dropped (unless --prune-data), a namespace the revision's
     objects are in. Give verify the options given to restore or rollback that decide what the
-    revision means (--path, --ignore, -n, --name, --create-namespaces, --prune-data).
+    revision means (--path, --ignore, -n, --sync, --create-namespaces, --prune-data).
 
     Exit 0 when it matches, 3 when anything differs (1 with --wait if unhealthy).
     Example: gitops-restore verify --repo ./fleet --path apps --ref v1.4.0 --create-namespaces
@@ -275,7 +246,6 @@ def verify(repo: opt.Repo, ref: opt.Ref = None, at: opt.At = None, path: opt.Pat
     options = SyncOptions(sync_name=sync_names.sync_name(name, repo, path), namespace=namespace,
                           prune_data=prune_data, create_namespaces=create_namespaces,
                           wait=wait, timeout=parse_duration(timeout, "--timeout"), workers=workers)
-    render = opt.render_options(allow_remote_bases, max_file_size, max_yaml_nodes, sops_age_key)
     spec = opt.source_spec(repo, ref, at, path, ignore, ssh_key, known_hosts, ca_file, render,
                            helm=helm, offline=offline)
     report = _run(spec, options, (kubeconfig, context, cluster), verify_only=True)
