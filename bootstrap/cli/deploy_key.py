@@ -23,13 +23,13 @@ from sync_agent.conventions import NAMESPACE
 
 SshRepo = Annotated[str, typer.Option(
     "--repo", help="SSH URL of the repository: ssh://git@host[:port]/path.git or git@host:path.")]
-Rotate = Annotated[bool, typer.Option(
-    "--rotate", help="Replace an existing key (the new one is registered before the old one "
-                     "is deleted).")]
 GitHub = Annotated[str | None, typer.Option(
     "--github", metavar="OWNER/REPO", help="Register the key read-only on this GitHub repo.")]
 GitLab = Annotated[str | None, typer.Option(
     "--gitlab", metavar="PROJECT", help="Register the key read-only on this GitLab project.")]
+Rotate = Annotated[bool, typer.Option(
+    "--rotate", help="Replace an existing key (the new one is registered before the old one "
+                     "is deleted).")]
 TokenEnv = Annotated[str | None, typer.Option(
     "--token-env", metavar="VAR", help="Environment variable holding the forge API token.")]
 ApiUrl = Annotated[str | None, typer.Option(
