@@ -109,7 +109,7 @@ def _apply_one(kube: Kube, d: Desired, planned: Change) -> Applied | str:
         action = Action.RECREATE
     else:
         action = Action.CREATE if created else Action.UPDATE
-    change = Change(d.ref, action, planned.detail, d.rt.api_version)
+    change = Change(d.ref, action, planned.detail)
     return Applied(change, inventory.Entry(d.ref, d.rt.version, d.digest,
                                            owned_fields_digest(stored)))
 

@@ -39,7 +39,6 @@ class Change:
     ref: ObjectRef
     action: Action
     detail: str = ""  # why kept, which fields differ, ...
-    version: str = ""  # API version, for the inventory
 
 
 @dataclass

@@ -329,8 +329,7 @@ def _add_unlisted_extras(kube: Kube, plan: Plan, desired: list[Desired], changes
     for ref, live in list_owned(kube, types, sync_name, metadata_only=True).items():
         annotations = live["metadata"].get("annotations") or {}
         if ref not in known and annotations.get(PRUNE_ANNOTATION) != "disabled":
-            changes.add(Change(ref, Action.DELETE, "labelled as owned, not in the inventory",
-                               live.get("apiVersion", "")))
+            changes.add(Change(ref, Action.DELETE, "labelled as owned, not in the inventory"))
 
 
 # --- inventory bookkeeping -------------------------------------------------------------------

@@ -82,7 +82,7 @@ class Plan:
         for d in self.desired:
             changes.add(self.actions[d.ref])
         for item in self.prune:
-            changes.add(Change(item.ref, item.action, item.detail, item.rt.api_version))
+            changes.add(Change(item.ref, item.action, item.detail))
         return changes
 
 
@@ -124,10 +124,9 @@ def _settled(d: Desired, live: dict | None, previous: inventory.Inventory | None
              options: PlanOptions) -> Change | None:
     """The change decided without a request, if it can be."""
     if d.deferred:
-        return Change(d.ref, Action.CREATE, "validated once its CRD is established",
-                      d.rt.api_version)
+        return Change(d.ref, Action.CREATE, "validated once its CRD is established")
     if options.trust_inventory and _as_we_left_it(d, live, previous):
-        return Change(d.ref, Action.UNCHANGED, "", d.rt.api_version)
+        return Change(d.ref, Action.UNCHANGED, "")
     return None
 
 
@@ -161,24 +160,23 @@ class _DryRuns:
         if immutable:
             self.immutable_changes.append(f"{d.ref}: immutable {immutable} changed")
             if self.options.force:
-                return Change(d.ref, Action.RECREATE, f"immutable {immutable} changed",
-                              d.rt.api_version)
+                return Change(d.ref, Action.RECREATE, f"immutable {immutable} changed")
             self.problems.append(f"{d.origin}: {d.ref}: field {immutable} is immutable and the "
                                  "revision changes it; pass --force to delete and recreate "
                                  "the object")
         else:
             self.problems.append(f"{d.origin}: {d.ref}: the API server rejected it in a "
                                  f"dry-run: {shown_error(e, d)}")
-        return Change(d.ref, Action.UNCHANGED, "rejected", d.rt.api_version)
+        return Change(d.ref, Action.UNCHANGED, "rejected")
 
 
 def _rejected(d: Desired, live: dict | None, immutable: str, error: ApiError) -> Change:
     """For verify: a dry-run the API server rejects still says the live object differs."""
     if immutable:
         return Change(d.ref, Action.RECREATE, f"immutable {immutable} differs; restore needs "
-                      "--force to recreate it", d.rt.api_version)
+                      "--force to recreate it")
     return Change(d.ref, Action.CREATE if live is None else Action.UPDATE,
-                  f"the API server rejects the revision's object: {error}", d.rt.api_version)
+                  f"the API server rejects the revision's object: {error}")
 
 
 def _summary(reasons: list[str]) -> str:
@@ -187,7 +185,6 @@ def _summary(reasons: list[str]) -> str:
 
 
 def dry_run(kube: Kube, d: Desired, live: dict | None, existing_namespaces: set[str]) -> Change:
-    version = d.rt.api_version
     if d.ref.namespace and d.ref.namespace not in existing_namespaces:
         # The namespace comes in this revision, so the object cannot be dry-run where it will
         # live. Validate it as a create in `default`: schema and admission run before the
@@ -198,16 +195,16 @@ def dry_run(kube: Kube, d: Desired, live: dict | None, existing_namespaces: set[
         except ApiError as e:
             if e.status != 409:
                 raise
-        return Change(d.ref, Action.CREATE, "", version)
+        return Change(d.ref, Action.CREATE, "")
     created, result = kube.apply(d.rt, d.body, dry_run=True, metadata_only=live is None)
     if created:
-        return Change(d.ref, Action.CREATE, "", version)
+        return Change(d.ref, Action.CREATE, "")
     differences = differing_fields(live, result) if live is not None else ["ownership"]
     if not differences:
-        return Change(d.ref, Action.UNCHANGED, "", version)
+        return Change(d.ref, Action.UNCHANGED, "")
     if d.decrypted:
-        return Change(d.ref, Action.UPDATE, f"{sops.ENCRYPTED} (changes)", version)
-    return Change(d.ref, Action.UPDATE, ", ".join(differences[:5]), version)
+        return Change(d.ref, Action.UPDATE, f"{sops.ENCRYPTED} (changes)")
+    return Change(d.ref, Action.UPDATE, ", ".join(differences[:5]))
 
 
 def shown_error(error: ApiError, d: Desired) -> str:

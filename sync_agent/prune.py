@@ -38,7 +38,7 @@ def prune(kube: Kube, items: Sequence[PruneItem], sync_name: str,
           workers: int = DEFAULT_WORKERS, emit: events.EventSink = events.ignore
           ) -> list[Change]:
     by_ref = {item.ref: item for item in items}
-    done = [Change(i.ref, Action.KEEP, i.detail, i.rt.api_version)
+    done = [Change(i.ref, Action.KEEP, i.detail)
             for i in items if i.action is Action.KEEP]
     to_delete = [i.ref for i in items if i.action is Action.DELETE]
     problems: list[str] = []
@@ -67,22 +67,21 @@ def _delete_if_ours(kube: Kube, item: PruneItem, sync_name: str) -> Change | str
         try:
             deleted = kube.delete(item.rt, item.ref.namespace, item.ref.name, uid=item.uid,
                                   resource_version=version)
-            return Change(item.ref, Action.DELETE, "" if deleted else "already gone",
-                          item.rt.api_version)
+            return Change(item.ref, Action.DELETE, "" if deleted else "already gone")
         except ApiError as e:
             if e.status != 409:
                 raise
         live = kube.get(item.rt, item.ref.namespace, item.ref.name)
         if live is None:  # deleted by someone else meanwhile
-            return Change(item.ref, Action.DELETE, "already gone", item.rt.api_version)
+            return Change(item.ref, Action.DELETE, "already gone")
         meta = live.get("metadata", {})
         if item.uid and meta.get("uid") != item.uid:
-            return Change(item.ref, Action.KEEP, RECREATED, item.rt.api_version)
+            return Change(item.ref, Action.KEEP, RECREATED)
         other = not_ours(live, sync_name)
         if other:
-            return Change(item.ref, Action.KEEP, other, item.rt.api_version)
+            return Change(item.ref, Action.KEEP, other)
         if (meta.get("annotations") or {}).get(PRUNE_ANNOTATION) == "disabled":
-            return Change(item.ref, Action.KEEP, OPTED_OUT, item.rt.api_version)
+            return Change(item.ref, Action.KEEP, OPTED_OUT)
         version = meta.get("resourceVersion", "")
     return (f"{item.ref}: delete failed: the object changed {_RECHECKS} times while being "
             "checked; it stays in the inventory and the next run tries again")
