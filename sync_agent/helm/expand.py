@@ -6,6 +6,9 @@ the cluster does not serve the HelmRelease kind); each chart directory is render
 named after the directory, in --namespace. The Flux source objects a rendered release used are
 consumed (left out) when the cluster does not serve their kind. Every problem becomes one
 sentence of the RenderError naming the release, chart, version and URL: nothing is applied.
+Charts are located first (fetched concurrently where they come from a repository), then all
+releases are rendered together (`template.render`: one renderer process for what the render
+cache lacks).
 
 A chart in the repository is confined as kustomize is (`kustomize`): a chart directory, or a
 file in it, that is a link out of the tree (left out by `source.export_tree`, or resolving
