@@ -5,7 +5,8 @@
 # DEBIAN_PROGRAMS); tests/test_image.py checks this file against those lists and runs the
 # `programs` stage's build outside Docker.
 
-# The Go programs (kubectl, for kustomize; helm, for charts), built from Go modules by
+# The Go programs (kubectl, for kustomize; helm, for charts; helm-renderer, this repository's
+# Go module linking helm, for rendering them), built from Go modules by
 # scripts/engine-programs: the code, module versions, go.mod and flags that
 # `gitops-restore cluster-bin` uses locally.
 FROM python:3.11-slim AS programs
@@ -16,6 +17,7 @@ COPY scripts/engine-programs ./scripts/
 COPY bootstrap/__init__.py bootstrap/errors.py bootstrap/binaries.py ./bootstrap/
 COPY sync_agent/__init__.py sync_agent/paths.py ./sync_agent/
 COPY sync_agent/helm/__init__.py sync_agent/helm/binary.py ./sync_agent/helm/
+COPY sync_agent/helm/renderer ./sync_agent/helm/renderer
 RUN python scripts/engine-programs /out
 
 FROM python:3.11-slim

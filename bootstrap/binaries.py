@@ -4,11 +4,12 @@ Nothing can be downloaded from release pages on our machines, but the Go module 
 reachable: kube-apiserver, kube-controller-manager, kube-scheduler and kubectl come from
 `k8s.io/kubernetes`, etcd from `go.etcd.io/etcd/server/v3`, kwok and kwokctl from
 `sigs.k8s.io/kwok`, helm from `helm.sh/helm/v3` (into its own versioned directory: it renders
-charts for any cluster, so it is not tied to the control plane's version). Each tool gets its
-own module directory so that Go's version selection never mixes their dependencies. Called
-by `gitops-restore cluster-bin` and `make cluster-bin`, and by `scripts/engine-programs`,
-which builds the engine's programs (kubectl, helm) the same way into the agent's image
-(Dockerfile).
+charts for any cluster, so it is not tied to the control plane's version), and beside it
+`helm-renderer`, this repository's own Go module (sync_agent/helm/renderer, with its go.sum)
+linking the same Helm. Each tool gets its own module directory so that Go's version selection
+never mixes their dependencies. Called by `gitops-restore cluster-bin` and `make cluster-bin`,
+and by `scripts/engine-programs`, which builds the engine's programs (kubectl, helm,
+helm-renderer) the same way into the agent's image (Dockerfile).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class GoTool:
     packages: dict[str, str]  # binary name -> Go package path
     ldflags: str = "-s -w"
     go_mod_extra: str = ""  # extra go.mod lines (replace directives)
+    source: Path | None = None  # a module of this repository, built where it lies
 
     @property
     def build_dir(self) -> Path:
@@ -138,40 +140,61 @@ def _helm_tool() -> GoTool:
                   packages={"helm": helm_binary.HELM_PACKAGE}, ldflags=helm_binary.HELM_LDFLAGS)
 
 
+def _renderer_tool() -> GoTool:
+    return GoTool(module=helm_binary.RENDERER_MODULE, version=helm_binary.renderer_digest(),
+                  packages={helm_binary.RENDERER: "."}, source=helm_binary.RENDERER_SOURCE)
+
+
 def ensure_helm(log=print) -> Path:
-    """Build the pinned helm if the cache lacks it; return its path."""
+    """Build the pinned helm, and the renderer linking it, if the cache lacks them; return
+    helm's path."""
     target = helm_binary.bin_dir()
     if helm_binary.cached() is None:
         target.mkdir(parents=True, exist_ok=True)
         build_tool(_helm_tool(), target, log)
     else:
         log(f"helm {helm_binary.HELM_VERSION} cached in {target}")
+    renderer = helm_binary.renderer_dir()
+    if not os.access(renderer / helm_binary.RENDERER, os.X_OK):
+        renderer.mkdir(parents=True, exist_ok=True)
+        build_tool(_renderer_tool(), renderer, log)
+    else:
+        log(f"{helm_binary.RENDERER} cached in {renderer}")
     return target / "helm"
 
 
 def build_tool(tool: GoTool, target: Path, log=print) -> None:
-    tool.build_dir.mkdir(parents=True, exist_ok=True)
-    (tool.build_dir / "go.mod").write_text(
-        f"module gitops-restore.local/build\n\ngo {GO_VERSION}\n\n"
-        f"require {tool.module} {tool.version}\n\n{tool.go_mod_extra}\n"
-    )
-    env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0", "GOTOOLCHAIN": "local"}
+    """`go build` each of the tool's commands into `target`: in a generated module that
+    requires the tool's, or, for a module of this repository, where it lies, with the go.sum
+    it carries (`-mod=readonly`: the build never edits the checkout)."""
+    workdir, flags = (tool.source, "-mod=readonly -buildvcs=false") if tool.source else \
+        (_generated_module(tool), "-mod=mod")
+    env = {**os.environ, "GOFLAGS": flags, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local"}
     with tempfile.TemporaryDirectory(dir=target.parent) as out:
         for name, package in tool.packages.items():
             log(f"building {name} from {tool.module}@{tool.version}")
             command = ["go", "build", "-trimpath", "-ldflags", tool.ldflags,
                        "-o", str(Path(out) / name), package]
-            result = subprocess.run(command, cwd=tool.build_dir, env=env,
+            result = subprocess.run(command, cwd=workdir, env=env,
                                     capture_output=True, text=True)
             if result.returncode != 0:
-                raise UserError(f"{name}: `go build {package}` in {tool.build_dir} failed:\n"
+                raise UserError(f"{name}: `go build {package}` in {workdir} failed:\n"
                                 f"{result.stderr[-4000:]}")
             os.replace(Path(out) / name, target / name)
 
 
+def _generated_module(tool: GoTool) -> Path:
+    tool.build_dir.mkdir(parents=True, exist_ok=True)
+    (tool.build_dir / "go.mod").write_text(
+        f"module gitops-restore.local/build\n\ngo {GO_VERSION}\n\n"
+        f"require {tool.module} {tool.version}\n\n{tool.go_mod_extra}\n"
+    )
+    return tool.build_dir
+
+
 def go_tools() -> list[GoTool]:
     """Every Go module we build, at its pinned version."""
-    return [_kubernetes_tool(), *_other_tools(), _helm_tool()]
+    return [_kubernetes_tool(), *_other_tools(), _helm_tool(), _renderer_tool()]
 
 
 def engine_tools(programs: Iterable[str] | None = None) -> list[GoTool]:

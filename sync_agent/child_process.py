@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 # Needed to run at all, and to read and write text the way the operator's shell does.
 PASSED = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "TMPDIR")
@@ -62,19 +63,29 @@ def empty_home() -> Iterator[Path]:
         yield Path(home)
 
 
+@contextmanager
+def _input(data: bytes) -> Iterator[IO[bytes]]:
+    """The child's stdin: an unnamed file holding `data`, so no pipe has to be kept fed while
+    its output is read."""
+    with tempfile.TemporaryFile() as given:
+        given.write(data)
+        given.seek(0)
+        yield given
+
+
 def run(command: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float,
-        max_stdout: int, pass_fds: Sequence[int] = ()) -> Finished:
-    """Run `command` with no stdin, reading at most `max_stdout` bytes of its output: past that
-    the child is stopped, so a hostile input never fills our memory. `pass_fds`: descriptors
-    the child inherits (in-memory files it reads as /dev/fd/N).
+        max_stdout: int, pass_fds: Sequence[int] = (), stdin: bytes = b"") -> Finished:
+    """Run `command` with `stdin` as its input, reading at most `max_stdout` bytes of its
+    output: past that the child is stopped, so a hostile input never fills our memory.
+    `pass_fds`: descriptors the child inherits (in-memory files it reads as /dev/fd/N).
 
     Raises FileNotFoundError (no such program) and subprocess.TimeoutExpired, as subprocess.
     """
     expired = threading.Event()
     chunks: list[bytes] = []
     size = 0
-    with tempfile.TemporaryFile() as err, subprocess.Popen(
-        command, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    with tempfile.TemporaryFile() as err, _input(stdin) as given, subprocess.Popen(
+        command, cwd=cwd, env=dict(env), stdin=given, stdout=subprocess.PIPE,
         stderr=err, pass_fds=tuple(pass_fds),
     ) as child:
         timer = threading.Timer(timeout, lambda: (expired.set(), child.kill()))

@@ -12,7 +12,8 @@ K8S_VERSION = "v1.36.3"
 # all of them: the Go ones built by scripts/engine-programs exactly as `cluster-bin` builds them
 # here (bootstrap/binaries.py), the others from Debian packages. tests/test_image.py fails when
 # this list and the image drift apart.
-GO_PROGRAMS = ("kubectl", "helm")  # kubectl kustomize (render); helm template (helm/template.py)
+# kubectl kustomize (render); helm (charts, OCI pulls); helm-renderer (helm/template.py)
+GO_PROGRAMS = ("kubectl", "helm", "helm-renderer")
 # program -> Debian package; gpg and ssh-keygen verify signed commits (signatures.py)
 DEBIAN_PROGRAMS = {"git": "git", "ssh": "openssh-client", "ssh-keygen": "openssh-client",
                    "gpg": "gpg", "gpgconf": "gpgconf"}

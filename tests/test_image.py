@@ -97,6 +97,11 @@ def test_the_image_builds_the_engines_go_programs_with_the_code_cluster_bin_uses
     assert (built["helm"].module, built["helm"].version) == (helm_binary.HELM_MODULE,
                                                              helm_binary.HELM_VERSION)
     assert built["helm"].ldflags == helm_binary.HELM_LDFLAGS
+    renderer = built[helm_binary.RENDERER]
+    assert (renderer.module, renderer.source) == (helm_binary.RENDERER_MODULE,
+                                                  helm_binary.RENDERER_SOURCE)
+    assert f"\thelm.sh/helm/v3 {helm_binary.HELM_VERSION}\n" in (
+        helm_binary.RENDERER_SOURCE / "go.mod").read_text()  # links the helm it sits beside
 
 
 def test_a_program_the_engine_runs_without_a_go_module_stops_the_build():
@@ -112,7 +117,7 @@ def test_the_image_installs_the_debian_package_of_every_other_program():
         assert f" {package} " in f"{installs[0]} ", f"{program}: {package} is not installed"
 
 
-def test_the_programs_stage_builds_a_kubectl_and_helm_the_engine_finds_and_renders_with(
+def test_the_programs_stage_builds_the_go_programs_the_engine_finds_and_renders_with(
         tmp_path, monkeypatch):
     src, out, cache = tmp_path / "src", tmp_path / "out", tmp_path / "cache"
     stage("programs").copied_into(ROOT, src)
@@ -134,6 +139,7 @@ def test_the_programs_stage_builds_a_kubectl_and_helm_the_engine_finds_and_rende
     monkeypatch.setenv("PATH", os.pathsep.join([str(out), *IMAGE_PATH]))
     assert paths.kubectl() == str(out / "kubectl")
     assert helm_binary.cached() is None and helm_binary.helm_path() == out / "helm"
+    assert helm_binary.renderer_path() == out / helm_binary.RENDERER
     repo = new_repo(tmp_path / "repo")
     commit(repo, {
         "app/kustomization.yaml": "resources:\n- cm.yaml\nnamespace: shop\nnameSuffix: -prod\n",
@@ -166,5 +172,6 @@ def test_the_final_stage_installs_the_package_from_the_files_it_copies(tmp_path)
     wheel, = (tmp_path / "wheel").glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "sync_agent/__main__.py" in names
+    assert "sync_agent/helm/renderer/go.sum" in names  # so `cluster-bin` can build it
     assert any(n.endswith(".data/data/share/gitops-restore/deploy/crd-sync.yaml") for n in names)
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)

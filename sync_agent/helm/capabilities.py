@@ -26,8 +26,9 @@ def of_cluster(kube: Kube, found: Discovery) -> Capabilities:
 def without_cluster(repo_url: str) -> HelmContext | None:
     """For history, which compares revisions with no cluster at hand: chart directories are
     rendered for the pinned Kubernetes version, HelmReleases kept as objects (a chart bump
-    then shows as a changed HelmRelease), nothing fetched. None when helm is not built."""
-    if binary.helm_path() is None:
+    then shows as a changed HelmRelease), nothing fetched. None when the renderer is not
+    built."""
+    if binary.renderer_path() is None:
         return None
     caps = Capabilities(kube_version=K8S_VERSION, api_versions=(), served=frozenset(),
                         cluster_scoped=CLUSTER_SCOPED)

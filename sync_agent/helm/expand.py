@@ -6,6 +6,9 @@ the cluster does not serve the HelmRelease kind); each chart directory is render
 named after the directory, in --namespace. The Flux source objects a rendered release used are
 consumed (left out) when the cluster does not serve their kind. Every problem becomes one
 sentence of the RenderError naming the release, chart, version and URL: nothing is applied.
+Charts are located first (fetched concurrently where they come from a repository), then all
+releases are rendered together (`template.render`: one renderer process for what the render
+cache lacks).
 
 A chart in the repository is confined as kustomize is (`kustomize`): a chart directory, or a
 file in it, that is a link out of the tree (left out by `source.export_tree`, or resolving
@@ -16,7 +19,6 @@ outside) is refused naming it; helm's output and chart values files are bounded 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -24,11 +26,11 @@ from pathlib import Path, PurePosixPath
 
 from sync_agent import kustomize, source
 from sync_agent.errors import RenderError
-from sync_agent.helm import binary, fetch, fetch_oci, releases
+from sync_agent.helm import fetch, fetch_oci, releases, template
 from sync_agent.helm import values as values_mod
 from sync_agent.helm.context import HelmContext
 from sync_agent.helm.releases import Release, ReleaseError
-from sync_agent.helm.template import TemplateError, run_template
+from sync_agent.helm.template import TemplateError
 from sync_agent.objects import ObjectRef, Origin, RenderResult, Resource
 from sync_agent.render_options import DEFAULTS, RenderOptions
 from sync_agent.yaml_loader import YAMLLimitError, YAMLSyntaxError, load_documents
@@ -107,16 +109,14 @@ def _select(resource: Resource, by_ref: dict[ObjectRef, Resource], ctx: HelmCont
 
 def _render_all(tree: _Tree, ordered: list[Release], by_ref: dict[ObjectRef, Resource],
                 ctx: HelmContext, plan: _Selection) -> list[Resource]:
-    helm = binary.helm_path()
-    if helm is None:
-        plan.problems.extend(f"{r.declared_in}: {r.owner}: helm {binary.HELM_VERSION} is "
-                             "needed to render it and is not built; run `gitops-restore "
-                             "cluster-bin`" for r in ordered)
-        return []
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        outcomes = list(pool.map(lambda r: _render_one(helm, tree, r, by_ref, ctx), ordered))
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:  # fetching waits on the network
+        located = list(pool.map(lambda r: _locate_release(tree, r, by_ref, ctx), ordered))
+    jobs = [found.job for found in located if isinstance(found, _Located)]
+    outputs = iter(template.render(jobs, ctx.capabilities, tree.limits))
     rendered: list[Resource] = []
-    for release, outcome in zip(ordered, outcomes, strict=True):
+    for release, found in zip(ordered, located, strict=True):
+        outcome = found if isinstance(found, _Outcome) else \
+            _outcome(tree.root, release, found, next(outputs))
         if outcome.problem:
             plan.problems.append(outcome.problem)
             continue
@@ -189,28 +189,44 @@ def _by_dependencies(wanted: list[Release]) -> tuple[list[Release], list[str]]:
     return done, problems
 
 
-def _render_one(helm: Path, tree: _Tree, release: Release, by_ref: dict[ObjectRef, Resource],
-                ctx: HelmContext) -> _Outcome:
-    root, chart = tree.root, release.chart
+@dataclass(frozen=True)
+class _Located:
+    """A release ready to render: its chart found (fetched if need be), its values merged."""
+
+    job: template.Job
+    url: str  # where the chart came from; "" for a chart in the repository
+
+
+def _locate_release(tree: _Tree, release: Release, by_ref: dict[ObjectRef, Resource],
+                    ctx: HelmContext) -> _Located | _Outcome:
     try:
-        with tempfile.TemporaryDirectory(prefix="gitops-restore-helm-") as scratch:
-            chart_path, version, url = _locate(tree, release, ctx)
-            shown = f"{chart.name or _chart_field(chart_path, 'name')} {version}".strip()
-            values = values_mod.merged(release, chart_path, by_ref, tree.limits.max_file_bytes)
-            out = run_template(helm, chart_path, release.name, release.namespace, values,
-                               release.include_crds, ctx.capabilities, Path(scratch), shown,
-                               tree.limits)
-    except (ReleaseError, fetch.ChartFetchError, TemplateError) as e:
-        where = f"{release.owner} (release {release.namespace}/{release.name})"
-        return _Outcome([], "", f"{release.declared_in}: {where}: {_chart_named(root, chart)}: "
-                                f"{_trim(str(e))}")
+        chart_path, version, url = _locate(tree, release, ctx)
+        shown = f"{release.chart.name or _chart_field(chart_path, 'name')} {version}".strip()
+        values = values_mod.merged(release, chart_path, by_ref, tree.limits.max_file_bytes)
+    except (ReleaseError, fetch.ChartFetchError) as e:
+        return _failed(tree.root, release, e)
+    return _Located(template.Job(chart_path, release.name, release.namespace, values,
+                                 release.include_crds, shown), url)
+
+
+def _outcome(root: Path, release: Release, found: _Located,
+             out: template.Rendered | TemplateError) -> _Outcome:
+    if isinstance(out, TemplateError):
+        return _failed(root, release, out)
+    shown = found.job.shown
     resources = [Resource(body, Origin(_origin_path(release, shown, src), n))
                  for n, (body, src) in enumerate(out.objects, 1)]
     note = (f"{release.owner}: rendered release {release.namespace}/{release.name} from "
-            f"{shown}{' (' + url + ')' if url else ''}: {len(resources)} objects")
+            f"{shown}{' (' + found.url + ')' if found.url else ''}: {len(resources)} objects")
     if out.skipped_hooks:
         note += f"; hooks left out: {', '.join(out.skipped_hooks)}"
     return _Outcome(resources, note)
+
+
+def _failed(root: Path, release: Release, error: Exception) -> _Outcome:
+    where = f"{release.owner} (release {release.namespace}/{release.name})"
+    return _Outcome([], "", f"{release.declared_in}: {where}: "
+                            f"{_chart_named(root, release.chart)}: {_trim(str(error))}")
 
 
 def _chart_named(root: Path, chart: releases.ChartRef) -> str:

@@ -1,31 +1,39 @@
-"""`helm template` for one release, and its output made ready to apply.
+"""`helm template` for the releases of a revision, and its output made ready to apply.
 
-helm runs through `process` (the renderer's clean environment, output bounded), with the
-cluster's real version and API versions (helm's built-in default would be an old Kubernetes),
-the chart's own values plus the release's merged values from a file. Its output then gets
-what helm itself would add when installing: the release namespace on namespaced objects
-naming none, and Helm's ownership marks (meta.helm.sh/release-name and -namespace
-annotations, the managed-by label) so that `helm upgrade --take-ownership` or helm-controller
-can later adopt the objects. Hook objects follow `hooks.POLICY`. Outputs are reused from
-`rendercache` when nothing that shapes them changed.
+Every release that misses `rendercache` is rendered by one run of `helm-renderer` (renderer/,
+linking the pinned Helm's own packages): `helm template` semantics and output for all of them
+in one process, so a restore pays helm's start-up once, not once per release. It runs
+through `process` (the renderer's clean environment), with the cluster's real version and API
+versions (helm's built-in default would be an old Kubernetes), the chart's own values plus the
+release's merged values. What it answers is bounded as kustomize's output is (--max-file-size
+per release, --max-yaml-nodes). Its output then gets what helm itself would add when
+installing: the release namespace on namespaced objects naming none, and Helm's ownership
+marks (meta.helm.sh/release-name and -namespace annotations, the managed-by label) so that
+`helm upgrade --take-ownership` or helm-controller can later adopt the objects. Hook objects
+follow `hooks.POLICY`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sync_agent.child_process import Finished
 from sync_agent.conventions import CHART_ANNOTATION, MANAGED_BY
-from sync_agent.helm import hooks, process, rendercache
+from sync_agent.helm import binary, hooks, process, rendercache
 from sync_agent.helm.context import Capabilities
 from sync_agent.render_options import DEFAULTS, RenderOptions
 from sync_agent.yaml_loader import YAMLLimitError, YAMLSyntaxError, load_documents
 
-TIMEOUT = 120  # seconds per `helm template`
+TIMEOUT = 120  # seconds per release, as for one `helm template`
+WORKERS = 4  # releases the renderer renders at once
+ERROR_ROOM = 64 * 1024  # bytes of answer a release without a manifest may take
 RELEASE_NAME = "meta.helm.sh/release-name"
 RELEASE_NAMESPACE = "meta.helm.sh/release-namespace"
 _SOURCE = re.compile(r"^# Source: (.+)$", re.MULTILINE)
@@ -42,42 +50,98 @@ class Rendered:
     skipped_hooks: list[str] = field(default_factory=list)  # "Pod/ns/x (test)"
 
 
-def run_template(helm: Path, chart: Path, release: str, namespace: str, values: dict,
-                 include_crds: bool, caps: Capabilities, scratch: Path, shown: str,
-                 limits: RenderOptions = DEFAULTS) -> Rendered:
-    """The release's objects; `shown` ("web 1.1.0") goes into CHART_ANNOTATION. helm's output
-    is bounded as kustomize's is (`limits`: --max-file-size, --max-yaml-nodes)."""
-    inputs = {"release": release, "namespace": namespace, "values": values,
-              "crds": include_crds, "kube": caps.kube_version, "apis": caps.api_versions}
-    entry = rendercache.key(chart, inputs)
-    output = rendercache.load(entry)
-    if output is None or len(output.encode()) > limits.max_file_bytes:
-        output = _helm_template(helm, chart, inputs, scratch, limits.max_file_bytes)
-        rendercache.store(entry, output)
-    return _finish(_documents(output, limits.max_yaml_nodes), (release, namespace, shown), caps)
+@dataclass(frozen=True)
+class Job:
+    """One release, as `helm template RELEASE CHART` takes it."""
+
+    chart: Path  # a chart directory or archive
+    release: str
+    namespace: str
+    values: dict[str, Any]
+    include_crds: bool
+    shown: str  # "web 1.1.0", for CHART_ANNOTATION
 
 
-def _helm_template(helm: Path, chart: Path, inputs: dict, scratch: Path, max_bytes: int) -> str:
-    values_file = scratch / "values.json"
-    values_file.write_text(json.dumps(inputs["values"]))
-    args = ["template", inputs["release"], str(chart), "--namespace", inputs["namespace"],
-            "--kube-version", inputs["kube"], "--values", str(values_file)]
-    if inputs["apis"]:
-        args += ["--api-versions", ",".join(inputs["apis"])]
-    if inputs["crds"]:
-        args.append("--include-crds")
+def render(jobs: list[Job], caps: Capabilities, limits: RenderOptions = DEFAULTS
+           ) -> list[Rendered | TemplateError]:
+    """Each job's objects, or why not, in order: from `rendercache` where it has the output,
+    from one renderer run for all the others."""
+    inputs = [{"release": job.release, "namespace": job.namespace, "values": job.values,
+               "crds": job.include_crds, "kube": caps.kube_version, "apis": caps.api_versions}
+              for job in jobs]
+    entries = [rendercache.key(job.chart, given) for job, given in zip(jobs, inputs, strict=True)]
+    outputs: list[str | TemplateError | None] = [rendercache.load(e) for e in entries]
+    missing = [n for n, out in enumerate(outputs)
+               if out is None or len(out.encode()) > limits.max_file_bytes]
+    fresh = _run_renderer([jobs[n] for n in missing], caps, limits.max_file_bytes)
+    for n, output in zip(missing, fresh, strict=True):
+        if isinstance(output, str):
+            rendercache.store(entries[n], output)
+        outputs[n] = output
+    return [_finished(output, job, caps, limits.max_yaml_nodes)
+            for output, job in zip(outputs, jobs, strict=True)]
+
+
+def _finished(output: str | TemplateError | None, job: Job, caps: Capabilities,
+              max_nodes: int) -> Rendered | TemplateError:
+    assert output is not None  # `render` filled in every one the cache lacked
+    if isinstance(output, TemplateError):
+        return output
     try:
-        done = process.run(helm, args, scratch, TIMEOUT, max_bytes)
+        return _finish(_documents(output, max_nodes), (job.release, job.namespace, job.shown),
+                       caps)
+    except TemplateError as e:
+        return e
+
+
+def _run_renderer(jobs: list[Job], caps: Capabilities, max_bytes: int
+                  ) -> list[str | TemplateError]:
+    """The renderer's output for each job (helm template's stdout) or its error."""
+    if not jobs:
+        return []
+    renderer = binary.renderer_path()
+    if renderer is None:
+        return [TemplateError(f"{binary.RENDERER} (helm {binary.HELM_VERSION}) is needed to "
+                              "render it and is not built; run `gitops-restore cluster-bin`")
+                for _ in jobs]
+    request = {"workers": WORKERS, "timeout": TIMEOUT, "maxBytes": max_bytes, "releases": [
+        {"name": job.release, "namespace": job.namespace, "chart": str(job.chart),
+         "values": job.values, "crds": job.include_crds, "kubeVersion": caps.kube_version,
+         "apiVersions": list(caps.api_versions)} for job in jobs]}
+    bound = len(jobs) * (2 * max_bytes + ERROR_ROOM) + ERROR_ROOM  # the renderer keeps to it
+    backstop = TIMEOUT * (math.ceil(len(jobs) / WORKERS) + 1)  # it times out each release
+    try:
+        with tempfile.TemporaryDirectory(prefix="gitops-restore-helm-") as scratch:
+            done = process.run(renderer, [], Path(scratch), backstop, bound,
+                               json.dumps(request).encode())
+        answers = _answers(done, len(jobs))
     except subprocess.TimeoutExpired:
-        raise TemplateError(f"helm template did not finish in {TIMEOUT}s") from None
-    if done.truncated:
-        raise TemplateError(f"helm template's output is larger than {max_bytes:,} bytes; "
-                            "nothing was read. Raise --max-file-size (spec.maxFileSize in a "
-                            "Sync) if it is meant to be this large")
-    if done.returncode != 0:
-        message = done.stderr.strip().replace(str(chart), "<chart>")
-        raise TemplateError(message[-2000:] or f"helm exited {done.returncode}")
-    return done.stdout
+        answers = [{"error": f"{binary.RENDERER} did not finish in {backstop}s"}] * len(jobs)
+    return [_output(answer, job.chart, max_bytes)
+            for answer, job in zip(answers, jobs, strict=True)]
+
+
+def _answers(done: Finished, count: int) -> list[dict[str, Any]]:
+    """The renderer's answer per release; a renderer that failed answers each with why."""
+    try:
+        answers = json.loads(done.stdout)["releases"] if done.returncode == 0 else None
+    except (ValueError, KeyError, TypeError):
+        answers = None
+    if isinstance(answers, list) and len(answers) == count and not done.truncated:
+        return answers
+    why = done.stderr.strip()[-2000:] or f"exit status {done.returncode}, no answer"
+    return [{"error": f"{binary.RENDERER} failed: {why}"}] * count
+
+
+def _output(answer: dict[str, Any], chart: Path, max_bytes: int) -> str | TemplateError:
+    if answer.get("oversize"):
+        return TemplateError(f"helm template's output is larger than {max_bytes:,} bytes; "
+                             "nothing was read. Raise --max-file-size (spec.maxFileSize in a "
+                             "Sync) if it is meant to be this large")
+    if "manifest" in answer:
+        return str(answer["manifest"])
+    message = str(answer.get("error", "")).strip().replace(str(chart), "<chart>")
+    return TemplateError(message[-2000:] or "the renderer answered neither output nor error")
 
 
 def _documents(text: str, max_nodes: int) -> list[tuple[dict[str, Any], str]]:
