@@ -108,9 +108,44 @@ def _rewrite_one(root: Path, file: Path, options: RenderOptions, inputs: Inputs)
                 changed = True
     if changed:
         file.write_text(yaml.safe_dump(data, sort_keys=False))
+    _refuse_encrypted_config_maps(root, file.parent, data, options, inputs)
     resources = [_resource(root, file.parent / e, options, inputs)
                  for e in _strings(data, ("resources",))]
     return changed or any(resources)
+
+
+def _refuse_encrypted_config_maps(root: Path, directory: Path, data: Any,
+                                  options: RenderOptions, inputs: Inputs) -> None:
+    """Flux decrypts only secretGenerator inputs; an encrypted file in a configMapGenerator
+    would put ciphertext into a ConfigMap, or, decrypted, a secret in the clear."""
+    generators = data.get("configMapGenerator") if isinstance(data, dict) else None
+    for generator in generators if isinstance(generators, list) else []:
+        for key in ("envs", "env", "files") if isinstance(generator, dict) else ():
+            value = generator.get(key)
+            for entry in value if isinstance(value, list) else [value]:
+                shown = _encrypted(root, directory, key, entry, options) \
+                    if isinstance(entry, str) else None
+                if shown:
+                    inputs.problems.append(
+                        f"{shown}: SOPS-encrypted, but read by configMapGenerator {key} of "
+                        f"{directory.relative_to(root.resolve()).as_posix() or '.'}: a "
+                        "ConfigMap would hold its ciphertext; list it under secretGenerator "
+                        "instead")
+
+
+def _encrypted(root: Path, directory: Path, field_name: str, entry: str,
+               options: RenderOptions) -> str | None:
+    """The file a generator entry reads, as shown in errors, if sops encrypted it."""
+    key, named, path = entry.partition("=")
+    if field_name != "files" or not named:
+        path = entry
+    real = Path(os.path.realpath(directory / path))
+    if not real.is_relative_to(root.resolve()) or not real.is_file():
+        return None
+    with real.open("rb") as f:
+        text = f.read(options.max_file_bytes + 1).decode("utf-8", "replace")
+    shown = real.relative_to(root.resolve()).as_posix()
+    return shown if sops.file_format(shown, text) else None
 
 
 def _resource(root: Path, file: Path, options: RenderOptions, inputs: Inputs) -> bool:
@@ -196,15 +231,9 @@ def _entry(root: Path, directory: Path, field_name: str, entry: str, options: Re
     key, named, path = entry.partition("=")
     if field_name != "files" or not named:
         key, path = "", entry
-    file = directory / path
-    real = Path(os.path.realpath(file))
-    if not real.is_relative_to(root.resolve()) or not real.is_file():
-        return entry  # kustomize.check or kustomize itself reports it
-    with real.open("rb") as f:
-        text = f.read(options.max_file_bytes + 1).decode("utf-8", "replace")
-    shown = real.relative_to(root.resolve()).as_posix()
-    if not sops.file_format(shown, text):
-        return entry
+    shown = _encrypted(root, directory, field_name, entry, options)
+    if not shown:
+        return entry  # plain, or missing: kustomize.check or kustomize itself reports that
     fmt = "dotenv" if field_name != "files" else _BY_SUFFIX.get(PurePosixPath(path).suffix,
                                                                  "binary")
     plain = sops.decrypt_bytes(root.resolve(), shown, fmt, options.sops_keys,

@@ -353,6 +353,19 @@ def test_an_encrypted_generator_file_for_another_key_names_the_file(tmp_path, ke
     assert "secretGenerator envs of k" in found[0]
 
 
+def test_an_encrypted_file_in_a_config_map_generator_is_refused_naming_it(tmp_path, key):
+    """Flux decrypts secretGenerator inputs only; a ConfigMap would carry the ciphertext."""
+    env = encrypt(f"PASSWORD={PASSWORD}\n", key.recipient, tmp_path, "dotenv")
+    found = problems(tmp_path, {"k/kustomization.yaml": "configMapGenerator:\n- name: app\n"
+                                                        "  envs: [app.env]\n"
+                                                        "  files: [plain.txt]\n",
+                                "k/app.env": env, "k/plain.txt": "not a secret\n"},
+                     keys_of(key))
+    assert found == ["k/app.env: SOPS-encrypted, but read by configMapGenerator envs of k: a "
+                     "ConfigMap would hold its ciphertext; list it under secretGenerator "
+                     "instead"]
+
+
 # --- the agent: the age key bootstrap stores, read from the Secret the Sync names ------------
 
 @pytest.fixture
