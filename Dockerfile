@@ -15,7 +15,7 @@ ENV PATH=/usr/local/go/bin:$PATH
 WORKDIR /src
 COPY scripts/engine-programs ./scripts/
 COPY bootstrap/__init__.py bootstrap/errors.py bootstrap/binaries.py ./bootstrap/
-COPY sync_agent/__init__.py sync_agent/paths.py ./sync_agent/
+COPY sync_agent/__init__.py sync_agent/errors.py sync_agent/paths.py ./sync_agent/
 COPY sync_agent/helm/__init__.py sync_agent/helm/binary.py ./sync_agent/helm/
 COPY sync_agent/helm/renderer ./sync_agent/helm/renderer
 RUN python scripts/engine-programs /out
