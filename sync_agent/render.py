@@ -142,7 +142,9 @@ def _join(directory: str, name: str) -> str:
 
 
 def _chart_skipped(directory: str) -> str:
-    return f"{directory}: Helm chart skipped (Helm rendering is not supported yet)"
+    """Without a Helm context (helm-renderer not built), charts are listed, not rendered."""
+    return (f"{directory}: Helm chart skipped (helm-renderer is not built: run "
+            "`gitops-restore cluster-bin`)")
 
 
 class _IgnoreRules:

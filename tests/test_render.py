@@ -260,7 +260,8 @@ def test_helm_chart_directories_are_skipped_and_said(
     result = render.render(root, "apps", revision)
     assert refs(result) == ["ConfigMap/web"]
     assert result.skipped == (
-        "apps/chart: Helm chart skipped (Helm rendering is not supported yet)",
+        "apps/chart: Helm chart skipped (helm-renderer is not built: run "
+        "`gitops-restore cluster-bin`)",
     )
 
 
