@@ -5,6 +5,7 @@ to add, the agent as a local process; a second run changes nothing; destroy stop
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -22,13 +23,18 @@ from bootstrap import deploy_key as dk
 from bootstrap.cli import agent as agent_cli
 from bootstrap.errors import UserError
 from sync_agent import conventions, inventory, paths
-from sync_agent.agent import localproc, syncobject
+from sync_agent.agent import decryption, localproc, syncobject, verifykeys
 from sync_agent.conventions import LEASE_RT
 from sync_agent.kube import Kube
 from tests import cli
 from tests import manifests as m
 from tests.conftest import SESSION_CLUSTER
-from tests.sshgit import HOST, SshGitServer
+from tests.sopsfiles import age_key
+from tests.sshgit import HOST, SshGitServer, make_key_pair
+from tests.test_agent import wait_for
+from tests.test_sops import PASSWORD
+from tests.test_trusted_drill import ROTATED, age_secret, app_files, db_password
+from tests.testdata import signing
 from tests.testdata.gitrepos import clone_bundle, commit, git, new_repo
 
 CLUSTER = "bootstrap-e2e"
@@ -93,9 +99,10 @@ class Lines:
         return "".join(self.lines)
 
 
-def bootstrap_args(url: str, fingerprint: str) -> list[str]:
+def bootstrap_args(url: str, fingerprint: str, source: tuple[str, ...] = GUESTBOOK
+                   ) -> list[str]:
     return [cli.COMMAND, "bootstrap", "--provider", "local", "--cluster", CLUSTER, "--repo", url,
-            *GUESTBOOK, "--interval", "2s", "--accept-host-key", fingerprint, "--yes",
+            *source, "--interval", "2s", "--accept-host-key", fingerprint, "--yes",
             "--timeout", "3m"]
 
 
@@ -192,6 +199,51 @@ def test_bootstrap_end_to_end_then_nothing_changes_then_destroy_stops_the_agent(
     cli.run("destroy", "--cluster", CLUSTER, check_code=0)
     assert not pid_alive(pid)
     assert not clusters.cluster_dir(CLUSTER).exists()
+
+
+def test_bootstrap_of_signed_commits_and_sops_secrets_restores_them_and_the_agent_follows(
+        git_server: SshGitServer, e2e_cluster, tmp_path):
+    """Bootstrap with the allowed signers and the age key, from a repository of SSH-signed
+    commits whose Secret the real sops encrypted: the decrypted value lands in the cluster, the
+    agent gets the key and a Sync that verifies and decrypts, and applies a signed push."""
+    dana = signing.ssh_signer(tmp_path / "keys", "dana@example.com")
+    age = age_key(tmp_path)
+    work = new_repo(tmp_path / "work")
+    v1 = signing.signed_commit(work, dana, app_files(tmp_path, age.recipient, PASSWORD, "blue",
+                                                     1), "v1, signed")
+    url = git_server.create_repo("fleet", from_repo=work)
+    deploy = make_key_pair(tmp_path / "deploy-key", comment="bootstrap-trusted")
+    git_server.add_key(deploy.public)
+    result = cli.run(*bootstrap_args(url, git_server.host_key_fingerprint(), ("--path", "app"))[1:],
+                     "--private-key-file", str(deploy.private), "--verify-signatures", "head",
+                     "--allowed-signers", str(dana.allowed_signers(tmp_path / "allowed")),
+                     "--sops-age-key", str(age.file), "--output", "json", check_code=0)
+    report = json.loads(result.stdout)
+    assert report["sha"] == v1 and "sops-age-key" in [p["phase"] for p in report["phases"]]
+    record = clusters.load(CLUSTER)
+    core = client.CoreV1Api(config.new_client_from_config(config_file=record.kubeconfig))
+
+    assert db_password(core, "default") == PASSWORD
+    sync = report["sync"]
+    stored = core.read_namespaced_secret(decryption.secret_name(sync), conventions.NAMESPACE)
+    assert base64.b64decode(stored.data[decryption.DATA_KEY]).decode().strip() \
+        == age_secret(age.file)
+    with Kube.from_kubeconfig(record.kubeconfig) as kube:
+        spec = agent.read_sync(kube, sync).spec
+    assert (spec.verify_mode, spec.verify_secret, spec.decryption_secret) == (
+        "head", verifykeys.secret_name(sync), decryption.secret_name(sync))
+    trusted = core.read_namespaced_secret(spec.verify_secret, conventions.NAMESPACE).data
+    [(entry, text)] = [(k, base64.b64decode(v).decode()) for k, v in trusted.items()]
+    assert entry.endswith(".sshpub") and dana.public.read_text().split()[1] in text
+
+    v2 = signing.signed_commit(work, dana, app_files(tmp_path, age.recipient, ROTATED, "green",
+                                                     2), "v2: new password, signed")
+    git_server.update_repo("fleet", work)
+    log = localproc.logfile(clusters.cluster_dir(CLUSTER), sync)
+    wait_for(lambda: cli.run_json("agent", "status", "--cluster", CLUSTER)["status"].get(
+        "lastAppliedRevision") == v2, "the agent to apply the pushed, signed v2",
+        explain=lambda: log.read_text(errors="replace")[-4000:])
+    assert db_password(core, "default") == ROTATED
 
 
 def test_bootstrap_refuses_a_wrong_host_key_before_making_anything(git_server, guestbook,

@@ -65,6 +65,12 @@ def age_secret(key_file: Path) -> str:
                 if line.startswith("AGE-SECRET-KEY-"))
 
 
+def db_password(core: client.CoreV1Api, namespace: str) -> str:
+    """The password of the Secret `db` as the cluster holds it ("" while there is none)."""
+    found = [s for s in core.list_namespaced_secret(namespace).items if s.metadata.name == "db"]
+    return base64.b64decode(found[0].data["password"]).decode() if found else ""
+
+
 def assert_nothing_leaks(texts: dict[str, str], secrets: list[str]) -> None:
     for where, text in texts.items():
         for value in secrets:
@@ -166,9 +172,7 @@ def test_agent_follows_signed_pushes_with_decrypted_secrets_and_refuses_an_unsig
     core = client.CoreV1Api(api_client)
 
     def password() -> str:
-        found = [s for s in core.list_namespaced_secret(namespace).items
-                 if s.metadata.name == "db"]
-        return base64.b64decode(found[0].data["password"]).decode() if found else ""
+        return db_password(core, namespace)
 
     def explain() -> str:
         return sync.explain() + "\n--- local agent:\n" + log.read_text(errors="replace")[-4000:]
