@@ -20,6 +20,7 @@ from kubernetes import client, config
 
 from bootstrap import binaries, provision
 from sync_agent import paths
+from sync_agent.kube import Kube
 from tests import manifests as m
 from tests.testdata.gitrepos import commit, new_repo
 
@@ -49,6 +50,13 @@ def local_cluster(state_root):
 @pytest.fixture(scope="session")
 def api_client(local_cluster) -> client.ApiClient:
     return config.new_client_from_config(config_file=local_cluster.kubeconfig)
+
+
+@pytest.fixture(scope="module")
+def kube(local_cluster) -> Iterator[Kube]:
+    """The engine's own connection to the session cluster, one per test module."""
+    with Kube.from_kubeconfig(local_cluster.kubeconfig, local_cluster.context) as connection:
+        yield connection
 
 
 @pytest.fixture

@@ -95,13 +95,6 @@ def keygen_fingerprint(public_key: str, tmp_path: Path) -> str:
     return out.split()[1]
 
 
-@pytest.fixture
-def kube(local_cluster) -> Iterator[Kube]:
-    connection = Kube.from_kubeconfig(local_cluster.kubeconfig)
-    yield connection
-    connection.close()
-
-
 # -- a local stand-in for the forges' deploy-key APIs ------------------------------------------
 
 class ForgeServer:

@@ -10,7 +10,6 @@ gives LoadBalancer Services without a loadBalancerClass an address, as a cloud w
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import yaml
@@ -22,13 +21,6 @@ from sync_agent.objects import ObjectRef
 from tests import cli
 from tests.conftest import SESSION_CLUSTER
 from tests.testdata.gitrepos import commit, new_repo
-
-
-@pytest.fixture(scope="module")
-def kube(local_cluster) -> Iterator[Kube]:
-    connection = Kube.from_kubeconfig(local_cluster.kubeconfig, local_cluster.context)
-    yield connection
-    connection.close()
 
 
 @pytest.fixture(scope="module")

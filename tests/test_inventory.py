@@ -14,7 +14,6 @@ from kubernetes import client
 from sync_agent import conventions, engine, errors, inventory
 from sync_agent.apply import ApplyError
 from sync_agent.inventory import Entry, Inventory
-from sync_agent.kube import Kube
 from sync_agent.objects import ObjectRef
 from tests import manifests as m
 from tests.testdata.gitrepos import commit, new_repo
@@ -23,13 +22,6 @@ NS = conventions.NAMESPACE
 MIB = 1024 * 1024
 SHA_A = "a" * 40
 SHA_B = "b" * 40
-
-
-@pytest.fixture(scope="module")
-def kube(local_cluster):
-    connection = Kube.from_kubeconfig(local_cluster.kubeconfig)
-    yield connection
-    connection.close()
 
 
 @pytest.fixture

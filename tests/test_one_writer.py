@@ -43,13 +43,6 @@ spec:
 
 
 @pytest.fixture
-def kube(local_cluster):
-    connection = Kube.from_kubeconfig(local_cluster.kubeconfig)
-    yield connection
-    connection.close()
-
-
-@pytest.fixture
 def revisions(tmp_path: Path) -> Path:
     """v1: a ConfigMap and a Deployment that never becomes ready; v2: the ConfigMap changed,
     another one added, the Deployment gone."""

@@ -43,13 +43,6 @@ def listed(kube: Kube, name: str) -> set[str]:
     return {str(e.ref) for e in record.entries} if record else set()
 
 
-@pytest.fixture(scope="module")
-def kube(local_cluster):
-    connection = Kube.from_kubeconfig(local_cluster.kubeconfig)
-    yield connection
-    connection.close()
-
-
 @pytest.fixture
 def four_then_three(tmp_path):
     """A repository declaring ConfigMaps a, b, c, d, then a, b, c (d removed from Git)."""

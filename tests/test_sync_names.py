@@ -15,7 +15,6 @@ from kubernetes import client
 
 from bootstrap import sync_names
 from sync_agent import inventory, rollback_target, sync_identity
-from sync_agent.kube import Kube
 from tests import cli
 from tests import manifests as m
 from tests.conftest import SESSION_CLUSTER
@@ -42,13 +41,6 @@ def configmaps(api_client, namespace: str) -> list[str]:
 
 def actions(report: dict) -> dict[str, str]:
     return {c["object"]: c["action"] for c in report["changes"]}
-
-
-@pytest.fixture(scope="module")
-def kube(local_cluster):
-    connection = Kube.from_kubeconfig(local_cluster.kubeconfig)
-    yield connection
-    connection.close()
 
 
 # --- default names ------------------------------------------------------------------------------
