@@ -145,7 +145,7 @@ def render_revision(repo, revision: Revision, spec: SourceSpec,
 
 def helm_context(kube: Kube, spec: SourceSpec, options: SyncOptions) -> HelmContext:
     """What Helm rendering needs from the cluster: its version and served APIs."""
-    return HelmContext(spec.helm, capabilities.of_cluster(kube, discovery.discover(kube)),
+    return HelmContext(spec.helm, lambda: capabilities.of_cluster(kube, discovery.discover(kube)),
                        spec.repo, options.namespace)
 
 

@@ -75,7 +75,7 @@ def test_values_from_merge_in_order_with_target_path_and_values_on_top() -> None
     "https://user:token@github.com/org/fleet.git/",
 ])
 def test_a_gitrepository_url_is_this_repository_in_any_spelling(url) -> None:
-    ctx = capabilities.HelmContext(capabilities.HelmSettings(), _caps(),
+    ctx = capabilities.HelmContext(capabilities.HelmSettings(), _caps,
                                    "git@github.com:org/fleet.git", "default")
     assert expand._is_this_repo(ctx, ObjectRef("", "GitRepository", "apps", "x"), url)
     assert not expand._is_this_repo(ctx, None, "https://github.com/org/other.git")
@@ -164,7 +164,7 @@ def test_a_helm_release_whose_chart_directory_is_missing_is_named(tmp_path) -> N
         "metadata: {name: web, namespace: default}\nspec:\n  chart:\n    spec:\n"
         "      chart: ./charts/nope\n"
         "      sourceRef: {kind: GitRepository, name: flux-system, namespace: flux-system}\n")
-    ctx = capabilities.HelmContext(capabilities.HelmSettings(mode="render"), _caps(),
+    ctx = capabilities.HelmContext(capabilities.HelmSettings(mode="render"), _caps,
                                    "repo", "default")
     with pytest.raises(RenderError) as caught:
         render.render(tmp_path, "apps", REVISION, (), helm=ctx)

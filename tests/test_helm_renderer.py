@@ -174,7 +174,7 @@ def test_without_the_renderer_each_release_is_named_with_how_to_get_it(charts, t
     monkeypatch.setenv("PATH", "/nonexistent")
     tree = tmp_path / "tree"
     make_chart(tree / "apps", "web", "1.2.0")
-    ctx = HelmContext(HelmSettings(mode="render"), CAPS, "repo", "default")
+    ctx = HelmContext(HelmSettings(mode="render"), lambda: CAPS, "repo", "default")
     with pytest.raises(RenderError) as caught:
         render.render(tree, "apps", REVISION, (), helm=ctx)
     (problem,) = caught.value.problems

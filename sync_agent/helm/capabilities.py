@@ -32,7 +32,8 @@ def without_cluster(repo_url: str) -> HelmContext | None:
         return None
     caps = Capabilities(kube_version=K8S_VERSION, api_versions=(), served=frozenset(),
                         cluster_scoped=CLUSTER_SCOPED)
-    return HelmContext(HelmSettings(mode="controller", offline=True), caps, repo_url, "default")
+    return HelmContext(HelmSettings(mode="controller", offline=True), lambda: caps, repo_url,
+                       "default")
 
 
 CLUSTER_SCOPED = frozenset({

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 MODES = ("auto", "render", "controller")
@@ -35,6 +37,12 @@ class Capabilities:
 @dataclass(frozen=True)
 class HelmContext:
     settings: HelmSettings
-    capabilities: Capabilities
+    capabilities_of: Callable[[], Capabilities]  # asked once, and only if Helm renders
     repo_url: str  # --repo, to recognise a GitRepository that is this repository
     namespace: str  # --namespace: where a chart under --path is released
+
+    @cached_property
+    def capabilities(self) -> Capabilities:
+        """Read on first use: a revision without charts or HelmReleases (most of them, on
+        every agent interval) costs the cluster no discovery or version request for Helm."""
+        return self.capabilities_of()
