@@ -14,7 +14,7 @@ from sync_agent.inventory import Entry, InventoryConflict
 from tests import test_inventory
 from tests.test_inventory import NS, SHA_B, record, ref, shards_of, synthetic
 
-kube, new_name = test_inventory.kube, test_inventory.new_name  # fixtures
+new_name = test_inventory.new_name  # a fixture; `kube` is conftest's
 
 
 def test_a_save_on_a_version_another_writer_replaced_is_a_conflict_and_changes_nothing(
