@@ -18,7 +18,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sync_agent import discovery, events, inventory, lock, signatures, source, sync_identity
+from sync_agent import (
+    digests,
+    discovery,
+    events,
+    inventory,
+    lock,
+    signatures,
+    source,
+    sync_identity,
+)
 from sync_agent import health as health_mod
 from sync_agent import render as render_mod
 from sync_agent.apply import Applied, ApplyError, ApplyOptions, apply_plan
@@ -204,8 +213,9 @@ def _restore(kube: Kube, spec: SourceSpec, options: SyncOptions, emit: events.Ev
              guard: lock.Guard | None) -> Report:
     revision = report.revision
     with timer.phase("validate", len(rendered.resources)):
+        key = digests.cluster_key(kube, create=not options.plan_only)
         plan, old, namespaces = _validate_and_plan(
-            kube, spec, rendered, options, emit,
+            kube, spec, rendered, options, emit, key,
             PlanOptions(options.sync_name, prune=options.prune, prune_data=options.prune_data,
                         allow_mass_prune=options.allow_mass_prune, force=options.force,
                         workers=options.workers))
@@ -245,7 +255,8 @@ def _restore(kube: Kube, spec: SourceSpec, options: SyncOptions, emit: events.Ev
 
 
 def _validate_and_plan(kube: Kube, spec: SourceSpec, rendered: RenderResult,
-                       options: SyncOptions, emit: events.EventSink, plan_options: PlanOptions):
+                       options: SyncOptions, emit: events.EventSink, digest_key: bytes,
+                       plan_options: PlanOptions):
     found = discovery.discover(kube)
     listed = kube.list(NAMESPACE_RT)
     namespaces = {o["metadata"]["name"] for o in listed}
@@ -255,7 +266,7 @@ def _validate_and_plan(kube: Kube, spec: SourceSpec, rendered: RenderResult,
                                 ValidateOptions(options.sync_name, options.namespace,
                                                 options.create_namespaces,
                                                 owned_namespaces=ours,
-                                                digest_key=rendered.digest_key))
+                                                digest_key=digest_key))
     old = inventory.load(kube, options.sync_name)
     if old is not None and not options.take_over:
         sync_identity.check(old.name, old.repo, old.path, spec.repo, spec.path)
@@ -278,8 +289,9 @@ def verify(kube: Kube, spec: SourceSpec, options: SyncOptions,
     """
     report, timer, rendered = _fetch_and_render(spec, options, emit, kube)
     with timer.phase("verify", len(rendered.resources)):
+        # Nothing is trusted from the inventory here, so no digest is compared (no key needed).
         plan, _, _ = _validate_and_plan(
-            kube, spec, rendered, dataclasses.replace(options, create_namespaces=True), emit,
+            kube, spec, rendered, dataclasses.replace(options, create_namespaces=True), emit, b"",
             PlanOptions(options.sync_name, prune=True, prune_data=options.prune_data,
                         allow_mass_prune=True, trust_inventory=False, compare_only=True,
                         workers=options.workers))

@@ -122,8 +122,6 @@ class RenderResult:
     resources: tuple[Resource, ...]
     skipped: tuple[str, ...] = field(default=())  # human sentences: "charts/x: Helm chart skipped"
     helm: tuple[str, ...] = field(default=())  # per release: rendered or left to its controller
-    # Keys the digests of Secrets and decrypted objects (`sops.AgeKeys.digest_key`); b"": none
-    digest_key: bytes = field(default=b"", repr=False)
 
 
 def strings(data: Any) -> Iterator[str]:

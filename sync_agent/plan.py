@@ -12,14 +12,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from sync_agent import events, inventory, sops
+from sync_agent import digests, events, inventory, sops
 from sync_agent.changes import Action, Change, ChangeSet, Desired
 from sync_agent.conventions import FIELD_MANAGER, PRUNE_ANNOTATION, SYNC_LABEL
 from sync_agent.discovery import Discovery
 from sync_agent.errors import ValidationError
 from sync_agent.kube import DEFAULT_WORKERS, ApiError, Kube, ResourceType
 from sync_agent.objects import ObjectRef
-from sync_agent.validate import digest
 from sync_agent.workers import map_batched
 
 DATA_KINDS = frozenset({"PersistentVolumeClaim", "PersistentVolume", "Namespace"})
@@ -238,7 +237,7 @@ def owned_fields_digest(live: dict) -> str:
     """Digest of the fields our field manager owns on a live object ("" if none)."""
     for entry in live.get("metadata", {}).get("managedFields", []) or []:
         if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply":
-            return digest(entry.get("fieldsV1", {}))
+            return digests.plain(entry.get("fieldsV1", {}))
     return ""
 
 

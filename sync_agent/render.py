@@ -110,9 +110,7 @@ def render(root: Path, path: str, revision: Revision, ignore: Sequence[str] = ()
         elif unit in built:
             collector.add_text(unit, built[unit], decrypted=unit.path in collector.decrypted)
     skipped = [] if helm else [_chart_skipped(chart) for chart in charts]
-    digest_key = options.sops_keys.digest_key if options.sops_keys else b""
-    result = RenderResult(revision, rel or ".", tuple(collector.resources), tuple(skipped),
-                          digest_key=digest_key)
+    result = RenderResult(revision, rel or ".", tuple(collector.resources), tuple(skipped))
     if collector.problems:
         raise RenderError(collector.problems, partial=result)
     return helm_expand.expand(root, result, charts, helm, options, left_out) if helm else result

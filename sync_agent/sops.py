@@ -16,10 +16,7 @@ Only age is supported; a file encrypted for PGP, KMS or Vault alone is refused, 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import importlib.util
-import json
 import os
 import re
 import shutil
@@ -54,11 +51,6 @@ class AgeKeys:
 
     text: str = field(repr=False)
     source: str  # where they came from, for messages: "--sops-age-key keys.txt"
-
-    @property
-    def digest_key(self) -> bytes:
-        """A key for digests of decrypted objects: only holders of the age keys can make it."""
-        return hashlib.sha256(b"gitops-restore sops digest\0" + self.text.encode()).digest()
 
 
 class KeyFileError(ValueError):
@@ -192,10 +184,3 @@ def without_values(message: str, body: Any) -> str:
         if len(value) >= 3:
             message = message.replace(value, ENCRYPTED)
     return message
-
-
-def keyed_digest(body: dict, key: bytes) -> str:
-    """An HMAC of the object: the inventory may compare it, but no one can test guesses of
-    the plain values against it without the key."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    return hmac.new(key, canonical, hashlib.sha256).hexdigest()[:16]

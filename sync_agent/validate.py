@@ -9,13 +9,11 @@ dry-run, also before the first write, and raises one ValidationError listing the
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from sync_agent import digests
 from sync_agent import discovery as discovery_mod
-from sync_agent import sops
 from sync_agent.changes import Desired
 from sync_agent.conventions import NAMESPACE_RT, SYNC_LABEL
 from sync_agent.discovery import Discovery
@@ -33,7 +31,7 @@ class ValidateOptions:
     # Namespaces this sync created (they carry its label): with create_namespaces they stay
     # declared on every later run, so prune never takes them and verify expects them.
     owned_namespaces: frozenset[str] = frozenset()
-    # Keys the digests of secret objects (`RenderResult.digest_key`); without it they get none.
+    # Keys the digests of secret objects (`digests.cluster_key`); without it they get none.
     digest_key: bytes = field(default=b"", repr=False)
 
 
@@ -67,7 +65,7 @@ def prepare(resources: Sequence[Resource], found: Discovery, existing_namespaces
         seen[ref] = resource.origin
         secret = resource.decrypted or (rt.group, rt.kind) == ("", "Secret")
         desired.append(Desired(ref=ref, rt=rt, body=body, origin=resource.origin,
-                               digest=_digest(body, secret, options.digest_key),
+                               digest=digests.of_body(body, secret, options.digest_key),
                                deferred=deferred, decrypted=resource.decrypted))
 
     declared_namespaces = {d.ref.name for d in desired if d.ref.kind == "Namespace"}
@@ -78,7 +76,8 @@ def prepare(resources: Sequence[Resource], found: Discovery, existing_namespaces
             body = {"apiVersion": "v1", "kind": "Namespace",
                     "metadata": {"name": name, "labels": {SYNC_LABEL: options.sync_name}}}
             desired.append(Desired(ref=ObjectRef("", "Namespace", "", name), rt=NAMESPACE_RT,
-                                   body=body, origin=CREATED_NAMESPACE, digest=digest(body)))
+                                   body=body, origin=CREATED_NAMESPACE,
+                                   digest=digests.plain(body)))
         missing = []
     for name in missing:
         users = [d for d in desired if d.ref.namespace == name]
@@ -86,19 +85,6 @@ def prepare(resources: Sequence[Resource], found: Discovery, existing_namespaces
                         f"neither exists nor is declared in the revision ({len(users)} object(s) "
                         "use it); declare the Namespace or pass --create-namespaces")
     return desired, problems
-
-
-def _digest(body: dict, secret: bool, key: bytes) -> str:
-    """What the inventory remembers of a body. Never a plain hash of secret values (one could
-    test guesses against it): a keyed one, or none (then the object is always dry-run)."""
-    if not secret:
-        return digest(body)
-    return sops.keyed_digest(body, key) if key else ""
-
-
-def digest(body: dict) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(canonical).hexdigest()[:16]
 
 
 def _declared_crd_types(resources: Sequence[Resource]) -> dict[tuple[str, str, str], ResourceType]:

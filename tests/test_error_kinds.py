@@ -13,7 +13,7 @@ import bootstrap
 import sync_agent
 from bootstrap.cli.output import exits_cleanly
 from bootstrap.errors import OperationFailed, UserError
-from sync_agent import errors, inventory, lock, signatures, sync_identity
+from sync_agent import digests, errors, inventory, lock, signatures, sync_identity
 from sync_agent.agent import attempts, config, decryption, deploykey, syncobject, verifykeys
 from sync_agent.apply import ApplyError
 from sync_agent.git_process import GitTimeout
@@ -53,6 +53,7 @@ def error(name: str) -> Exception:
         "SignatureError": signatures.SignatureError(["commit 0123 is unsigned"]),
         "SourceMismatch": sync_identity.SourceMismatch("inventory 'x' records another repo"),
         "CorruptInventoryError": inventory.CorruptInventoryError("x", "inventory-x", "bad"),
+        "DigestKeyError": digests.DigestKeyError("Secret x/key holds no usable digest key"),
         "InvalidSyncName": inventory.InvalidSyncName("inventory 'X': invalid sync name"),
         "InvalidSpec": syncobject.InvalidSpec("spec.interval: not a duration"),
         "ConfigError": config.ConfigError("--sync NAME is required"),
@@ -76,7 +77,7 @@ def error(name: str) -> Exception:
 
 
 REFUSED = ["ValidationError", "SignatureError", "SourceMismatch", "CorruptInventoryError",
-           "InvalidSyncName", "InvalidSpec", "ConfigError", "UserError"]
+           "DigestKeyError", "InvalidSyncName", "InvalidSpec", "ConfigError", "UserError"]
 UNAVAILABLE = ["SourceError", "DeployKeyError", "DecryptionKeyError", "VerifyKeysError",
                "LockTimeout"]
 RUN_AGAIN = ["InventoryConflict", "LockLost", "GitTimeout", "Unreachable", "ApiError",

@@ -16,14 +16,13 @@ from kubernetes import client
 
 from bootstrap import agent, clusters, sops_key
 from bootstrap.errors import UserError
-from sync_agent import conventions, inventory, render, source
+from sync_agent import conventions, digests, inventory, render, source
 from sync_agent.agent import decryption, localproc, syncobject
 from sync_agent.conventions import LEASE_RT, SECRET_RT, SYNC_LABEL
 from sync_agent.errors import RenderError
 from sync_agent.kube import Kube
 from sync_agent.render_options import RenderOptions
-from sync_agent.sops import AgeKeys, keyed_digest, load_keys
-from sync_agent.validate import digest
+from sync_agent.sops import AgeKeys, load_keys
 from tests import cli
 from tests import manifests as m
 from tests.conftest import SESSION_CLUSTER
@@ -88,8 +87,6 @@ def test_a_whole_file_encrypted_secret_renders_with_its_plain_values(tmp_path, k
     assert base64.b64decode(by_name["db"].body["data"]["token"]).decode() == TOKEN
     assert "sops" not in by_name["db"].body
     assert by_name["db"].decrypted and not by_name["plain"].decrypted
-    # The inventory's digests of these objects are keyed by the age keys that decrypted them.
-    assert result.digest_key == keys_of(key).digest_key
 
 
 def test_partial_encryption_keeps_metadata_readable_and_decrypts_data(tmp_path, key):
@@ -198,16 +195,17 @@ def test_restore_decrypts_into_the_cluster_and_keeps_values_out_of_everything(
     assert base64.b64decode(live.data["password"]).decode() == PASSWORD
     assert base64.b64decode(live.data["token"]).decode() == TOKEN
 
-    # The inventory remembers the Secret by a keyed digest, not a plain hash of its values.
+    # The inventory remembers the Secret by a digest keyed by the cluster's digest key, not by
+    # a plain hash of its values.
     sent = {**yaml.safe_load(SECRET), "metadata": {
         "name": "db", "namespace": namespace, "labels": {SYNC_LABEL: namespace}}}
-    kube = Kube.from_kubeconfig(local_cluster.kubeconfig)
-    try:
+    with Kube.from_kubeconfig(local_cluster.kubeconfig) as kube:
         entry = next(e for e in inventory.load(kube, namespace).entries if e.ref.kind == "Secret")
-    finally:
-        kube.close()
-    assert entry.digest == keyed_digest(sent, keys_of(key).digest_key)
-    assert entry.digest != digest(sent)
+        stored = kube.get(SECRET_RT, conventions.NAMESPACE, digests.KEY_SECRET)
+    cluster_key = base64.b64decode(stored["data"]["key"])
+    assert len(cluster_key) == 32
+    assert entry.digest == digests.keyed(sent, cluster_key)
+    assert entry.digest != digests.plain(sent)
 
     # The same revision again is unchanged; a changed value shows as <encrypted>, no field.
     again = restore("plan", repo, namespace, "--path", "app",  # the key by sops' variable
