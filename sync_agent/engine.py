@@ -357,15 +357,21 @@ def _to_own(plan: Plan, old: inventory.Inventory | None) -> list[inventory.Entry
 
 def _final_entries(plan: Plan, applied: list[Applied], old: inventory.Inventory | None,
                    pruned: list[Change]) -> list[inventory.Entry]:
-    """The revision's record: each declared object as applied now, else as recorded, else
-    new; and each object prune kept as still ours or failed to delete, as recorded (the next
-    run decides again). Later entries win (inventory.Inventory)."""
+    """The revision's record: each declared object as applied now, else as a dry-run confirmed it
+    unchanged, else as recorded, else new; and each object prune kept as still ours or failed to
+    delete, as recorded (the next run decides again). Later entries win (inventory.Inventory)."""
     recorded = old.by_ref if old else {}
     dropped = {c.ref for c in pruned
                if not (c.action is Action.KEEP and c.detail in (*STILL_OWNED, RECREATED))}
     kept = [recorded[i.ref] for i in plan.prune if i.ref not in dropped]
-    declared = [recorded.get(d.ref) or inventory.Entry.of(d) for d in plan.desired]
+    declared = [_confirmed(plan, d) or recorded.get(d.ref) or inventory.Entry.of(d)
+                for d in plan.desired]
     return [*kept, *declared, *(a.entry for a in applied)]
+
+
+def _confirmed(plan: Plan, d: Desired) -> inventory.Entry | None:
+    owned = plan.confirmed.get(d.ref)
+    return inventory.Entry(d.ref, d.rt.version, d.digest, owned) if owned else None
 
 
 def _change_set(plan: Plan, applied: list[Applied]) -> ChangeSet:

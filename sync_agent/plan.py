@@ -70,6 +70,10 @@ class Plan:
     # The safety flags this plan relies on (given) or lacks (then also a problem), with why:
     # "--force", "--allow-mass-prune", "--prune-data".
     needs: dict[str, str] = field(default_factory=dict)
+    # Objects a dry-run found exactly as applying them would leave them, ownership included,
+    # by the owned-fields digest that shows it: the inventory records them as if just applied,
+    # so the next run trusts them without a dry-run.
+    confirmed: dict[ObjectRef, str] = field(default_factory=dict)
 
     def to_apply(self) -> list[Desired]:
         """Objects to send, deferred ones included (their action is only known after)."""
@@ -114,6 +118,7 @@ def make_plan(kube: Kube, desired: Sequence[Desired], previous: inventory.Invent
                                   plan.needs)
     if checks.immutable_changes:
         plan.needs["--force"] = _summary(sorted(checks.immutable_changes))
+    plan.confirmed = checks.confirmed
     if checks.problems:
         raise ValidationError(checks.problems, plan.needs)
     return plan
@@ -140,17 +145,21 @@ class _DryRuns:
     options: PlanOptions
     problems: list[str]
     immutable_changes: list[str] = field(default_factory=list)  # "Deployment/ns/web: ..."
+    confirmed: dict[ObjectRef, str] = field(default_factory=dict)  # Plan.confirmed
 
     def check(self, d: Desired) -> Change:
         current = self.live.get(d.ref)
         try:
             if current is not None and self.options.trust_inventory:
                 current = self.kube.get(d.rt, d.ref.namespace, d.ref.name)
-            return dry_run(self.kube, d, current, self.existing_namespaces)
+            change, owned = _dry_run(self.kube, d, current, self.existing_namespaces)
         except ApiError as e:
             if e.about_server:  # not the object's fault: the run fails (exit 1), not "invalid"
                 raise
             return self._refused(d, current, e)
+        if owned:
+            self.confirmed[d.ref] = owned
+        return change
 
     def _refused(self, d: Desired, current: dict | None, e: ApiError) -> Change:
         immutable = _immutable_fields(e)
@@ -184,6 +193,13 @@ def _summary(reasons: list[str]) -> str:
 
 
 def dry_run(kube: Kube, d: Desired, live: dict | None, existing_namespaces: set[str]) -> Change:
+    return _dry_run(kube, d, live, existing_namespaces)[0]
+
+
+def _dry_run(kube: Kube, d: Desired, live: dict | None, existing_namespaces: set[str]
+             ) -> tuple[Change, str]:
+    """The change, and for an unchanged object whose ownership an apply would not change
+    either, the owned-fields digest (else "")."""
     if d.ref.namespace and d.ref.namespace not in existing_namespaces:
         # The namespace comes in this revision, so the object cannot be dry-run where it will
         # live. Validate it as a create in `default`: schema and admission run before the
@@ -194,16 +210,18 @@ def dry_run(kube: Kube, d: Desired, live: dict | None, existing_namespaces: set[
         except ApiError as e:
             if e.status != 409:
                 raise
-        return Change(d.ref, Action.CREATE, "")
+        return Change(d.ref, Action.CREATE, ""), ""
     created, result = kube.apply(d.rt, d.body, dry_run=True, metadata_only=live is None)
     if created:
-        return Change(d.ref, Action.CREATE, "")
+        return Change(d.ref, Action.CREATE, ""), ""
     differences = differing_fields(live, result) if live is not None else ["ownership"]
     if not differences:
-        return Change(d.ref, Action.UNCHANGED, "")
+        owned = owned_fields_digest(live)
+        confirmed = owned if owned and owned == owned_fields_digest(result) else ""
+        return Change(d.ref, Action.UNCHANGED, ""), confirmed
     if d.decrypted:
-        return Change(d.ref, Action.UPDATE, f"{sops.ENCRYPTED} (changes)")
-    return Change(d.ref, Action.UPDATE, ", ".join(differences[:5]))
+        return Change(d.ref, Action.UPDATE, f"{sops.ENCRYPTED} (changes)"), ""
+    return Change(d.ref, Action.UPDATE, ", ".join(differences[:5])), ""
 
 
 def shown_error(error: ApiError, d: Desired) -> str:
