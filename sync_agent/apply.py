@@ -19,7 +19,8 @@ from sync_agent.changes import Action, Change, Desired
 from sync_agent.errors import Failed, ValidationError
 from sync_agent.helm import hooks
 from sync_agent.kube import DEFAULT_WORKERS, ApiError, Kube
-from sync_agent.plan import Plan, dry_run, owned_fields_digest, shown_error
+from sync_agent.ownership import owned_fields_digest, upgrade
+from sync_agent.plan import Plan, dry_run, shown_error
 from sync_agent.workers import map_batched, reporting_errors
 
 
@@ -67,7 +68,8 @@ def apply_plan(kube: Kube, plan: Plan, existing_namespaces: set[str],
                emit: events.EventSink = events.ignore) -> tuple[list[Applied], list[StageTiming]]:
     by_ref = {d.ref: d for d in plan.to_apply()}
     progress = _Progress()
-    apply_one = reporting_errors(lambda d: _apply_one(kube, d, plan.actions[d.ref]),
+    apply_one = reporting_errors(lambda d: _apply_one(kube, d, plan.actions[d.ref],
+                                                       d.ref in plan.to_upgrade),
                                  _apply_failed)
     with ThreadPoolExecutor(max_workers=options.workers) as pool:
         pre_hooks = frozenset(r for r, d in by_ref.items() if hooks.is_pre_hook(d.body))
@@ -101,10 +103,16 @@ def _apply_failed(d: Desired, error: ApiError) -> str:
     return f"{d.origin}: {d.ref}: {shown_error(error, d)}"
 
 
-def _apply_one(kube: Kube, d: Desired, planned: Change) -> Applied | str:
+def _apply_one(kube: Kube, d: Desired, planned: Change, upgrade_first: bool
+               ) -> Applied | str:
     if planned.action is Action.RECREATE and not _deleted(kube, d):
         return f"{d.origin}: {d.ref}: still present {DELETE_TIMEOUT:.0f}s after its delete"
-    created, stored = kube.apply(d.rt, d.body, metadata_only=True)
+    if planned.action in (Action.CREATE, Action.RECREATE):
+        created, stored = _create(kube, d)
+    else:
+        if upgrade_first:
+            upgrade(kube, d.rt, d.ref.namespace, d.ref.name)
+        created, stored = kube.apply(d.rt, d.body, metadata_only=True)
     if planned.action is Action.RECREATE:
         action = Action.RECREATE
     else:
@@ -112,6 +120,18 @@ def _apply_one(kube: Kube, d: Desired, planned: Change) -> Applied | str:
     change = Change(d.ref, action, planned.detail)
     return Applied(change, inventory.Entry(d.ref, d.rt.version, d.digest,
                                            owned_fields_digest(stored)))
+
+
+def _create(kube: Kube, d: Desired) -> tuple[bool, dict]:
+    """A new object by POST: a third less of the API server's work than a server-side apply
+    that creates it (ownership.py says what that means for its fields). Should the object
+    exist by now, or the POST be refused where the dry-run apply was not, it is applied."""
+    try:
+        return True, kube.create(d.rt, d.body)
+    except ApiError as e:
+        if e.about_server or e.status >= 500:
+            raise
+    return kube.apply(d.rt, d.body, metadata_only=True)
 
 
 def _validate_deferred(kube: Kube, pool: ThreadPoolExecutor, deferred: Sequence[Desired],

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from sync_agent import digests, events, inventory, sops
+from sync_agent import events, inventory, ownership, sops
 from sync_agent.changes import Action, Change, ChangeSet, Desired
-from sync_agent.conventions import FIELD_MANAGER, PRUNE_ANNOTATION, SYNC_LABEL
+from sync_agent.conventions import PRUNE_ANNOTATION, SYNC_LABEL
 from sync_agent.discovery import Discovery
 from sync_agent.errors import ValidationError
 from sync_agent.kube import DEFAULT_WORKERS, ApiError, Kube, ResourceType
@@ -74,6 +74,9 @@ class Plan:
     # by the owned-fields digest that shows it: the inventory records them as if just applied,
     # so the next run trusts them without a dry-run.
     confirmed: dict[ObjectRef, str] = field(default_factory=dict)
+    # Objects to update that we created by POST: apply turns their ownership into ours by
+    # server-side apply first (ownership.upgrade).
+    to_upgrade: set[ObjectRef] = field(default_factory=set)
 
     def to_apply(self) -> list[Desired]:
         """Objects to send, deferred ones included (their action is only known after)."""
@@ -119,6 +122,7 @@ def make_plan(kube: Kube, desired: Sequence[Desired], previous: inventory.Invent
     if checks.immutable_changes:
         plan.needs["--force"] = _summary(sorted(checks.immutable_changes))
     plan.confirmed = checks.confirmed
+    plan.to_upgrade = checks.to_upgrade
     if checks.problems:
         raise ValidationError(checks.problems, plan.needs)
     return plan
@@ -146,6 +150,7 @@ class _DryRuns:
     problems: list[str]
     immutable_changes: list[str] = field(default_factory=list)  # "Deployment/ns/web: ..."
     confirmed: dict[ObjectRef, str] = field(default_factory=dict)  # Plan.confirmed
+    to_upgrade: set[ObjectRef] = field(default_factory=set)  # Plan.to_upgrade
 
     def check(self, d: Desired) -> Change:
         current = self.live.get(d.ref)
@@ -159,6 +164,8 @@ class _DryRuns:
             return self._refused(d, current, e)
         if owned:
             self.confirmed[d.ref] = owned
+        if change.action is Action.UPDATE and ownership.created_by_us(current):
+            self.to_upgrade.add(d.ref)
         return change
 
     def _refused(self, d: Desired, current: dict | None, e: ApiError) -> Change:
@@ -216,8 +223,8 @@ def _dry_run(kube: Kube, d: Desired, live: dict | None, existing_namespaces: set
         return Change(d.ref, Action.CREATE, ""), ""
     differences = differing_fields(live, result) if live is not None else ["ownership"]
     if not differences:
-        owned = owned_fields_digest(live)
-        confirmed = owned if owned and owned == owned_fields_digest(result) else ""
+        owned = ownership.owned_fields_digest(live)
+        confirmed = owned if owned and owned == ownership.owned_fields_digest(result) else ""
         return Change(d.ref, Action.UNCHANGED, ""), confirmed
     if d.decrypted:
         return Change(d.ref, Action.UPDATE, f"{sops.ENCRYPTED} (changes)"), ""
@@ -249,14 +256,6 @@ def list_owned(kube: Kube, types: set[ResourceType], sync_name: str,
         for pairs in pool.map(list_one, sorted(types, key=lambda t: (t.group, t.kind))):
             live.update(pairs)
     return live
-
-
-def owned_fields_digest(live: dict) -> str:
-    """Digest of the fields our field manager owns on a live object ("" if none)."""
-    for entry in live.get("metadata", {}).get("managedFields", []) or []:
-        if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply":
-            return digests.plain(entry.get("fieldsV1", {}))
-    return ""
 
 
 def differing_fields(live: dict, result: dict, depth: int = 3) -> list[str]:
@@ -295,7 +294,7 @@ def _as_we_left_it(d: Desired, live: dict | None, previous: inventory.Inventory 
     if live is None or entry is None:
         return False
     return bool(entry.digest) and entry.digest == d.digest \
-        and entry.owned == owned_fields_digest(live)
+        and entry.owned == ownership.owned_fields_digest(live)
 
 
 def _served(entry: inventory.Entry, found: Discovery) -> ResourceType | None:
