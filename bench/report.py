@@ -27,8 +27,9 @@ def add_ratios(result: dict) -> dict:
             result[way]["vs_raw"] = round(result[way]["objects_per_second"] / raw, 3)
         if way in result and ours and way != "gitops_restore":
             result[way]["ours_vs_it"] = round(ours / result[way]["objects_per_second"], 2)
-    if "raw_probe_apply" in result and "raw_probe_dry_run" in result and ours:
-        floor = result["raw_probe_apply"]["seconds"] + result["raw_probe_dry_run"]["seconds"]
+    if "raw_probe" in result and "raw_probe_dry_run" in result and ours:
+        # What validate-first cannot go below: every object dry-run, then every one created.
+        floor = result["raw_probe"]["seconds"] + result["raw_probe_dry_run"]["seconds"]
         result["validate_first_floor_seconds"] = round(floor, 2)
         result["ours_vs_floor"] = round(floor / result["gitops_restore"]["seconds"], 3)
     return result
@@ -56,7 +57,27 @@ def markdown(results: list[dict]) -> str:
     lines.append("")
     for r in results:
         lines.extend(_notes(r))
+    lines.extend(_scale(results))
     return "\n".join(lines) + "\n"
+
+
+def _scale(results: list[dict]) -> list[str]:
+    """Per-object time of each way at every N, and at each N over that at 10,000."""
+    base = next((r for r in results if r["objects"] == 10_000), None)
+    notes = []
+    for way in ("gitops_restore", "flux_ssa", "raw_probe"):
+        cells = []
+        for r in results:
+            if way not in r:
+                continue
+            ms = 1000 * r[way]["seconds"] / r["objects"]
+            cell = f"{ms:.2f} ms at N = {r['objects']:,}"
+            if base and way in base and r is not base:
+                cell += f" ({ms / (1000 * base[way]['seconds'] / 10_000):.2f}× that at 10,000)"
+            cells.append(cell)
+        if cells:
+            notes.append(f"- per object, {LABELS[way]}: " + "; ".join(cells))
+    return notes
 
 
 def _notes(r: dict) -> list[str]:
