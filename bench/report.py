@@ -90,6 +90,10 @@ def _notes(r: dict) -> list[str]:
                      + (f"; vs kubectl {r['kubectl']['ours_vs_it']}×" if "kubectl" in r else "")
                      + (f"; vs the validate-first floor ({r['validate_first_floor_seconds']} s) "
                         f"{r['ours_vs_floor']}×" if "ours_vs_floor" in r else ""))
+    server = [f"{LABELS[way].split(' (')[0]} {r[way]['apiserver_cpu_seconds']}" for way in WAYS
+              if "apiserver_cpu_seconds" in r.get(way, {})]
+    if server:
+        notes.append(f"- {n}: kube-apiserver CPU s per way: " + "; ".join(server))
     for way in ("gitops_restore", "flux_ssa"):
         steady = r.get(f"steady_{way}")
         if steady:

@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench import report, steady_state, synthetic, ways
+from bench import control_plane, report, steady_state, synthetic, ways
 from bench.ways import GITOPS_RESTORE, Probe, run_timed
 
 ROOT = Path(__file__).resolve().parent
@@ -92,15 +92,21 @@ def bench_size(size: int, args: argparse.Namespace, work: Path, binaries: dict[s
         for way, measure in measures.items():
             kubeconfig = provision(f"bench-{round_number}")
             try:
-                runs[way].append(measure(kubeconfig))
+                before = control_plane.cpu_seconds(kubeconfig)
+                measured = measure(kubeconfig)
+                measured["control_plane_cpu"] = control_plane.spent(
+                    before, control_plane.cpu_seconds(kubeconfig))
+                runs[way].append(measured)
                 if round_number == 0:
                     _after_first_run(way, size, args, repo, items, kubeconfig, flux, result)
             finally:
                 destroy(f"bench-{round_number}")
     for way, measured in runs.items():
         median = statistics.median(m["seconds"] for m in measured)
+        apiserver = statistics.median(m["control_plane_cpu"].get("kube-apiserver", 0)
+                                      for m in measured)
         result[way] = {"seconds": median, "objects_per_second": round(size / median, 1),
-                       "runs": measured}
+                       "apiserver_cpu_seconds": round(apiserver, 2), "runs": measured}
     if "gitops_restore" in runs:
         result["gitops_restore"]["peak_rss_mb"] = max(m["peak_rss_mb"]
                                                       for m in runs["gitops_restore"])
