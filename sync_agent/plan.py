@@ -164,7 +164,9 @@ class _DryRuns:
             return self._refused(d, current, e)
         if owned:
             self.confirmed[d.ref] = owned
-        if change.action is Action.UPDATE and ownership.created_by_us(current):
+        # Not listed as ours (another sync's, or made by hand): upgrade reads it to find out.
+        if change.action is Action.UPDATE and (current is None
+                                               or ownership.created_by_us(current)):
             self.to_upgrade.add(d.ref)
         return change
 
