@@ -9,6 +9,7 @@ it knows nothing of either.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import tempfile
 import time
 from collections import Counter
@@ -186,6 +187,22 @@ def verify_signatures(kube: Kube, repo, revision: Revision, spec: SourceSpec,
                              last_applied=old.revision if old else "")
 
 
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """A run keeps every object of the revision until it ends, and Python's cyclic collector
+    walks all of them again each time they have grown by a quarter: 2.5 of the 6 CPU seconds of
+    rendering 50,000 objects. What a run builds (parsed YAML, API answers) holds no cycles, so
+    nothing is lost by collecting them after it, by reference counting as usual."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@_cyclic_gc_paused()
 def restore(kube: Kube, spec: SourceSpec, options: SyncOptions,
             emit: events.EventSink = events.ignore, guard: lock.Guard | None = None) -> Report:
     """Restore (or, with plan_only, plan) the cluster to the declared state of `spec`.
@@ -274,6 +291,7 @@ def _validate_and_plan(kube: Kube, spec: SourceSpec, rendered: RenderResult,
     return plan, old, namespaces
 
 
+@_cyclic_gc_paused()
 def verify(kube: Kube, spec: SourceSpec, options: SyncOptions,
            emit: events.EventSink = events.ignore) -> Report:
     """Compare the live cluster with the revision, writing nothing.
