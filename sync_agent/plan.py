@@ -225,8 +225,11 @@ def _dry_run(kube: Kube, d: Desired, live: dict | None, existing_namespaces: set
         return Change(d.ref, Action.CREATE, ""), ""
     differences = differing_fields(live, result) if live is not None else ["ownership"]
     if not differences:
+        # An object we created by POST gains an Apply entry in any apply's result, its Update
+        # entry standing for the same fields; its content being equal is what counts then.
         owned = ownership.owned_fields_digest(live)
-        confirmed = owned if owned and owned == ownership.owned_fields_digest(result) else ""
+        same = ownership.created_by_us(live) or owned == ownership.owned_fields_digest(result)
+        confirmed = owned if owned and same else ""
         return Change(d.ref, Action.UNCHANGED, ""), confirmed
     if d.decrypted:
         return Change(d.ref, Action.UPDATE, f"{sops.ENCRYPTED} (changes)"), ""
