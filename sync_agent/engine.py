@@ -18,7 +18,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sync_agent import discovery, events, inventory, lock, signatures, source, sync_identity
+from sync_agent import (
+    discovery,
+    events,
+    inventory,
+    lock,
+    render_cache,
+    signatures,
+    source,
+    sync_identity,
+)
 from sync_agent import health as health_mod
 from sync_agent import render as render_mod
 from sync_agent.apply import Applied, ApplyError, ApplyOptions, apply_plan
@@ -137,10 +146,21 @@ def fetch(spec: SourceSpec) -> tuple[object, Revision]:
 
 def render_revision(repo, revision: Revision, spec: SourceSpec,
                     helm: HelmContext | None = None) -> RenderResult:
+    """The objects `spec` declares at `revision`; from the render cache when this commit was
+    rendered before with the same inputs, without exporting or parsing it (`render_cache`)."""
+    inputs = render_cache.Inputs(spec.repo, revision.sha, spec.path, spec.ignore, spec.render,
+                                 helm)
+    entry = render_cache.key(inputs) if render_cache.cacheable(inputs) else None
+    keys = spec.render.sops_keys
+    if entry and (hit := render_cache.load(entry, revision, keys.digest_key if keys else b"")):
+        return hit
     with tempfile.TemporaryDirectory(prefix="gitops-restore-tree-") as tree:
         left_out = source.export_tree(repo, revision.sha, Path(tree))
-        return render_mod.render(Path(tree), spec.path, revision, spec.ignore, spec.render,
-                                 left_out, helm)
+        result = render_mod.render(Path(tree), spec.path, revision, spec.ignore, spec.render,
+                                   left_out, helm)
+    if entry:
+        render_cache.store(entry, result)
+    return result
 
 
 def helm_context(kube: Kube, spec: SourceSpec, options: SyncOptions) -> HelmContext:
