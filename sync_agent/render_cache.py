@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -74,10 +77,12 @@ def load(entry: str, revision: Revision, digest_key: bytes) -> RenderResult | No
     differ) and `digest_key` (from the keys given, never stored); None when absent or bad."""
     path = directory() / f"{entry}.json"
     try:
-        data = orjson.loads(path.read_bytes())
-        if data["format"] != FORMAT:
-            return None
-        resources = tuple(Resource(body, Origin(*origin)) for body, origin in data["resources"])
+        with collector_paused():
+            data = orjson.loads(path.read_bytes())
+            if data["format"] != FORMAT:
+                return None
+            resources = tuple(Resource(body, Origin(*origin))
+                              for body, origin in data["resources"])
         if not all(isinstance(r.body, dict) for r in resources):
             return None
         os.utime(path)  # in use: the last to be trimmed
@@ -97,8 +102,9 @@ def store(entry: str, result: RenderResult) -> None:
             "resources": rows}
     try:
         text = orjson.dumps(data)
-        if orjson.loads(text)["resources"] != rows:  # e.g. .inf, which JSON writes as null
-            return
+        with collector_paused():
+            if orjson.loads(text)["resources"] != rows:  # e.g. .inf, which JSON writes as null
+                return
         folder = directory()
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         with tempfile.NamedTemporaryFile("wb", dir=folder, delete=False, suffix=".tmp") as out:
@@ -112,6 +118,20 @@ def store(entry: str, result: RenderResult) -> None:
         _trim(folder)
     except (OSError, TypeError):  # orjson.JSONEncodeError is a TypeError
         return
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Parsing an entry makes tens of objects per resource and no reference cycles; Python's
+    cyclic collector would walk the growing heap again and again meanwhile, and at 50,000
+    objects that costs twice the parse itself (bench/render_cache_load.py)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _trim(folder: Path) -> None:
