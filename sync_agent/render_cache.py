@@ -26,9 +26,9 @@ from pathlib import Path
 
 import orjson
 
+from sync_agent import paths
 from sync_agent.helm.context import HelmContext
 from sync_agent.objects import Origin, RenderResult, Resource, Revision
-from sync_agent.paths import cache_root
 from sync_agent.render_options import RenderOptions
 
 FORMAT = 1  # bump when what an entry holds changes
@@ -36,12 +36,13 @@ MAX_ENTRIES = 20
 
 
 def directory() -> Path:
-    return cache_root() / "render"
+    return paths.cache_root() / "render"
 
 
 @dataclasses.dataclass(frozen=True)
 class Inputs:
-    """Everything a render's output depends on besides the commit's files."""
+    """Everything a render's output depends on besides the commit's files (and the code and
+    the kubectl that renders them, which `key` adds)."""
 
     repo: str  # as given: the same commit from another URL is another entry
     sha: str
@@ -60,7 +61,8 @@ def key(inputs: Inputs) -> str:
     options = inputs.options
     helm = inputs.helm.settings if inputs.helm else None
     described = {
-        "format": FORMAT, "code": _code_digest(), "repo": inputs.repo, "sha": inputs.sha,
+        "format": FORMAT, "code": _code_digest(), "kustomize": paths.kubectl(),
+        "repo": inputs.repo, "sha": inputs.sha,
         "path": inputs.path, "ignore": list(inputs.ignore),
         "max_file_bytes": options.max_file_bytes, "max_yaml_nodes": options.max_yaml_nodes,
         "sops_keys": options.sops_keys is not None,
