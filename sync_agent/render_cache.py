@@ -2,8 +2,9 @@
 
 The agent renders the same commit every interval, and a rollback renders a commit it rendered
 when it was current: the objects a revision declares depend only on the commit, the path, the
-ignore patterns, the render options, the Helm settings and this package's own code, so they are
-stored under the hash of exactly those (`key`) and read back by `engine.render_revision`.
+ignore patterns, the render options, the Helm settings, this package's own code and the kubectl
+that runs kustomize, so they are stored under the hash of exactly those (`key`) and read back
+by `engine.render_revision`.
 
 What is kept is only what is safe in plain files and cannot move under the same key: never a
 decrypted SOPS value, never anything Helm rendered (its output depends on the cluster, and helm
