@@ -25,6 +25,7 @@ from sync_agent import (
     events,
     inventory,
     lock,
+    render_cache,
     signatures,
     source,
     sync_identity,
@@ -147,10 +148,20 @@ def fetch(spec: SourceSpec) -> tuple[object, Revision]:
 
 def render_revision(repo, revision: Revision, spec: SourceSpec,
                     helm: HelmContext | None = None) -> RenderResult:
+    """The objects `spec` declares at `revision`; from the render cache when this commit was
+    rendered before with the same inputs, without exporting or parsing it (`render_cache`)."""
+    inputs = render_cache.Inputs(spec.repo, revision.sha, spec.path, spec.ignore, spec.render,
+                                 helm)
+    entry = render_cache.key(inputs) if render_cache.cacheable(inputs) else None
+    if entry and (hit := render_cache.load(entry, revision)):
+        return hit
     with tempfile.TemporaryDirectory(prefix="gitops-restore-tree-") as tree:
         left_out = source.export_tree(repo, revision.sha, Path(tree))
-        return render_mod.render(Path(tree), spec.path, revision, spec.ignore, spec.render,
-                                 left_out, helm)
+        result = render_mod.render(Path(tree), spec.path, revision, spec.ignore, spec.render,
+                                   left_out, helm)
+    if entry:
+        render_cache.store(entry, result)
+    return result
 
 
 def helm_context(kube: Kube, spec: SourceSpec, options: SyncOptions) -> HelmContext:
