@@ -55,8 +55,17 @@ def private_state() -> Iterator[Path]:
 
 
 def provision(name: str) -> str:
-    out = subprocess.run([GITOPS_RESTORE, "provision", "--name", name, "--nodes", "3",
-                          "--output", "json"], check=True, capture_output=True, text=True)
+    for attempt in (1, 2):
+        out = subprocess.run([GITOPS_RESTORE, "provision", "--name", name, "--nodes", "3",
+                              "--output", "json"], capture_output=True, text=True)
+        if out.returncode == 0:
+            break
+        # Seen once: another cluster starting at the same moment took the port kwokctl chose.
+        print(f"provision {name} failed (attempt {attempt}):\n{out.stderr[-2000:]}",
+              file=sys.stderr)
+        subprocess.run([GITOPS_RESTORE, "destroy", "--cluster", name], capture_output=True)
+    else:
+        raise SystemExit(f"cannot provision {name}")
     # A new control plane is busy for a few seconds after it answers (controllers syncing,
     # per-namespace defaults); every way measured starts on a settled one.
     time.sleep(SETTLE_SECONDS)
