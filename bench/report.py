@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import platform
 
-WAYS = ("gitops_restore", "flux_ssa", "kubectl", "client_go_create", "raw_probe",
-        "raw_probe_apply", "raw_probe_dry_run")
+WAYS = ("gitops_restore", "flux_ssa", "flux_controllers", "kubectl", "client_go_create",
+        "raw_probe", "raw_probe_apply", "raw_probe_dry_run")
 LABELS = {
     "gitops_restore": "gitops-restore restore",
     "flux_ssa": "Flux's engine (ssa ApplyAllStaged, concurrency 4)",
+    "flux_controllers": "Flux's source- + kustomize-controller (Kustomization created → Ready)",
     "kubectl": "kubectl apply --server-side -R",
     "client_go_create": "client-go creates, 32 at a time",
     "raw_probe": "raw creates (bench/rawprobe, 32 at a time): the baseline",

@@ -8,6 +8,8 @@ of the same thing varies by ±20% on this machine):
                      inventory);
   flux_ssa           Flux's own apply engine, fluxcd/pkg/ssa ApplyAllStaged, as
                      kustomize-controller drives it (bench/fluxapply), no client rate limit;
+  flux_controllers   Flux's source-controller and kustomize-controller as local processes:
+                     time from a Kustomization created to Ready (bench/ways.py);
   kubectl            `kubectl apply --server-side -R`;
   client_go_create   client-go's dynamic client POSTing every object, 32 at a time;
   raw_probe          bench/rawprobe POSTing every object, 32 at a time, metadata-only
@@ -87,6 +89,7 @@ def bench_size(size: int, args: argparse.Namespace, work: Path, binaries: dict[s
     measures = {
         "gitops_restore": ways.ours(repo, size, args.workers),
         "flux_ssa": ways.flux(flux, repo, size, "staged", FLUX_CONCURRENCY),
+        "flux_controllers": ways.flux_controllers(repo, size),
         "kubectl": ways.kubectl(repo),
         "client_go_create": ways.flux(flux, repo, size, "create", args.workers),
         "raw_probe": probe.run("create"),
