@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 
 from bench import synthetic
-from sync_agent import engine, render_cache, source
+from sync_agent import collector, engine, render_cache, source
 
 
 def cpu(work, repeats: int) -> float:
@@ -69,7 +69,7 @@ def measure(size: int, work: Path, repeats: int) -> dict:
 
 def paused(work):
     def run() -> None:
-        with render_cache.collector_paused():
+        with collector.paused():
             work()
     return run
 

@@ -9,7 +9,6 @@ it knows nothing of either.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import tempfile
 import time
 from collections import Counter
@@ -20,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sync_agent import (
+    collector,
     digests,
     discovery,
     events,
@@ -198,22 +198,7 @@ def verify_signatures(kube: Kube, repo, revision: Revision, spec: SourceSpec,
                              last_applied=old.revision if old else "")
 
 
-@contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """A run keeps every object of the revision until it ends, and Python's cyclic collector
-    walks all of them again each time they have grown by a quarter: 2.5 of the 6 CPU seconds of
-    rendering 50,000 objects. What a run builds (parsed YAML, API answers) holds no cycles, so
-    nothing is lost by collecting them after it, by reference counting as usual."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-@_cyclic_gc_paused()
+@collector.paused()
 def restore(kube: Kube, spec: SourceSpec, options: SyncOptions,
             emit: events.EventSink = events.ignore, guard: lock.Guard | None = None) -> Report:
     """Restore (or, with plan_only, plan) the cluster to the declared state of `spec`.
@@ -302,7 +287,7 @@ def _validate_and_plan(kube: Kube, spec: SourceSpec, rendered: RenderResult,
     return plan, old, namespaces
 
 
-@_cyclic_gc_paused()
+@collector.paused()
 def verify(kube: Kube, spec: SourceSpec, options: SyncOptions,
            emit: events.EventSink = events.ignore) -> Report:
     """Compare the live cluster with the revision, writing nothing.

@@ -17,17 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import gc
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
 
-from sync_agent import paths
+from sync_agent import collector, paths
 from sync_agent.helm.context import HelmContext
 from sync_agent.objects import Origin, RenderResult, Resource, Revision
 from sync_agent.render_options import RenderOptions
@@ -80,7 +77,7 @@ def load(entry: str, revision: Revision) -> RenderResult | None:
     differ); None when absent or bad."""
     path = directory() / f"{entry}.json"
     try:
-        with collector_paused():
+        with collector.paused():
             data = orjson.loads(path.read_bytes())
             if data["format"] != FORMAT:
                 return None
@@ -104,7 +101,7 @@ def store(entry: str, result: RenderResult) -> None:
             "resources": rows}
     try:
         text = orjson.dumps(data)
-        with collector_paused():
+        with collector.paused():
             if orjson.loads(text)["resources"] != rows:  # e.g. .inf, which JSON writes as null
                 return
         folder = directory()
@@ -120,20 +117,6 @@ def store(entry: str, result: RenderResult) -> None:
         _trim(folder)
     except (OSError, TypeError):  # orjson.JSONEncodeError is a TypeError
         return
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Parsing an entry makes tens of objects per resource and no reference cycles; Python's
-    cyclic collector would walk the growing heap again and again meanwhile, and at 50,000
-    objects that costs twice the parse itself (bench/render_cache_load.py)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _trim(folder: Path) -> None:
