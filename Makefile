@@ -30,7 +30,7 @@ test: prereqs-test cluster-bin
 	$(BIN)/lint-imports
 	$(BIN)/pytest
 
-# Every peer side by side at N = 1,000, 10,000 and 50,000, 3 interleaved rounds (long: see README).
+# Every peer side by side at N = 1,000, 10,000 (3 interleaved rounds) and 50,000 (one; see README).
 bench: prereqs-demo cluster-bin
 	$(BIN)/python -m bench.restore_throughput
 
