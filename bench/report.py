@@ -108,6 +108,8 @@ def _notes(r: dict) -> list[str]:
                          f"alone: {steady['idle_window']['writes']} writes")
     if "rollback_10" in r:
         rb = r["rollback_10"]
+        render = rb.get("rollback_phases", {}).get("render")
         notes.append(f"- {n}: a 10-object change restored in {rb['forward_seconds']} s, "
-                     f"rolled back in {rb['rollback_seconds']} s")
+                     f"rolled back in {rb['rollback_seconds']} s"
+                     + (f" (of which rendering the earlier commit {render} s)" if render else ""))
     return notes

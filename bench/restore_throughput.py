@@ -170,10 +170,14 @@ def rollback_scenario(repo: Path, items: list[dict], kubeconfig: str, workers: i
               "--output", "json"]
     forward = run_timed([GITOPS_RESTORE, "restore", *common])
     back = run_timed([GITOPS_RESTORE, "rollback", "--to", "HEAD~1", *common])
+    done = {"forward": json.loads(forward.stdout), "rollback": json.loads(back.stdout)}
     return {"forward_seconds": round(forward.seconds, 2),
-            "forward_counts": json.loads(forward.stdout)["counts"],
+            "forward_counts": done["forward"]["counts"],
+            "forward_phases": {p["phase"]: p["seconds"] for p in done["forward"]["phases"]},
             "rollback_seconds": round(back.seconds, 2),
-            "rollback_counts": json.loads(back.stdout)["counts"]}
+            "rollback_counts": done["rollback"]["counts"],
+            "rollback_phases": {p["phase"]: p["seconds"] for p in done["rollback"]["phases"]},
+            "rollback_peak_rss_mb": back.peak_rss_mb}
 
 
 def main() -> None:
