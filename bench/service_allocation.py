@@ -6,9 +6,11 @@ clusters, and each batch's rate is recorded against how many objects the cluster
   - `headless`: the same Services with `clusterIP: None`, which allocate no IP;
   - `clusterip-after-configmaps`: ClusterIP Services into a cluster first filled with as many
     ConfigMaps, so the object count grows but the allocator's range does not fill.
-If only `clusterip` slows down as it grows, the cost is the IP allocator's (every ClusterIP
-Service also writes an IPAddress object, and a fuller range takes more tries to find a free
-address); if all slow down alike, it is the store's size.
+If only `clusterip` slows down as it grows, the cost is the IP allocator's; if all slow down
+alike, it is the store's size. Found (README, Performance): kube-apiserver v1.36.3's allocator
+counts the addresses in use by listing every IPAddress on each allocation and release, so each
+ClusterIP Service costs time in proportion to those already there (a CPU profile of the API
+server is in bench/results/).
 Run: `python -m bench.service_allocation --batches 10 --batch 2000`.
 """
 
@@ -59,6 +61,7 @@ def variant(name: str, probe_binary: str, work: Path, batches: int, batch: int) 
             seconds = Probe.send(command, lines, [])
             rows.append({"services_before": number * batch, "seconds": round(seconds, 2),
                          "per_second": round(batch / seconds, 1)})
+            print(f"{name}: {rows[-1]}", flush=True)  # a run cut short still says something
         return rows
     finally:
         restore_throughput.destroy("svc-alloc")
