@@ -70,9 +70,9 @@ class Plan:
     # The safety flags this plan relies on (given) or lacks (then also a problem), with why:
     # "--force", "--allow-mass-prune", "--prune-data".
     needs: dict[str, str] = field(default_factory=dict)
-    # Objects a dry-run found exactly as applying them would leave them, ownership included,
-    # by the owned-fields digest that shows it: the inventory records them as if just applied,
-    # so the next run trusts them without a dry-run.
+    # Objects a dry-run found as applying them would leave them (ownership too, unless we
+    # created them by POST), by the owned-fields digest that shows it: the inventory records
+    # them as if just applied, so the next run trusts them without a dry-run.
     confirmed: dict[ObjectRef, str] = field(default_factory=dict)
     # Objects to update that we created by POST: apply turns their ownership into ours by
     # server-side apply first (ownership.upgrade).
@@ -208,7 +208,7 @@ def dry_run(kube: Kube, d: Desired, live: dict | None, existing_namespaces: set[
 def _dry_run(kube: Kube, d: Desired, live: dict | None, existing_namespaces: set[str]
              ) -> tuple[Change, str]:
     """The change, and for an unchanged object whose ownership an apply would not change
-    either, the owned-fields digest (else "")."""
+    either (or that we created by POST), the owned-fields digest (else "")."""
     if d.ref.namespace and d.ref.namespace not in existing_namespaces:
         # The namespace comes in this revision, so the object cannot be dry-run where it will
         # live. Validate it as a create in `default`: schema and admission run before the
