@@ -12,10 +12,12 @@ import json
 import shutil
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from kubernetes import client
 
+from sync_agent.helm import fetch
 from tests import cli
 from tests.conftest import SESSION_CLUSTER
 from tests.helmrepo import ChartRepoServer, make_chart, package
@@ -259,6 +261,12 @@ def test_offline_renders_from_the_cache_and_refuses_what_it_lacks(
     assert f"Deployment/{namespace}/shop-web" in actions(report)
 
     with ChartRepoServer(tmp_path) as never_seen:
+        # The helm cache outlives test runs and ports are reused: an index an earlier run kept
+        # for this very address must not stand in for one never seen (seen once in CI).
+        address = f"//{urlsplit(never_seen.url).netloc}/"
+        for cached in (fetch.cache_dir() / "index").glob("*.yaml"):
+            if address in cached.read_text():
+                cached.unlink()
         commit(repo, {"apps/shop.yaml": flux_release(namespace, "~1.0", never_seen.url)}, "new")
         refused = gr("restore", repo, namespace, "--path", "apps", "--offline", code=2)
         assert f"HelmRelease/{namespace}/shop (release {namespace}/shop): chart web ~1.0 from " \
