@@ -24,7 +24,7 @@ from pathlib import Path
 
 import orjson
 
-from sync_agent import collector, paths
+from sync_agent import collector, json_codec, paths
 from sync_agent.helm.context import HelmContext
 from sync_agent.objects import Origin, RenderResult, Resource, Revision
 from sync_agent.render_options import RenderOptions
@@ -69,7 +69,7 @@ def key(inputs: Inputs) -> str:
             "ca_file": str(helm.ca_file) if helm.ca_file else None,
             "username": helm.username, "password": helm.password is not None},
     }
-    return hashlib.sha256(orjson.dumps(described, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return hashlib.sha256(json_codec.canonical(described)).hexdigest()
 
 
 def load(entry: str, revision: Revision) -> RenderResult | None:
@@ -78,7 +78,7 @@ def load(entry: str, revision: Revision) -> RenderResult | None:
     path = directory() / f"{entry}.json"
     try:
         with collector.paused():
-            data = orjson.loads(path.read_bytes())
+            data = json_codec.loads(path.read_bytes())
             if data["format"] != FORMAT:
                 return None
             resources = tuple(Resource(body, Origin(*origin))
